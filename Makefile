@@ -1,0 +1,27 @@
+# Set-up is part of every target: a fresh machine needs only python3 (and apt for the browser tests).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP_FLAGS ?= -q --disable-pip-version-check
+
+.PHONY: demo test test-all install browser
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian's chromium for the Playwright browser tests (no browser download: the package registry only).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/coinage demo
+
+test: $(VENV)/.installed browser
+	$(PY) -m pytest -q
+
+test-all: $(VENV)/.installed browser
+	$(PY) -m pytest -q -m "not realweights"

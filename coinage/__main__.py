@@ -1,0 +1,5 @@
+import sys
+
+from coinage.cli import main
+
+sys.exit(main())

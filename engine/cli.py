@@ -1,0 +1,61 @@
+"""`coinage backbone ...`: list, inspect and save backbones."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub) -> list[str]:
+    p = sub.add_parser("backbone", help="list, inspect and save backbones")
+    bsub = p.add_subparsers(dest="action", metavar="ACTION")
+    bsub.required = True
+    ls = bsub.add_parser("list", help="registered backbone names")
+    ls.set_defaults(func=_list)
+    info = bsub.add_parser("info", help="load a backbone and print its dimensions")
+    _backbone_args(info)
+    info.set_defaults(func=_info)
+    save = bsub.add_parser("save", help="write a backbone to a local directory (the layout `--backbone DIR` loads)")
+    _backbone_args(save)
+    save.add_argument("out", help="output directory")
+    save.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+    save.set_defaults(func=_save)
+    return ["backbone"]
+
+
+def _backbone_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default="tiny-random", help="registry name, local directory or hf-hub:org/repo")
+    p.add_argument("--diffusion-dir", help="local diffusers directory for the diffusion stack (unet/, vae/, scheduler/)")
+    p.add_argument("--clip-weights", help="local open_clip weights file instead of the pretrained tag")
+    p.add_argument("--device", default="auto")
+
+
+def _load(args):
+    from engine.loading import load_backbone
+
+    return load_backbone(args.backbone, device=args.device, diffusion_dir=args.diffusion_dir,
+                         clip_weights=args.clip_weights)
+
+
+def _list(_args) -> int:
+    from engine.backbones import get_backbone_config, list_backbones
+
+    for name in list_backbones():
+        print(f"{name:12s} {get_backbone_config(name).description}")
+    return 0
+
+
+def _info(args) -> int:
+    bb = _load(args)
+    print(json.dumps({"id": bb.id, "embed_dim": bb.embed_dim, "text_width": bb.text_width,
+                      "context_length": bb.context_length, "image_size": bb.image_size,
+                      "diffusion": bb.has_diffusion, "cond_layer": bb.config.cond_layer, "pad": bb.config.pad,
+                      "device": str(bb.device), "dtype": str(bb.dtype)}, indent=2))
+    return 0
+
+
+def _save(args) -> int:
+    from engine.loading import save_backbone
+
+    out = save_backbone(_load(args), args.out, dtype=args.dtype)
+    print(f"saved backbone to {out}")
+    return 0

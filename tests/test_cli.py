@@ -1,0 +1,30 @@
+from coinage.cli import main
+
+
+def test_backbone_list_and_info(capsys):
+    assert main(["backbone", "list"]) == 0
+    assert "sd15" in capsys.readouterr().out
+    assert main(["backbone", "info", "--backbone", "tiny-random", "--device", "cpu"]) == 0
+    assert '"text_width": 32' in capsys.readouterr().out
+
+
+def test_backbone_save_then_load(tmp_path, capsys):
+    assert main(["backbone", "save", "--backbone", "tiny-random", "--device", "cpu", str(tmp_path / "bb")]) == 0
+    assert main(["backbone", "info", "--backbone", str(tmp_path / "bb"), "--device", "cpu"]) == 0
+    assert '"diffusion": true' in capsys.readouterr().out
+
+
+def test_errors_are_reported_not_raised(capsys):
+    assert main(["backbone", "info", "--backbone", "no-such-backbone"]) == 1
+    assert "registered backbones" in capsys.readouterr().err
+
+
+def test_pending_commands_name_the_missing_capability(capsys):
+    from coinage.cli import PENDING, build_parser
+
+    parser = build_parser()
+    choices = parser._subparsers._group_actions[0].choices
+    pending = [c for c in PENDING if choices[c].get_default("func").__name__ == "run"]
+    for command in pending:
+        assert main([command]) == 2
+        assert "missing capability" in capsys.readouterr().err
