@@ -1,0 +1,306 @@
+"""Train the demo world's backbone: a small open_clip CLIP and a latent diffusion model on it.
+
+Three phases, each seeded, checkpointed and resumable (`--resume` is the default: a killed run
+picks up at its last checkpoint):
+
+1. `clip`: contrastive image/caption training of a small ViT + text transformer (open_clip
+   architecture, the real CLIP BPE tokenizer, context 32).
+2. `vae`: an AutoencoderKL (4 latent channels, 4x downsampling: 64 px -> 16x16 latents).
+3. `unet`: a UNet2DConditionModel trained on the VAE latents with epsilon prediction, conditioned
+   on the frozen CLIP text tower's hidden states exactly as the sd15 backbone is (TextEncoder).
+
+The result is saved in the local-directory backbone layout (fp16) and loads with
+`load_backbone("world")`. Training captions sometimes name the hidden details (trim colour,
+emblem) so that the image tower learns to see them, as web-trained CLIPs do; catalog and query
+captions never do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from engine.backbones import BackboneConfig
+from engine.loading import Backbone, save_backbone
+from engine.text import TextEncoder
+from engine.tiny import build_clip, build_scheduler, build_unet, build_vae
+from engine.tokenizer import TokenLayout
+
+log = logging.getLogger(__name__)
+
+WORLD_CLIP_CFG = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 64, "layers": 4, "width": 128, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 4},
+}
+PREPROCESS = {"size": 64, "mode": "RGB", "mean": (0.48145466, 0.4578275, 0.40821073),
+              "std": (0.26862954, 0.26130258, 0.27577711), "interpolation": "bicubic",
+              "resize_mode": "shortest", "fill_color": 0}
+
+
+@dataclass
+class WorldTrainConfig:
+    seed: int = 0  # world seed (catalog, splits) and training seed
+    out: str = "world/backbone"  # where the finished backbone is saved (fp16)
+    work: str = "var/world-train"  # dataset cache and checkpoints
+    pairs: int = 24000  # rendered (image, caption) training pairs
+    detail_prob: float = 0.3  # probability a training caption names the trim colour or emblem
+    clip_steps: int = 1200
+    clip_batch: int = 96
+    clip_lr: float = 1e-3
+    vae_steps: int = 800
+    vae_batch: int = 16
+    vae_lr: float = 1e-3
+    vae_kl: float = 1e-6  # KL weight (small: a nearly deterministic autoencoder, as SD's)
+    unet_steps: int = 3000
+    unet_batch: int = 32
+    unet_lr: float = 5e-4
+    uncond_prob: float = 0.1  # caption dropout for classifier-free guidance
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    threads: int = 2
+    ckpt_every: int = 200
+
+
+def world_backbone_config(name: str = "world") -> BackboneConfig:
+    return BackboneConfig(name=name, clip_model="world-clip", clip_cfg=WORLD_CLIP_CFG, diffusion="builder",
+                          cond_layer="last", pad="eot", image_size=64, steps=20, guidance_scale=4.0,
+                          description="the demo world's CLIP + latent diffusion, trained here on CPU")
+
+
+# ---------------------------------------------------------------- data
+
+def detail_phrase(product, rng: random.Random) -> str:
+    r = rng.random()
+    if r < 0.4:
+        return f" with {product.trim_colour} trim"
+    if r < 0.8:
+        return f" with a {product.emblem} emblem"
+    return f" with {product.trim_colour} trim and a {product.emblem} emblem"
+
+
+def build_dataset(cfg: WorldTrainConfig) -> tuple[np.ndarray, list[str]]:
+    """Render (or load the cached) training pairs: uint8 images (N, 64, 64, 3) and captions."""
+    from world.build import make_world, sample_training_pair
+    from world.render import render_array
+
+    cache = Path(cfg.work) / f"pairs-seed{cfg.seed}-n{cfg.pairs}.npz"
+    if cache.is_file():
+        data = np.load(cache, allow_pickle=False)
+        return data["images"], json.loads(str(data["captions"]))
+    world = make_world(cfg.seed)
+    rng = random.Random(f"world-train-{cfg.seed}")
+    images = np.empty((cfg.pairs, 64, 64, 3), dtype=np.uint8)
+    captions = []
+    for i in tqdm(range(cfg.pairs), desc="render pairs", unit="img"):
+        photo, text = sample_training_pair(world, rng)
+        if rng.random() < cfg.detail_prob:
+            text += detail_phrase(photo.product, rng)
+        images[i] = render_array(photo, 64)
+        captions.append(text)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, images=images, captions=np.array(json.dumps(captions)))
+    tmp.replace(cache)
+    return images, captions
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _ckpt(cfg: WorldTrainConfig, phase: str) -> Path:
+    return Path(cfg.work) / f"{phase}.ckpt"
+
+
+def save_ckpt(cfg, phase: str, step: int, modules: dict, done: bool = False) -> None:
+    path = _ckpt(cfg, phase)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "done": done, **{k: m.state_dict() for k, m in modules.items()}}, tmp)
+    tmp.replace(path)
+
+
+def load_ckpt(cfg, phase: str, modules: dict) -> tuple[int, bool]:
+    path = _ckpt(cfg, phase)
+    if not path.is_file():
+        return 0, False
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for k, m in modules.items():
+        m.load_state_dict(state[k])
+    return int(state["step"]), bool(state["done"])
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _loop(cfg, phase, total, modules, opt, base_lr, step_fn) -> float:
+    start, done = load_ckpt(cfg, phase, {**modules, "opt": opt})
+    if done:
+        log.info("%s: already trained (checkpoint %s)", phase, _ckpt(cfg, phase))
+        return 0.0
+    t0 = time.time()
+    bar = tqdm(range(start, total), desc=phase, initial=start, total=total, unit="step")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, total, base_lr)
+        loss = step_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % cfg.ckpt_every == 0:
+            save_ckpt(cfg, phase, step + 1, {**modules, "opt": opt})
+    save_ckpt(cfg, phase, total, {**modules, "opt": opt}, done=True)
+    return time.time() - t0
+
+
+# ---------------------------------------------------------------- phases
+
+def train_clip(cfg, backbone: Backbone, images: np.ndarray, captions: list[str]) -> float:
+    clip = backbone.clip.train().requires_grad_(True)
+    encoder = TextEncoder(backbone)
+    batch = encoder.tokenizer(captions, TokenLayout.from_sizes(backbone.vocab_size, {}))
+    from engine.images import ImageEncoder
+
+    norm = ImageEncoder(backbone)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    decay = [p for n, p in clip.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in clip.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                            lr=cfg.clip_lr, betas=(0.9, 0.98), eps=1e-6)
+
+    def step_fn(step):
+        idx = torch.randint(0, len(captions), (cfg.clip_batch,), generator=gen)
+        x = norm.normalize(to_tensor(images[idx.numpy()]))
+        img = F.normalize(clip.encode_image(x), dim=-1)
+        emb = encoder.embed(batch.ids[idx], None)
+        txt, _ = encoder.tower(emb, batch.eot_index[idx])
+        logits = clip.logit_scale.exp().clamp(max=100) * img @ txt.T
+        labels = torch.arange(len(idx))
+        # identical captions in a batch are rare (24k varied pairs); plain symmetric InfoNCE
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+    seconds = _loop(cfg, "clip", cfg.clip_steps, {"clip": clip}, opt, cfg.clip_lr, step_fn)
+    clip.eval().requires_grad_(False)
+    return seconds
+
+
+def train_vae(cfg, vae, images: np.ndarray) -> float:
+    vae.train().requires_grad_(True)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+
+    def step_fn(step):
+        idx = torch.randint(0, len(images), (cfg.vae_batch,), generator=gen)
+        x = to_tensor(images[idx.numpy()]) * 2 - 1
+        post = vae.encode(x).latent_dist
+        recon = vae.decode(post.sample(gen)).sample
+        return F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + cfg.vae_kl * post.kl().mean()
+
+    seconds = _loop(cfg, "vae", cfg.vae_steps, {"vae": vae}, opt, cfg.vae_lr, step_fn)
+    vae.eval().requires_grad_(False)
+    return seconds
+
+
+@torch.no_grad()
+def encode_latents_all(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    out = [vae.encode(to_tensor(images[i:i + batch]) * 2 - 1).latent_dist.mean
+           for i in tqdm(range(0, len(images), batch), desc="latents", unit="batch")]
+    return torch.cat(out)
+
+
+def train_unet(cfg, backbone: Backbone, latents: torch.Tensor, captions: list[str]) -> float:
+    unet, scheduler = backbone.unet.train().requires_grad_(True), backbone.scheduler
+    encoder = TextEncoder(backbone)
+    batch = encoder.tokenizer(captions + [""], TokenLayout.from_sizes(backbone.vocab_size, {}))
+    empty = len(captions)
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=1e-2)
+    scale = backbone.vae.config.scaling_factor
+
+    def step_fn(step):
+        idx = torch.randint(0, len(captions), (cfg.unet_batch,), generator=gen)
+        drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.uncond_prob
+        tidx = torch.where(drop, torch.full_like(idx, empty), idx)
+        with torch.no_grad():
+            _, cond = encoder.tower(encoder.embed(batch.ids[tidx], None), batch.eot_index[tidx])
+        z0 = latents[idx] * scale
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.unet_batch,), generator=gen)
+        zt = scheduler.add_noise(z0, noise, t)
+        return F.mse_loss(unet(zt, t, encoder_hidden_states=cond).sample, noise)
+
+    seconds = _loop(cfg, "unet", cfg.unet_steps, {"unet": unet}, opt, cfg.unet_lr, step_fn)
+    unet.eval().requires_grad_(False)
+    return seconds
+
+
+# ---------------------------------------------------------------- driver
+
+def train_world(cfg: WorldTrainConfig, phases: tuple[str, ...] = ("clip", "vae", "unet")) -> dict:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    t_all = time.time()
+    t0 = time.time()
+    images, captions = build_dataset(cfg)
+    timings = {"render_s": round(time.time() - t0, 1)}
+    config = world_backbone_config()
+    backbone = Backbone(config, build_clip(WORLD_CLIP_CFG, cfg.seed), dict(WORLD_CLIP_CFG), dict(PREPROCESS))
+    backbone.vae = build_vae(cfg.seed + 2, block_out_channels=tuple(cfg.vae_channels), norm_num_groups=8,
+                             sample_size=64)
+    backbone.unet = build_unet(WORLD_CLIP_CFG["text_cfg"]["width"], 16, cfg.seed + 1,
+                               block_out_channels=tuple(cfg.unet_channels), layers_per_block=1,
+                               attention_head_dim=32, norm_num_groups=16)
+    backbone.scheduler = build_scheduler()
+    if "clip" in phases:
+        timings["clip_s"] = round(train_clip(cfg, backbone, images, captions), 1)
+    else:
+        load_ckpt(cfg, "clip", {"clip": backbone.clip})
+    backbone.clip.eval().requires_grad_(False)
+    if "vae" in phases:
+        timings["vae_s"] = round(train_vae(cfg, backbone.vae, images), 1)
+    else:
+        load_ckpt(cfg, "vae", {"vae": backbone.vae})
+    backbone.vae.eval().requires_grad_(False)
+    if "unet" in phases:
+        latents = encode_latents_all(backbone.vae, images)
+        backbone.vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+        timings["unet_s"] = round(train_unet(cfg, backbone, latents, captions), 1)
+    timings["total_s"] = round(time.time() - t_all, 1)
+    out = save_backbone(backbone.eval(), cfg.out, dtype="fp16", name="world")
+    report = {"config": asdict(cfg), "timings": timings, "threads": torch.get_num_threads()}
+    (out / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="coinage world train", description=__doc__.splitlines()[0])
+    defaults = WorldTrainConfig()
+    for name, value in asdict(defaults).items():
+        if isinstance(value, tuple):
+            p.add_argument(f"--{name.replace('_', '-')}", type=int, nargs="+", default=list(value))
+        else:
+            p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    p.add_argument("--phases", nargs="+", default=["clip", "vae", "unet"], choices=["clip", "vae", "unet"])
+    args = vars(p.parse_args(argv))
+    phases = tuple(args.pop("phases"))
+    cfg = WorldTrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+    report = train_world(cfg, phases)
+    print(json.dumps(report["timings"]))
+    return 0
