@@ -1,0 +1,59 @@
+"""The web app: search page with previews, admin (concepts, catalog, jobs), JSON API, health and metrics.
+
+    app = create_app()                                   # settings from COINAGE_* variables
+    app = create_app(AppSettings(data_dir=tmp_path, backbone="tiny-random"))   # tests
+
+Resources (backbone, store, registry, job store, query service, worker) hang off
+`app.extensions["coinage"]` (web/resources.py); close them with `app.extensions["coinage"].close()`.
+Templates: one per page and one per fragment (templates/partials/); an htmx request
+(`HX-Request: true`) gets only the fragment. htmx is vendored in static/ with its version in the name.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Flask
+
+from engine.settings import AppSettings
+
+HTMX_FILE = "htmx-2.0.11.min.js"  # vendored from the npm package htmx.org (dist/htmx.min.js)
+
+
+def create_app(config: AppSettings | None = None) -> Flask:
+    """Build the app from `config` (default: AppSettings.from_env()); loads the backbone and opens the store."""
+    from . import errors, metrics, security
+    from .resources import Resources
+    from .views import admin, api, ops, search
+
+    settings = config if config is not None else AppSettings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=security.secret_key(settings),
+        MAX_CONTENT_LENGTH=settings.limits.max_request_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.limits.max_request_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.env == "production",
+        SESSION_COOKIE_NAME="session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.admin.session_hours),
+        JSON_SORT_KEYS=False,
+        COINAGE_SETTINGS=settings,
+    )
+    resources = Resources(settings)
+    app.extensions["coinage"] = resources
+    try:
+        security.init_app(app, settings)
+        errors.init_app(app)
+        metrics.init_app(app)
+        for blueprint in (search.bp, admin.bp, api.bp, ops.bp):
+            app.register_blueprint(blueprint)
+        app.jinja_env.globals.update(htmx_file=HTMX_FILE, settings=settings)
+        from .templating import init_app as init_templating
+
+        init_templating(app)
+        if settings.worker.mode == "thread":
+            resources.start_worker()
+    except BaseException:
+        resources.close()
+        raise
+    return app

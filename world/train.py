@@ -283,6 +283,8 @@ def train_world(cfg: WorldTrainConfig, phases: tuple[str, ...] = ("clip", "vae",
         backbone.vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
         timings["unet_s"] = round(train_unet(cfg, backbone, latents, captions), 1)
     timings["total_s"] = round(time.time() - t_all, 1)
+    if "unet" not in phases:  # a partial run (phases trained in separate processes) saves checkpoints only
+        return {"config": asdict(cfg), "timings": timings, "threads": torch.get_num_threads()}
     out = save_backbone(backbone.eval(), cfg.out, dtype="fp16", name="world")
     report = {"config": asdict(cfg), "timings": timings, "threads": torch.get_num_threads()}
     (out / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")

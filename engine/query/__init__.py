@@ -1,0 +1,20 @@
+"""The query service (METHOD.md, "Composition and GAIR"): parsing, composed retrieval, GAIR and previews.
+
+Used by the web app, the JSON API and `coinage search`. See engine/query/service.py for the flow.
+"""
+from __future__ import annotations
+
+from .config import QueryConfig
+from .errors import IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
+from .gair import GairOutcome, WeightScore, choose, score_weights
+from .parse import ParsedQuery, parse_query, text_only_prompt
+from .previews import Preview, PreviewCache, cache_key
+from .schema import METHODS, GairResult, ResultItem, SearchRequest, SearchResponse
+from .service import QueryService
+
+__all__ = [
+    "METHODS", "GairOutcome", "GairResult", "IndexMismatch", "IndexNotFound", "ParsedQuery", "Preview",
+    "PreviewCache", "PreviewUnavailable", "QueryConfig", "QueryError", "QueryService", "ResultItem",
+    "SearchRequest", "SearchResponse", "WeightScore", "cache_key", "choose", "parse_query", "score_weights",
+    "text_only_prompt",
+]

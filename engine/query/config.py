@@ -1,0 +1,90 @@
+"""QueryConfig: the knobs of the query service, one comment per field."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.diffusion import SamplerConfig
+
+from .errors import QueryError
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    # Vector-store collection or alias searched (the indexer points the alias at the live collection).
+    collection: str = "products"
+    # GAIR weight grid W: the values of w tried in q(w) = w*g([t,*,c]) + (1-w)*mean_i g([t,a_i,c]).
+    weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    # Run GAIR when the request does not say (SearchRequest.gair=None). search() never generates either way.
+    gair: bool = True
+    # Diffusion seed when the request gives none: the same seed gives the same images, w* and previews.
+    seed: int = 0
+    # Denoising steps for previews and GAIR; None = the backbone's default (BackboneConfig.steps).
+    steps: int | None = None
+    # Classifier-free guidance scale; None = the backbone's default. 1.0 turns guidance off (half the UNet cost).
+    guidance_scale: float | None = None
+    # Sampler: 'dpm' (DPM-Solver++ multistep, good in few steps) or 'ddim'.
+    sampler: str = "dpm"
+    # Images generated per weight and for the context x_c; GAIR scores average over them (more: steadier w*).
+    images_per_weight: int = 1
+    # Negative prompt: the unconditional branch of classifier-free guidance.
+    negative_prompt: str = ""
+    # Seed offset of the context images x_c, so that x_c is not the w=0 candidate itself (same noise) (ours).
+    context_seed_offset: int = 1_000_003
+    # Side in pixels of preview PNGs (bicubic resize of each image); None = the generation size.
+    preview_size: int | None = None
+    # Preview PNGs kept in memory (LRU).
+    preview_cache_items: int = 256
+    # Directory shared by processes (web workers, CLI) for preview PNGs and GAIR outcomes; None = memory only.
+    preview_dir: str | None = None
+    # GAIR outcomes (w*, every w's score) kept in memory (LRU).
+    gair_cache_items: int = 1024
+    # Context-image features f(x_c) kept in memory (LRU), per attribute-averaged query and sampler settings.
+    context_cache_items: int = 256
+    # Text encodings (token prompt + attribute prompts) kept in memory (LRU), per prompt and token versions.
+    text_cache_items: int = 1024
+    # Results per page when the request gives no limit.
+    default_limit: int = 10
+    # Largest page size accepted.
+    max_limit: int = 100
+    # Longest query accepted, in characters (CLIP reads at most 75 BPE tokens anyway).
+    max_query_chars: int = 500
+    # Text encoder runtime: 'auto' (the ONNX export of the text tower, input-embeddings form, when engine.onnx
+    # can export or load it; else PyTorch, with a warning), 'onnx' (required) or 'torch'.
+    text_runtime: str = "auto"
+    # Where ONNX exports are cached; None = engine.onnx's default ($COINAGE_ONNX_CACHE or var/onnx).
+    onnx_cache_dir: str | None = None
+    # Payload field that SearchRequest.category filters on (exact match, or any of a list).
+    category_field: str = "category"
+    # Payload field that SearchRequest.min_price / max_price bound (inclusive).
+    price_field: str = "price"
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            raise QueryError("QueryConfig.weights is empty; give the GAIR grid, e.g. (0, 0.25, 0.5, 0.75, 1)")
+        bad = [w for w in self.weights if not 0.0 <= float(w) <= 1.0]
+        if bad:
+            raise QueryError(f"QueryConfig.weights must lie in [0, 1]; {bad} do not")
+        object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+        for name in ("images_per_weight", "preview_cache_items", "gair_cache_items", "context_cache_items",
+                     "text_cache_items", "default_limit", "max_limit", "max_query_chars"):
+            if int(getattr(self, name)) < 1:
+                raise QueryError(f"QueryConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            raise QueryError(f"QueryConfig.steps must be >= 1 (or None for the backbone's default), got {self.steps}")
+        if self.preview_size is not None and self.preview_size < 8:
+            raise QueryError(f"QueryConfig.preview_size must be >= 8 pixels (or None), got {self.preview_size}")
+        if self.default_limit > self.max_limit:
+            raise QueryError(f"QueryConfig.default_limit ({self.default_limit}) exceeds max_limit ({self.max_limit})")
+        if self.text_runtime not in ("auto", "onnx", "torch"):
+            raise QueryError(f"QueryConfig.text_runtime must be 'auto', 'onnx' or 'torch', got {self.text_runtime!r}")
+        if self.sampler not in ("dpm", "ddim"):
+            raise QueryError(f"QueryConfig.sampler must be 'dpm' or 'ddim', got {self.sampler!r}")
+
+    def sampler_config(self, backbone) -> SamplerConfig:
+        """The sampler settings for this backbone (None fields fall back to the backbone's defaults)."""
+        return SamplerConfig(
+            steps=self.steps or backbone.config.steps,
+            guidance_scale=self.guidance_scale if self.guidance_scale is not None else backbone.config.guidance_scale,
+            sampler=self.sampler,
+            images_per_prompt=self.images_per_weight,
+        )

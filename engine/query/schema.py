@@ -1,0 +1,186 @@
+"""Request and response dataclasses of the query service; each serialises with `to_json()` (a JSON-ready dict)."""
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import numbers
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from .errors import QueryError
+from .gair import GairOutcome, WeightScore
+from .previews import Preview
+
+# Query vectors: "composed" is q_pool(w) (w from the request, GAIR or 1); the others are the paper's baselines.
+METHODS = ("composed", "text-only", "text+image")
+
+
+@dataclass
+class SearchRequest:
+    query: str = ""  # text with <placeholders>; may be empty when `image` is given
+    image: Any = None  # a PIL image or the bytes of an uploaded image file; searched by its CLIP feature
+    category: str | list[str] | None = None  # exact category (or any of a list): payload QueryConfig.category_field
+    min_price: float | None = None  # inclusive lower bound on payload QueryConfig.price_field
+    max_price: float | None = None  # inclusive upper bound on payload QueryConfig.price_field
+    filters: dict[str, Any] = field(default_factory=dict)  # any payload field -> exact value (str/int) or list
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # field -> (min, max)
+    limit: int | None = None  # results per page; None = QueryConfig.default_limit
+    offset: int = 0  # results skipped (pagination)
+    gair: bool | None = None  # run GAIR for this query in gair(); None = QueryConfig.gair
+    weight: float | None = None  # a fixed w in [0, 1] (no GAIR); None = w* from GAIR when known, else 1
+    seed: int | None = None  # diffusion seed for GAIR and previews; None = QueryConfig.seed
+    method: str = "composed"  # one of METHODS
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "image"}
+        out["ranges"] = {k: list(v) for k, v in self.ranges.items()}
+        out["image"] = self.image is not None  # the image itself is not echoed back
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SearchRequest":
+        """A request from a JSON object (the API body); `image` may be a base64 string of an image file.
+
+        Unknown fields and wrong types raise QueryError naming the field, never a KeyError or TypeError.
+        """
+        if not isinstance(data, Mapping):
+            raise QueryError(f"the search request must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise QueryError(f"unknown search request field(s) {unknown}; known fields: {sorted(known)}")
+        values = dict(data)
+        if isinstance(values.get("image"), str):
+            try:
+                values["image"] = base64.b64decode(values["image"], validate=True)
+            except (binascii.Error, ValueError) as e:
+                raise QueryError(f"field 'image' is not valid base64 ({e}); send the image file base64-encoded") from e
+        elif values.get("image") not in (None, False):
+            raise QueryError("field 'image' must be a base64 string of an image file (or null)")
+        else:
+            values["image"] = None
+        if isinstance(values.get("ranges"), Mapping):
+            values["ranges"] = {k: _pair(k, v) for k, v in values["ranges"].items()}
+        request = cls(**values)
+        request.validate()
+        return request
+
+    def validate(self, max_limit: int | None = None) -> None:
+        """Check types and ranges at the boundary; QueryError names the field and the fix."""
+        _expect("query", self.query, str)
+        _expect_optional_number("min_price", self.min_price)
+        _expect_optional_number("max_price", self.max_price)
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise QueryError(f"min_price {self.min_price} is above max_price {self.max_price}; swap or drop one")
+        if self.category is not None and not (isinstance(self.category, str) or (
+                isinstance(self.category, list) and self.category and all(isinstance(c, str) for c in self.category))):
+            raise QueryError(f"field 'category' must be a string or a non-empty list of strings, got {self.category!r}")
+        _expect("filters", self.filters, dict)
+        _expect("ranges", self.ranges, dict)
+        for key, bounds in self.ranges.items():
+            _pair(key, bounds)
+        if self.limit is not None:
+            if not _is_int(self.limit) or self.limit < 1 or (max_limit is not None and self.limit > max_limit):
+                raise QueryError(f"field 'limit' must be an integer from 1 to {max_limit or 'the maximum'}, "
+                                 f"got {self.limit!r}")
+        if not _is_int(self.offset) or self.offset < 0:
+            raise QueryError(f"field 'offset' must be an integer >= 0, got {self.offset!r}")
+        if self.gair is not None and not isinstance(self.gair, bool):
+            raise QueryError(f"field 'gair' must be true, false or null, got {self.gair!r}")
+        if self.weight is not None and (not _is_number(self.weight) or not 0.0 <= float(self.weight) <= 1.0):
+            raise QueryError(f"field 'weight' must be a number in [0, 1] (or null for GAIR/default), got {self.weight!r}")
+        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
+            raise QueryError(f"field 'seed' must be an integer >= 0, got {self.seed!r}")
+        if self.method not in METHODS:
+            raise QueryError(f"field 'method' must be one of {METHODS}, got {self.method!r}")
+
+
+@dataclass
+class ResultItem:
+    rank: int  # 1-based position in the whole ranking (offset included)
+    id: str  # point id in the vector store
+    score: float  # similarity to the query vector (cosine for cosine collections)
+    payload: dict[str, Any]  # the product as the indexer stored it (id, title, category, price, image, ...)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rank": self.rank, "id": self.id, "score": self.score, "payload": self.payload}
+
+
+@dataclass
+class SearchResponse:
+    query: str  # the query as typed
+    prompt: str | None  # what was encoded (parent words inserted); None for an image-only query
+    tokens: list[str]  # custom tokens in the query
+    notes: list[str]  # what the service changed or noticed (parent inserted, GAIR skipped, ...)
+    method: str  # one of METHODS
+    weight: float | None  # the w the query vector was composed with; None when the query has no token
+    weight_source: str  # 'request', 'default' (1.0), 'gair', 'gair-cache' or 'none'
+    results: list[ResultItem]
+    limit: int
+    offset: int
+    next_offset: int | None  # offset of the next page, None when this page was not full
+    collection: str  # collection or alias searched
+    backbone: str  # backbone id the query was encoded with
+    timings_ms: dict[str, float] = field(default_factory=dict)  # parse, encode, search, total
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["results"] = [r.to_json() for r in self.results]
+        return out
+
+
+@dataclass
+class GairResult:
+    response: SearchResponse  # the results for w* (with the request's filters and page)
+    outcome: GairOutcome | None  # w*, every w's score and preview; None when GAIR did not run
+    preview: Preview | None  # the image generated for the chosen query (I_w*, or the w=1 preview without GAIR)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # text, context_generation, generation, scoring, search, total
+
+    @property
+    def w_star(self) -> float | None:
+        return self.outcome.w_star if self.outcome else self.response.weight
+
+    @property
+    def scores(self) -> list[WeightScore]:
+        return self.outcome.scores if self.outcome else []
+
+    @property
+    def previews(self) -> dict[float, Preview]:
+        return dict(self.outcome.previews) if self.outcome else {}
+
+    def to_json(self, include_png: bool = False) -> dict[str, Any]:
+        """JSON-ready dict; previews are referenced by key, or inlined as base64 with include_png=True."""
+        out = {"w_star": self.w_star, "scores": [s.to_json() for s in self.scores],
+               "cached": self.outcome.cached if self.outcome else None,
+               "preview": self.preview.to_json() if self.preview else None,
+               "response": self.response.to_json(), "timings_ms": dict(self.timings_ms)}
+        if include_png and self.preview is not None:
+            out["preview"]["png_base64"] = base64.b64encode(self.preview.png).decode()
+        return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def _expect(name: str, value: Any, kind: type) -> None:
+    if not isinstance(value, kind):
+        raise QueryError(f"field {name!r} must be a {kind.__name__}, got {type(value).__name__}")
+
+
+def _expect_optional_number(name: str, value: Any) -> None:
+    if value is not None and not _is_number(value):
+        raise QueryError(f"field {name!r} must be a finite number or null, got {value!r}")
+
+
+def _pair(key: str, bounds: Any) -> tuple[float | None, float | None]:
+    if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2) or not all(
+            b is None or _is_number(b) for b in bounds) or bounds == (None, None) or list(bounds) == [None, None]:
+        raise QueryError(f"range for field {key!r} must be [min, max] with finite numbers or null "
+                         f"(at least one given), got {bounds!r}")
+    return (bounds[0], bounds[1])

@@ -1,0 +1,273 @@
+"""The app-wide typed configuration: one dataclass per component, gathered in `AppSettings`.
+
+    settings = AppSettings.from_env()                   # COINAGE_* variables (docs/web.md lists them all)
+    settings = AppSettings(data_dir=tmp_path, backbone="tiny-random")   # tests: everything under tmp_path
+
+Components reuse the configs their owners define (`StoreConfig`, `QueryConfig`, `TrainConfig`,
+`ImageLimits`); this module adds what only the app has (admin, upload limits, the job worker) and
+derives every path from `data_dir`, so one directory holds a whole installation:
+
+    <data_dir>/store/          embedded vector store (unless COINAGE_STORE_PATH / a Qdrant server)
+    <data_dir>/concepts/       concept registry (SQLite + images + token versions)
+    <data_dir>/jobs.sqlite3    job store (engine.jobs)
+    <data_dir>/previews/       preview PNGs and GAIR outcomes shared by web and worker processes
+    <data_dir>/indexer/        rejected-row files of reindex jobs
+    <data_dir>/onnx/           ONNX exports of the backbone's encoders (unless COINAGE_ONNX_CACHE)
+    <data_dir>/uploads/        photos uploaded for search by photo
+    <data_dir>/world/          the demo catalog (`coinage demo`)
+    <data_dir>/admin.json      dev mode only: the hash of the generated admin password
+    <data_dir>/secret_key      dev mode only: the generated session-signing key
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from engine.errors import CoinageError
+from engine.query.config import QueryConfig
+from engine.store import StoreConfig
+
+if TYPE_CHECKING:
+    from trainer.config import TrainConfig
+
+ENVIRONMENTS = ("dev", "production")
+WORKER_MODES = ("thread", "process", "off")
+
+
+class SettingsError(CoinageError):
+    """A configuration value is missing or invalid; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    # Admin user name (COINAGE_ADMIN_USER).
+    user: str = "admin"
+    # werkzeug.security password hash (COINAGE_ADMIN_PASSWORD_HASH). None in dev: a random password is
+    # generated at first start, stored hashed in <data_dir>/admin.json and printed once. Required in production.
+    password_hash: str | None = field(default=None, repr=False)
+    # Hours an admin session stays valid without activity.
+    session_hours: float = 12.0
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    # Largest request body in bytes (all uploaded files together); larger requests get 413.
+    max_request_bytes: int = 64 << 20
+    # Largest single uploaded image file in bytes.
+    max_image_bytes: int = 8 << 20
+    # Largest uploaded image in pixels (width x height), checked from the header before decoding.
+    max_image_pixels: int = 25_000_000
+    # Smallest side of an uploaded image in pixels.
+    min_image_side: int = 16
+    # Image formats accepted for uploads (PIL format names).
+    image_formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
+    # Images per concept registration (the registry's own bounds are 3 to 50).
+    min_concept_images: int = 3
+    max_concept_images: int = 50
+    # Preview jobs waiting at once; beyond it searches show results without a new preview.
+    max_queued_previews: int = 32
+    # Results per page on the search page.
+    results_per_page: int = 12
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    # 'thread': the job worker runs inside the web process (dev, demo); 'process': a separate
+    # `coinage worker` process runs jobs (production); 'off': jobs wait until a worker runs them.
+    mode: str = "thread"
+    # Seconds between polls for a queued job when idle.
+    poll_s: float = 0.5
+    # Seconds between heartbeats (and cancel-flag checks) of a running job.
+    heartbeat_s: float = 1.0
+    # A running job whose heartbeat is older than this is taken as interrupted and queued again.
+    stale_after_s: float = 30.0
+    # Runs a job gets (first run + re-queues after interruptions) before it is marked failed.
+    max_attempts: int = 3
+    # Job kinds served by each worker thread ("lane"): previews never wait behind a training run.
+    lanes: tuple[tuple[str, ...], ...] = (("preview",), ("train", "reindex"))
+
+    def __post_init__(self) -> None:
+        if self.mode not in WORKER_MODES:
+            raise SettingsError(f"worker mode {self.mode!r} is not one of {WORKER_MODES}; set COINAGE_WORKER")
+        for name in ("poll_s", "heartbeat_s", "stale_after_s"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"WorkerSettings.{name} must be > 0, got {getattr(self, name)}")
+        if self.stale_after_s <= 3 * self.heartbeat_s:
+            raise SettingsError(f"WorkerSettings.stale_after_s ({self.stale_after_s}) must exceed three heartbeats "
+                                f"({3 * self.heartbeat_s} s), or live jobs would be taken as interrupted")
+
+
+def _default_train() -> "TrainConfig":
+    from trainer.config import TrainConfig
+
+    return TrainConfig()
+
+
+@dataclass
+class AppSettings:
+    # 'dev' (generated admin password and secret key, worker thread) or 'production' (COINAGE_ENV).
+    env: str = "dev"
+    # Root of everything the app writes (COINAGE_DATA_DIR); see the module docstring for the layout.
+    data_dir: Path = Path("var")
+    # Backbone identifier: registry name, local directory or hf-hub:org/repo (COINAGE_BACKBONE).
+    backbone: str = "world"
+    # Torch device for the backbone: 'auto', 'cpu' or 'cuda' (COINAGE_DEVICE).
+    device: str = "auto"
+    # Catalog file that reindex jobs read, and whose folder catalog images are served from (COINAGE_CATALOG).
+    # None: <data_dir>/world/catalog.jsonl (the demo catalog).
+    catalog: Path | None = None
+    # Key that signs session cookies (COINAGE_SECRET_KEY). None in dev: generated once into <data_dir>/secret_key.
+    secret_key: str | None = field(default=None, repr=False)
+    # Vector store; None: the embedded store under <data_dir>/store.
+    store: StoreConfig | None = None
+    # Query service; preview_dir None becomes <data_dir>/previews (shared by web and worker processes).
+    query: QueryConfig = field(default_factory=QueryConfig)
+    # Training defaults of concepts registered from the admin page (trainer.TrainConfig; steps: COINAGE_TRAIN_STEPS).
+    train: "TrainConfig" = field(default_factory=_default_train)
+    # Embed catalog images with ONNX Runtime in reindex jobs (COINAGE_ONNX=0 turns it off, also for text).
+    onnx: bool = True
+    # Torch CPU threads for this process; None: torch's default (COINAGE_THREADS).
+    threads: int | None = None
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+
+    def __post_init__(self) -> None:
+        if self.env not in ENVIRONMENTS:
+            raise SettingsError(f"COINAGE_ENV={self.env!r} is not one of {ENVIRONMENTS}")
+        self.data_dir = Path(self.data_dir)
+        if self.catalog is None:
+            self.catalog = self.data_dir / "world" / "catalog.jsonl"
+        self.catalog = Path(self.catalog)
+        if self.store is None:
+            self.store = StoreConfig(path=str(self.data_dir / "store"))
+        if self.query.preview_dir is None:
+            self.query = replace(self.query, preview_dir=str(self.data_dir / "previews"))
+        if self.query.onnx_cache_dir is None:
+            self.query = replace(self.query, onnx_cache_dir=str(self.data_dir / "onnx"))
+        if self.env == "production":
+            self.check_production()
+
+    # ------------------------------------------------------------------ derived paths
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def registry_root(self) -> Path:
+        """engine.concepts.ConceptRegistry root (it keeps its files under <root>/concepts/)."""
+        return self.data_dir
+
+    @property
+    def catalog_root(self) -> Path:
+        """Folder catalog image paths are relative to (and the only folder catalog images are served from)."""
+        return self.catalog.resolve().parent
+
+    @property
+    def indexer_dir(self) -> Path:
+        return self.data_dir / "indexer"
+
+    @property
+    def onnx_cache(self) -> Path:
+        return Path(self.query.onnx_cache_dir)
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Photos uploaded for search by photo (kept so result pages can be paged through)."""
+        return self.data_dir / "uploads"
+
+    def check_production(self) -> None:
+        """Production refuses to start without real credentials and a worker outside the web process."""
+        missing = []
+        if not self.admin.password_hash:
+            missing.append("COINAGE_ADMIN_PASSWORD_HASH (make one with: python -c \"from werkzeug.security import "
+                           "generate_password_hash as g; print(g(input('password: ')))\")")
+        if not self.secret_key:
+            missing.append("COINAGE_SECRET_KEY (make one with: python -c \"import secrets; "
+                           "print(secrets.token_hex(32))\")")
+        if missing:
+            raise SettingsError("production mode (COINAGE_ENV=production) needs " + " and ".join(missing)
+                                + "; there is no default password")
+        if self.secret_key is not None and len(self.secret_key) < 16:
+            raise SettingsError("COINAGE_SECRET_KEY is shorter than 16 characters; use secrets.token_hex(32)")
+
+    # ------------------------------------------------------------------ environment
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "AppSettings":
+        """Settings from COINAGE_* variables (`environ` defaults to os.environ); keyword overrides win."""
+        env = os.environ if environ is None else environ
+        mode = _choice(env, "COINAGE_ENV", ENVIRONMENTS, "dev")
+        data_dir = Path(env.get("COINAGE_DATA_DIR") or "var")
+        values: dict[str, Any] = {"env": mode, "data_dir": data_dir}
+        for key, var in (("backbone", "COINAGE_BACKBONE"), ("device", "COINAGE_DEVICE"),
+                         ("catalog", "COINAGE_CATALOG"), ("secret_key", "COINAGE_SECRET_KEY")):
+            if env.get(var):
+                values[key] = env[var]
+        values["threads"] = _number(env, "COINAGE_THREADS", int, None)
+        values["onnx"] = _flag(env, "COINAGE_ONNX", True)
+        try:
+            store = StoreConfig.from_env(env)
+            if not env.get("COINAGE_STORE_PATH"):
+                store = replace(store, path=str(data_dir / "store"))
+        except ValueError as e:
+            raise SettingsError(f"vector store settings: {e}") from e
+        values["store"] = store
+        query: dict[str, Any] = {"text_runtime": "auto" if values["onnx"] else "torch"}
+        if env.get("COINAGE_COLLECTION"):
+            query["collection"] = env["COINAGE_COLLECTION"]
+        if env.get("COINAGE_ONNX_CACHE"):
+            query["onnx_cache_dir"] = env["COINAGE_ONNX_CACHE"]
+        steps = _number(env, "COINAGE_PREVIEW_STEPS", int, None)
+        if steps is not None:
+            query["steps"] = steps
+        values["query"] = QueryConfig(**query)
+        train = _default_train()
+        train_steps = _number(env, "COINAGE_TRAIN_STEPS", int, None)
+        values["train"] = replace(train, steps=train_steps) if train_steps else train
+        values["admin"] = AdminSettings(user=env.get("COINAGE_ADMIN_USER") or "admin",
+                                        password_hash=env.get("COINAGE_ADMIN_PASSWORD_HASH") or None)
+        limits = LimitSettings()
+        values["limits"] = replace(
+            limits,
+            max_request_bytes=int(_number(env, "COINAGE_MAX_UPLOAD_MB", float, limits.max_request_bytes / 2**20) * 2**20),
+            max_image_bytes=int(_number(env, "COINAGE_MAX_IMAGE_MB", float, limits.max_image_bytes / 2**20) * 2**20),
+            max_image_pixels=_number(env, "COINAGE_MAX_IMAGE_PIXELS", int, limits.max_image_pixels))
+        values["worker"] = WorkerSettings(
+            mode=_choice(env, "COINAGE_WORKER", WORKER_MODES, "process" if mode == "production" else "thread"))
+        values.update(overrides)
+        return cls(**values)
+
+
+def _choice(env: Mapping[str, str], var: str, choices: tuple[str, ...], default: str) -> str:
+    value = env.get(var) or default
+    if value not in choices:
+        raise SettingsError(f"{var}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _number(env: Mapping[str, str], var: str, kind: Callable, default: Any) -> Any:
+    raw = env.get(var)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError as e:
+        raise SettingsError(f"{var}={raw!r} is not a{'n integer' if kind is int else ' number'}") from e
+    if value <= 0:
+        raise SettingsError(f"{var}={raw!r} must be > 0")
+    return value
+
+
+def _flag(env: Mapping[str, str], var: str, default: bool) -> bool:
+    raw = (env.get(var) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{var}={raw!r} must be 1/0 (or true/false)")

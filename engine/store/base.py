@@ -1,0 +1,369 @@
+"""The store interface: config, value types, errors and the abstract `VectorStore`.
+
+Callers (indexer, search, web) import only from here (via `engine.store`); qdrant
+types never leak out of the backends.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import numbers
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Fixed namespace for product ids -> point ids. Changing it re-keys every stored point.
+PRODUCT_NAMESPACE = uuid.UUID("6f1f3c0e-5a2b-4c8e-9d71-2b1f0c9a4e55")
+
+BACKENDS = ("embedded", "server")
+DISTANCES = ("cosine", "dot", "euclid")
+# No "bool": qdrant-edge-py 0.9 turns MatchValue(True) into 1, so bool fields could not be filtered.
+PAYLOAD_SCHEMAS = ("keyword", "integer", "float")
+# StoreConfig field -> environment variable read by StoreConfig.from_env
+_ENV_VARS = {"backend": "COINAGE_STORE_BACKEND", "path": "COINAGE_STORE_PATH",
+             "url": "COINAGE_QDRANT_URL", "api_key": "COINAGE_QDRANT_API_KEY"}
+# Collection and alias names become directory / file keys in the embedded backend.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass
+class StoreConfig:
+    # "embedded" (default: no server, data in `path`, one process) or "server" (Qdrant over HTTP).
+    backend: str = "embedded"
+    # embedded: data directory; created if missing. Holds one sub-directory per collection.
+    path: str = "var/store"
+    # server: base URL, e.g. http://qdrant:6333. ":memory:" = qdrant-client in-memory mode (test stand-in).
+    url: str | None = None
+    # server: API key; set it through from_env() (COINAGE_QDRANT_API_KEY), never in code or files.
+    api_key: str | None = field(default=None, repr=False)
+    # server: shards per new collection (production: >= 3).
+    shard_number: int = 1
+    # server: copies of each shard (production: 2).
+    replication_factor: int = 1
+    # server: replicas that must acknowledge a write.
+    write_consistency_factor: int = 1
+    # server: seconds before a request (and the reachability probe in open_store) gives up.
+    timeout_s: float = 10.0
+    # embedded: HNSW edges per node (bench/store.py: 16 gives recall@10 1.0 at 100k x 512, ef=128).
+    hnsw_m: int = 16
+    # embedded: candidate list size while building the graph.
+    hnsw_ef_construct: int = 100
+    # embedded: candidate list size at query time (None = engine default; 64 gave recall 0.9975).
+    hnsw_ef: int | None = 128
+    # embedded: segments below this many KB of vectors are searched exactly (no graph).
+    full_scan_threshold_kb: int = 10_000
+    # embedded: a filtered search whose filter matches fewer points than this (estimated from
+    # the payload indexes) scores those points exactly; filtered HNSW only above it. HNSW alone
+    # gave recall@10 0.92 at 5% selectivity (bench/store.py); exact over 5k points costs ~5 ms.
+    exact_filter_below: int = 20_000
+    # embedded: threads for index building and search (the dev machines have 2 cores).
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"StoreConfig.backend={self.backend!r} is not a backend; use one of {BACKENDS}"
+            )
+        if self.backend == "server" and not self.url:
+            raise ValueError(
+                "StoreConfig.backend='server' needs url (e.g. http://qdrant:6333, or ':memory:' in tests); "
+                "set COINAGE_QDRANT_URL or pass url="
+            )
+        for name in ("shard_number", "replication_factor", "write_consistency_factor", "threads",
+                     "hnsw_m", "hnsw_ef_construct"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"StoreConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"StoreConfig.timeout_s must be > 0 seconds, got {self.timeout_s}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StoreConfig:
+        """Config from COINAGE_STORE_BACKEND, COINAGE_STORE_PATH, COINAGE_QDRANT_URL and
+        COINAGE_QDRANT_API_KEY (`environ` defaults to os.environ); unset ones keep their
+        defaults. `overrides` are StoreConfig fields (e.g. from CLI flags) and win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {key: env[var] for key, var in _ENV_VARS.items() if env.get(var)}
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class Point:
+    id: str  # a UUID string; use point_id(product_id) to derive one
+    vector: np.ndarray | None  # float32, shape (dim,); None when retrieved without vectors
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Hit:
+    id: str  # point id (UUID string)
+    score: float  # similarity: higher is closer (cosine / dot); for euclid, the distance
+    payload: dict[str, Any]
+
+
+@dataclass
+class Filter:
+    # field -> value that must match exactly (str or int; store flags as 0/1); a list matches any of them.
+    must: dict[str, Any] = field(default_factory=dict)
+    # field -> (gte, lte) inclusive numeric bounds; None leaves that side open.
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, value in self.must.items():
+            values = value if isinstance(value, list | tuple) else [value]
+            if not values:
+                raise ValueError(f"Filter.must[{key!r}] is an empty list; it would match nothing")
+            for v in values:
+                if isinstance(v, bool | np.bool_):
+                    raise ValueError(
+                        f"Filter.must[{key!r}] = {v!r}: bool matching is not supported by the embedded "
+                        "engine; store the flag as an int 0/1 and match on that"
+                    )
+                if not isinstance(v, str | numbers.Integral):
+                    raise ValueError(
+                        f"Filter.must[{key!r}] = {v!r}: exact match takes str or int; "
+                        "use Filter.ranges for float fields"
+                    )
+            if len({isinstance(v, str) for v in values}) > 1:
+                raise ValueError(f"Filter.must[{key!r}] mixes str and int values; use one type")
+        for key, bounds in self.ranges.items():
+            if not (isinstance(bounds, tuple | list) and len(bounds) == 2):
+                raise ValueError(f"Filter.ranges[{key!r}] must be a (gte, lte) pair, got {bounds!r}")
+            if bounds[0] is None and bounds[1] is None:
+                raise ValueError(f"Filter.ranges[{key!r}] has no bounds; drop it or give gte/lte")
+            for b in bounds:
+                if b is not None and (isinstance(b, bool) or not isinstance(b, numbers.Real) or not math.isfinite(b)):
+                    raise ValueError(f"Filter.ranges[{key!r}] bound {b!r} must be a finite number or None")
+
+
+class StoreError(Exception):
+    """Base class for vector store errors; messages name the problem and the fix."""
+
+
+class StoreUnavailable(StoreError):
+    """The server cannot be reached (or the embedded directory is held by another process)."""
+
+
+class CollectionNotFound(StoreError):
+    """A collection or alias that does not exist."""
+
+    def __init__(self, name: str):
+        super().__init__(
+            f"collection or alias {name!r} does not exist in the vector store; "
+            f"build it with `coinage index ...` (or check the name / StoreConfig.path / url)"
+        )
+        self.name = name
+
+
+class CollectionExists(StoreError):
+    """create_collection on a name that is taken."""
+
+
+class DimensionMismatch(StoreError):
+    """A vector whose length differs from the collection's."""
+
+
+def point_id(product_id: str) -> str:
+    """Stable point id (UUID string) for a product id: uuid5 over PRODUCT_NAMESPACE."""
+    if not isinstance(product_id, str) or not product_id:
+        raise ValueError(f"point_id needs a non-empty product id string, got {product_id!r}")
+    return str(uuid.uuid5(PRODUCT_NAMESPACE, product_id))
+
+
+def is_valid_name(name: object) -> bool:
+    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+
+
+def check_name(kind: str, name: str) -> str:
+    if not is_valid_name(name):
+        raise ValueError(
+            f"{kind} name {name!r} is invalid: use 1-128 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_point_ids(ids: Sequence[str]) -> list[str]:
+    out = []
+    for pid in ids:
+        try:
+            out.append(str(uuid.UUID(str(pid))))
+        except ValueError as e:
+            raise ValueError(
+                f"point id {pid!r} is not a UUID string; derive ids with engine.store.point_id(product_id)"
+            ) from e
+    return out
+
+
+def check_vector(vector: Any, dim: int | None = None, what: str = "query vector") -> np.ndarray:
+    """A finite 1-D float32 array (of length `dim` when given)."""
+    arr = np.asarray(vector, dtype=np.float32)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{what} must be a non-empty 1-D array, got shape {arr.shape}")
+    if dim is not None and arr.shape[0] != dim:
+        raise DimensionMismatch(
+            f"{what} has dimension {arr.shape[0]} but the collection stores {dim}-d vectors; "
+            "embed with the model the collection was built with, or rebuild it with `coinage index ...`"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} contains NaN or inf")
+    return arr
+
+
+def check_search_args(limit: int, offset: int) -> None:
+    if not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"search limit must be an int >= 1, got {limit!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"search offset must be an int >= 0, got {offset!r}")
+
+
+def check_collection_args(dim: int, distance: str, payload_indexes: Mapping[str, str] | None) -> None:
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"collection dim must be an int >= 1, got {dim!r}")
+    if distance not in DISTANCES:
+        raise ValueError(f"distance {distance!r} is not supported; use one of {DISTANCES}")
+    for key, schema in (payload_indexes or {}).items():
+        if schema not in PAYLOAD_SCHEMAS:
+            raise ValueError(
+                f"payload index {key!r}: schema {schema!r} is not supported; use one of {PAYLOAD_SCHEMAS}"
+            )
+
+
+def is_dimension_error(exc: BaseException) -> bool:
+    return "dimension" in str(exc).lower()
+
+
+def finite_or_none(x: float | None) -> float | None:
+    if x is None:
+        return None
+    if not math.isfinite(float(x)):
+        raise ValueError(f"range bound {x!r} must be finite or None")
+    return float(x)
+
+
+class RWLock:
+    """Many readers or one writer, writers first: searches read; drop and close write."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class VectorStore(abc.ABC):
+    """Collections of (id, vector, payload) points with filtered nearest-neighbour search.
+
+    Every method taking `collection` also accepts an alias. Thread-safe.
+    """
+
+    @abc.abstractmethod
+    def create_collection(self, name: str, dim: int, distance: str = "cosine",
+                          payload_indexes: dict[str, str] | None = None) -> None:
+        """New empty collection; payload_indexes maps field -> "keyword"|"integer"|"float".
+        Raises CollectionExists if the name is taken (by a collection or an alias)."""
+
+    @abc.abstractmethod
+    def drop_collection(self, name: str) -> bool:
+        """Delete a collection and the aliases pointing at it; False if it did not exist."""
+
+    @abc.abstractmethod
+    def collection_exists(self, name: str) -> bool:
+        """True for an existing collection (not an alias)."""
+
+    @abc.abstractmethod
+    def list_collections(self) -> list[str]:
+        """Sorted collection names."""
+
+    @abc.abstractmethod
+    def upsert(self, collection: str, points: Sequence[Point]) -> None:
+        """Insert or replace points (by id)."""
+
+    @abc.abstractmethod
+    def optimize(self, collection: str) -> None:
+        """Finish a bulk load: build the ANN index now (embedded) or wait until the server
+        has indexed the collection. Call it before switching an alias to a new collection."""
+
+    @abc.abstractmethod
+    def search(self, collection_or_alias: str, vector: np.ndarray, limit: int = 10, offset: int = 0,
+               filter: Filter | None = None) -> list[Hit]:
+        """Nearest points, best first; `offset` skips that many hits (pagination)."""
+
+    @abc.abstractmethod
+    def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
+        """Points by id, in the order asked; ids that are not stored are left out."""
+
+    @abc.abstractmethod
+    def scroll_ids(self, collection: str) -> list[str]:
+        """Every point id in the collection, sorted."""
+
+    @abc.abstractmethod
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        """Delete points by id; unknown ids are ignored."""
+
+    @abc.abstractmethod
+    def count(self, collection: str, filter: Filter | None = None) -> int:
+        """Exact number of points (matching `filter`)."""
+
+    @abc.abstractmethod
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Point `alias` at `collection` atomically (creates it or re-points it)."""
+
+    @abc.abstractmethod
+    def get_alias(self, alias: str) -> str | None:
+        """The collection `alias` points at, or None."""
+
+    @abc.abstractmethod
+    def list_aliases(self) -> dict[str, str]:
+        """alias -> collection."""
+
+    @abc.abstractmethod
+    def delete_alias(self, alias: str) -> bool:
+        """Remove an alias; False if it did not exist."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flush and release files / connections. The store is unusable afterwards."""
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

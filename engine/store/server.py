@@ -1,0 +1,297 @@
+"""Server backend: a Qdrant server (or cluster) over HTTP through qdrant-client.
+
+StoreConfig.url = ":memory:" runs qdrant-client's in-memory mode instead: the test
+stand-in for a server. That mode ignores cluster settings and has no payload indexes
+(create_payload_index would only warn), so payload indexes are skipped there; filters
+still work by scanning.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from engine.store.base import (
+    CollectionExists,
+    CollectionNotFound,
+    DimensionMismatch,
+    Filter,
+    Hit,
+    Point,
+    StoreConfig,
+    StoreError,
+    StoreUnavailable,
+    VectorStore,
+    check_collection_args,
+    check_name,
+    check_point_ids,
+    check_search_args,
+    check_vector,
+    finite_or_none,
+    is_dimension_error,
+)
+
+T = TypeVar("T")
+MEMORY = ":memory:"
+_DISTANCE = {"cosine": models.Distance.COSINE, "dot": models.Distance.DOT, "euclid": models.Distance.EUCLID}
+_SCHEMA = {
+    "keyword": models.PayloadSchemaType.KEYWORD,
+    "integer": models.PayloadSchemaType.INTEGER,
+    "float": models.PayloadSchemaType.FLOAT,
+}
+_BATCH = 256  # points per upsert request
+_SCROLL_PAGE = 1024
+_OPTIMIZE_WAIT_S = 1800.0  # optimize() gives up waiting for a green collection after this
+
+
+def to_qdrant_filter(flt: Filter | None) -> models.Filter | None:
+    """Our Filter -> qdrant_client.models.Filter (must = exact / match-any, ranges = gte/lte)."""
+    if flt is None or (not flt.must and not flt.ranges):
+        return None
+    conditions: list[models.Condition] = []
+    for key, value in flt.must.items():
+        if isinstance(value, list | tuple):
+            match: Any = models.MatchAny(any=[v if isinstance(v, str) else int(v) for v in value])
+        else:
+            match = models.MatchValue(value=value if isinstance(value, str) else int(value))
+        conditions.append(models.FieldCondition(key=key, match=match))
+    for key, (gte, lte) in flt.ranges.items():
+        rng = models.Range(gte=finite_or_none(gte), lte=finite_or_none(lte))
+        conditions.append(models.FieldCondition(key=key, range=rng))
+    return models.Filter(must=conditions)
+
+
+class ServerStore(VectorStore):
+    """VectorStore over a Qdrant server. `client` lets tests inject a spy (no probe then)."""
+
+    def __init__(self, config: StoreConfig, client: QdrantClient | None = None):
+        self._config = config
+        self._memory = config.url == MEMORY
+        if client is not None:
+            self._client = client
+        elif self._memory:
+            self._client = QdrantClient(location=MEMORY)
+        else:
+            self._client = QdrantClient(
+                url=config.url,
+                api_key=config.api_key,
+                timeout=max(1, math.ceil(config.timeout_s)),
+                check_compatibility=False,  # its failure is only a warning; the probe below checks
+            )
+            # probe now, so that an unreachable server fails here, fast, naming the URL
+            self._call("connect", None, self._client.get_collections)
+
+    def _call(self, what: str, name: str | None, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a client call, turning its errors into ours."""
+        try:
+            return fn(*args, **kwargs)
+        except (ResponseHandlingException, ConnectionError, TimeoutError) as e:  # transport failures
+            raise StoreUnavailable(
+                f"Qdrant server at {self._config.url} did not answer ({what}): {e}; start it, or fix "
+                f"COINAGE_QDRANT_URL / StoreConfig.url (timeout {self._config.timeout_s:g}s)"
+            ) from e
+        except UnexpectedResponse as e:
+            if e.status_code == 404 and name is not None:
+                raise CollectionNotFound(name) from e
+            if e.status_code in (401, 403):
+                raise StoreError(
+                    f"Qdrant server at {self._config.url} refused the API key ({what}); "
+                    "set COINAGE_QDRANT_API_KEY to a valid key"
+                ) from e
+            if is_dimension_error(e):
+                raise DimensionMismatch(f"{what} in {name!r}: {e}") from e
+            raise StoreError(f"{what} on {name!r} failed at {self._config.url}: {e}") from e
+        except (ValueError, AssertionError, KeyError) as e:  # in-memory mode raises these
+            if name is not None and "not found" in str(e).lower():
+                raise CollectionNotFound(name) from e
+            if is_dimension_error(e):
+                raise DimensionMismatch(f"{what} in {name!r}: {e}") from e
+            raise StoreError(f"{what} on {name!r} failed: {e}") from e
+
+    def _dim(self, name: str) -> int:
+        info = self._call("get collection", name, self._client.get_collection, collection_name=name)
+        params = info.config.params.vectors
+        if not isinstance(params, models.VectorParams):
+            raise StoreError(f"collection {name!r} has named vectors; it was not created by this engine")
+        return int(params.size)
+
+    def _exists(self, name: str) -> bool:
+        """A collection or an alias of that name."""
+        return self.collection_exists(name) or self.get_alias(name) is not None
+
+    # --- collections -------------------------------------------------------------------
+
+    def create_collection(self, name: str, dim: int, distance: str = "cosine",
+                          payload_indexes: dict[str, str] | None = None) -> None:
+        check_name("collection", name)
+        check_collection_args(dim, distance, payload_indexes)
+        if self._exists(name):
+            raise CollectionExists(
+                f"collection or alias {name!r} already exists at {self._config.url}; "
+                "drop it first or pick a new name (e.g. with a timestamp suffix)"
+            )
+        cfg = self._config
+        self._call(
+            "create collection", None, self._client.create_collection,
+            collection_name=name,
+            vectors_config=models.VectorParams(size=dim, distance=_DISTANCE[distance]),
+            shard_number=cfg.shard_number,
+            replication_factor=cfg.replication_factor,
+            write_consistency_factor=cfg.write_consistency_factor,
+            timeout=max(1, math.ceil(cfg.timeout_s)),
+        )
+        if self._memory:
+            return
+        for key, schema in (payload_indexes or {}).items():
+            self._call("create payload index", name, self._client.create_payload_index,
+                       collection_name=name, field_name=key, field_schema=_SCHEMA[schema], wait=True)
+
+    def drop_collection(self, name: str) -> bool:
+        check_name("collection", name)
+        if not self.collection_exists(name):
+            return False
+        for alias, target in self.list_aliases().items():
+            if target == name:  # the server drops them too; local mode needs telling
+                self.delete_alias(alias)
+        return bool(self._call("drop collection", name, self._client.delete_collection, collection_name=name))
+
+    def collection_exists(self, name: str) -> bool:
+        # not client.collection_exists: that answers True for an alias too (in-memory mode)
+        return name in self.list_collections()
+
+    def list_collections(self) -> list[str]:
+        response = self._call("list collections", None, self._client.get_collections)
+        return sorted(c.name for c in response.collections)
+
+    # --- points ------------------------------------------------------------------------
+
+    def upsert(self, collection: str, points: Sequence[Point]) -> None:
+        dim = self._dim(collection)
+        batch: list[models.PointStruct] = []
+        for p in points:
+            if p.vector is None:
+                raise ValueError(f"point {p.id!r} has no vector; upsert needs one")
+            vec = check_vector(p.vector, dim, what=f"vector of point {p.id!r} for {collection!r}")
+            if not isinstance(p.payload, dict):
+                raise ValueError(f"payload of point {p.id!r} must be a dict, got {type(p.payload).__name__}")
+            batch.append(models.PointStruct(id=check_point_ids([p.id])[0], vector=vec.tolist(), payload=p.payload))
+            if len(batch) >= _BATCH:
+                self._call("upsert", collection, self._client.upsert,
+                           collection_name=collection, points=batch, wait=True)
+                batch = []
+        if batch:
+            self._call("upsert", collection, self._client.upsert, collection_name=collection, points=batch, wait=True)
+
+    def optimize(self, collection: str) -> None:
+        deadline = time.monotonic() + _OPTIMIZE_WAIT_S
+        while True:
+            info = self._call("get collection", collection, self._client.get_collection, collection_name=collection)
+            if info.status == models.CollectionStatus.GREEN:
+                return
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"collection {collection!r} at {self._config.url} is still {info.status} after "
+                    f"{_OPTIMIZE_WAIT_S:.0f}s; check the server's logs and optimizer status"
+                )
+            time.sleep(1.0)
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        point_ids = check_point_ids(ids)
+        for i in range(0, len(point_ids), _BATCH):
+            self._call("delete", collection, self._client.delete, collection_name=collection,
+                       points_selector=models.PointIdsList(points=point_ids[i:i + _BATCH]), wait=True)
+
+    # --- reads -------------------------------------------------------------------------
+
+    def search(self, collection_or_alias: str, vector: np.ndarray, limit: int = 10, offset: int = 0,
+               filter: Filter | None = None) -> list[Hit]:
+        check_search_args(limit, offset)
+        query = check_vector(vector)
+        try:
+            response = self._call(
+                "search", collection_or_alias, self._client.query_points,
+                collection_name=collection_or_alias, query=query.tolist(), limit=limit, offset=offset,
+                query_filter=to_qdrant_filter(filter), with_payload=True,
+            )
+        except StoreError as e:
+            if isinstance(e, CollectionNotFound | StoreUnavailable | DimensionMismatch):
+                raise
+            self._explain(collection_or_alias, query, e)
+            raise
+        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in response.points]
+
+    def _explain(self, name: str, query: np.ndarray, error: StoreError) -> None:
+        """Raise the precise error behind a failed search (missing collection, wrong dimension)."""
+        target = self.get_alias(name) or name
+        if not self.collection_exists(target):
+            raise CollectionNotFound(name) from error
+        check_vector(query, self._dim(target), what=f"query vector for {name!r}")
+
+    def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
+        point_ids = check_point_ids(ids)
+        records = self._call("retrieve", collection, self._client.retrieve, collection_name=collection,
+                             ids=point_ids, with_payload=True, with_vectors=with_vectors)
+        by_id = {str(r.id): r for r in records}
+        out = []
+        for pid in point_ids:
+            r = by_id.get(pid)
+            if r is not None:
+                vec = np.asarray(r.vector, dtype=np.float32) if with_vectors else None
+                out.append(Point(id=pid, vector=vec, payload=dict(r.payload or {})))
+        return out
+
+    def scroll_ids(self, collection: str) -> list[str]:
+        ids: list[str] = []
+        offset = None
+        while True:
+            records, offset = self._call(
+                "scroll", collection, self._client.scroll, collection_name=collection, limit=_SCROLL_PAGE,
+                offset=offset, with_payload=False, with_vectors=False,
+            )
+            ids.extend(str(r.id) for r in records)
+            if offset is None:
+                return sorted(ids)
+
+    def count(self, collection: str, filter: Filter | None = None) -> int:
+        result = self._call("count", collection, self._client.count, collection_name=collection,
+                            count_filter=to_qdrant_filter(filter), exact=True)
+        return int(result.count)
+
+    # --- aliases -----------------------------------------------------------------------
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        check_name("alias", alias)
+        if not self.collection_exists(collection):
+            raise CollectionNotFound(collection)
+        if self.collection_exists(alias):
+            raise CollectionExists(f"alias {alias!r} would shadow the collection of that name; pick another alias")
+        ops: list[models.AliasOperations] = []
+        if self.get_alias(alias) is not None:
+            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        ops.append(models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)))
+        # one request: the server applies delete + create atomically, so searches never miss
+        self._call("set alias", alias, self._client.update_collection_aliases, change_aliases_operations=ops)
+
+    def list_aliases(self) -> dict[str, str]:
+        response = self._call("list aliases", None, self._client.get_aliases)
+        return {a.alias_name: a.collection_name for a in response.aliases}
+
+    def get_alias(self, alias: str) -> str | None:
+        return self.list_aliases().get(alias)
+
+    def delete_alias(self, alias: str) -> bool:
+        if self.get_alias(alias) is None:
+            return False
+        self._call("delete alias", alias, self._client.update_collection_aliases, change_aliases_operations=[
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))])
+        return True
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,121 @@
+"""`coinage index` (incremental ingest into the live collection) and `coinage reindex` (blue/green rebuild)."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> list[str]:
+    index = sub.add_parser("index", help="ingest a catalog into the live collection (incremental, resumable)",
+                           description="Embed a catalog's images into the collection behind --collection; "
+                                       "unchanged rows are skipped, a killed run resumes when run again.")
+    _common(index)
+    index.add_argument("--prune", action="store_true",
+                       help="after a complete run, delete points whose id is no longer in the catalog")
+    index.set_defaults(func=_index)
+    reindex = sub.add_parser("reindex", help="rebuild the index in a new collection and switch the alias (blue/green)",
+                             description="Build a new collection from the catalog, switch the alias to it "
+                                         "atomically, then drop the old one. A failed job leaves the alias untouched.")
+    _common(reindex)
+    reindex.add_argument("--keep-old", action="store_true", help="keep the previous collection after the switch")
+    reindex.add_argument("--max-reject-fraction", type=float, default=0.2,
+                         help="do not switch when more than this fraction of rows is rejected (default 0.2)")
+    reindex.set_defaults(func=_reindex)
+    return ["index", "reindex"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--catalog", type=Path, required=True, help="catalog file: .csv, .jsonl or .parquet")
+    p.add_argument("--backbone", default="world",
+                   help="backbone that embeds: registry name, local directory or hf-hub:org/repo (default world)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--store-path", help="embedded store directory (default $COINAGE_STORE_PATH or var/store)")
+    where.add_argument("--store-url", help="Qdrant server URL, e.g. http://qdrant:6333 (default $COINAGE_QDRANT_URL)")
+    p.add_argument("--collection", "--alias", dest="alias", default="products",
+                   help="alias searches use (default products)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per encoder call (default 32)")
+    p.add_argument("--workers", type=int, default=2, help="decoder threads (default 2)")
+    p.add_argument("--allow-urls", action="store_true", help="fetch http(s) image URLs named in the catalog")
+    p.add_argument("--url-timeout", type=float, default=10.0, help="seconds before a URL fetch gives up (default 10)")
+    p.add_argument("--image-root", type=Path, help="folder relative image paths resolve in (default: the catalog's)")
+    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
+                   help="embed with ONNX Runtime (default) or PyTorch eager (--no-onnx)")
+    p.add_argument("--quantize", choices=["int8", "fp16"],
+                   help="reduced-precision ONNX encoder, used only if recall@10 vs fp32 >= --min-recall")
+    p.add_argument("--min-recall", type=float, default=0.99, help="acceptance threshold for --quantize (default 0.99)")
+    p.add_argument("--onnx-cache", type=Path, help="ONNX export cache (default $COINAGE_ONNX_CACHE or var/onnx)")
+    p.add_argument("--threads", type=int, help="encoder threads (default: the runtime's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--rejects", type=Path, help="rejected rows file (JSONL; default var/indexer/rejects-*.jsonl)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def config_from_args(args: argparse.Namespace):
+    from engine.store import StoreConfig
+
+    from .config import IndexerConfig
+
+    overrides = {}
+    if args.store_url:
+        overrides = {"backend": "server", "url": args.store_url}
+    elif args.store_path:
+        overrides = {"backend": "embedded", "path": args.store_path}
+    return IndexerConfig(
+        catalog=args.catalog, backbone=args.backbone, store=StoreConfig.from_env(**overrides), alias=args.alias,
+        batch_size=args.batch_size, workers=args.workers, allow_urls=args.allow_urls,
+        url_timeout_s=args.url_timeout, image_root=args.image_root, onnx=args.onnx, quantize=args.quantize,
+        min_recall=args.min_recall, onnx_cache=args.onnx_cache, threads=args.threads, device=args.device,
+        rejects_path=args.rejects, prune=getattr(args, "prune", False),
+        max_reject_fraction=getattr(args, "max_reject_fraction", 0.2), keep_old=getattr(args, "keep_old", False),
+        progress_bar=args.progress,
+    )
+
+
+def _config(args):
+    try:
+        return config_from_args(args)
+    except ValueError as e:
+        from .errors import IndexerError
+
+        raise IndexerError(f"invalid option: {e}") from e
+
+
+def _index(args) -> int:
+    from .pipeline import run_index
+
+    with _store_errors():
+        report = run_index(_config(args))
+    print(json.dumps(report.to_json(), indent=1) if args.json else report.summary())
+    return 0
+
+
+def _reindex(args) -> int:
+    from .reindex import run_reindex
+
+    with _store_errors():
+        report = run_reindex(_config(args))
+    print(json.dumps(report.to_json(), indent=1) if args.json else report.summary())
+    return 0 if report.switched else 1
+
+
+@contextlib.contextmanager
+def _store_errors():
+    """Vector store errors are user-actionable (their messages say the fix): report them, no traceback."""
+    from engine.store import StoreError
+
+    from .errors import IndexerError
+
+    try:
+        yield
+    except StoreError as e:
+        raise IndexerError(f"vector store: {e}") from e
+
+
+if __name__ == "__main__":  # `python -m indexer.cli index ...`
+    from coinage.cli import main
+
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,336 @@
+"""Stage 2, decode/validate: raw rows -> typed rows -> image bytes -> content hash -> model-sized pixels.
+
+`validate` checks a row's fields (cheap, in the main thread, in catalog order). `Decoder` does the
+rest for one row (in a worker thread): read the file or fetch the URL, hash bytes + payload + model,
+and -- unless the store already holds that hash -- decode with limits, apply the EXIF orientation,
+convert to RGB (alpha composited on white) and resize/crop exactly as engine.images.ImageEncoder
+does. Every problem with a row becomes a `Rejected` result with a reason, never an exception.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from engine.store import point_id
+
+from .readers import RawRow
+
+# Raster formats we decode; anything else (PSD, EPS, ...) is refused unparsed.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO (phone photos)
+PAYLOAD_FIELDS = ("id", "product_id", "title", "category", "price", "image", "attributes")
+MAX_ID_LENGTH = 512
+USER_AGENT = "coinage-indexer/0.1"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 32 << 20  # larger image files (or URL bodies) are refused unread
+    max_pixels: int = 40_000_000  # width x height above this is refused before decoding (decompression bombs)
+    max_side: int = 16_384  # longest side in pixels
+    min_side: int = 8  # shortest side in pixels; smaller images carry no usable content
+
+
+@dataclass
+class Row:
+    """A catalog row that passed field validation."""
+
+    row: int  # position in the catalog file (RawRow.row)
+    id: str  # catalog id of the row (one photo); the point id is derived from it
+    product_id: str  # product the photo belongs to (defaults to id)
+    title: str
+    image: str  # path (relative to the image root) or http(s) URL, as the catalog gives it
+    category: str | None = None
+    price: float | None = None
+    attributes: dict[str, Any] | None = None  # free-form; unknown columns are merged in
+
+    @property
+    def point_id(self) -> str:
+        return point_id(self.id)
+
+    def payload(self) -> dict[str, Any]:
+        return {"id": self.id, "product_id": self.product_id, "title": self.title, "category": self.category,
+                "price": self.price, "image": self.image, "attributes": dict(self.attributes or {})}
+
+
+@dataclass
+class Decoded:
+    row: Row
+    pixels: np.ndarray  # (S, S, 3) uint8, resized and centre-cropped
+    hash: str  # content hash stored as payload `_hash`
+    seconds: float  # time this row spent in the decoder
+
+
+@dataclass
+class Unchanged:
+    row: Row
+    seconds: float
+
+
+@dataclass
+class Rejected:
+    row: int
+    id: str | None
+    reason: str
+    seconds: float = 0.0
+
+
+class Reject(Exception):
+    """A row problem; its message is the reason written to the rejects file."""
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def validate(raw: RawRow) -> Row | Rejected:
+    """Typed row, or Rejected naming the first problem."""
+    if raw.fields is None:
+        return Rejected(raw.row, None, raw.error or "unparseable row")
+    f = raw.fields
+    try:
+        rid = _ident(f.get("id"), "id")
+        row = Row(
+            row=raw.row, id=rid,
+            product_id=rid if _blank(f.get("product_id")) else _ident(f.get("product_id"), "product_id"),
+            title=_text(f.get("title"), "title"),
+            image=_text(f.get("image"), "image"),
+            category=None if _blank(f.get("category")) else _text(f.get("category"), "category"),
+            price=_price(f.get("price")),
+            attributes=_attributes(f),
+        )
+    except Reject as e:
+        return Rejected(raw.row, _id_or_none(f.get("id")), str(e))
+    return row
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _ident(value: Any, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        if value is None:
+            raise Reject(f"missing required field {name!r}")
+        raise Reject(f"{name} must be a string or an integer, got {type(value).__name__}")
+    text = str(value).strip()
+    if not text:
+        raise Reject(f"missing required field {name!r}")
+    if len(text) > MAX_ID_LENGTH:
+        raise Reject(f"{name} is {len(text)} characters long; the limit is {MAX_ID_LENGTH}")
+    return text
+
+
+def _id_or_none(value: Any) -> str | None:
+    try:
+        return _ident(value, "id")
+    except Reject:
+        return None
+
+
+def _text(value: Any, name: str) -> str:
+    if value is None:
+        raise Reject(f"missing required field {name!r}")
+    if not isinstance(value, str):
+        raise Reject(f"{name} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise Reject(f"missing required field {name!r} (empty)")
+    return value.strip()
+
+
+def _price(value: Any) -> float | None:
+    if _blank(value):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise Reject(f"price must be a number, got {type(value).__name__}")
+    try:
+        price = float(value)
+    except ValueError:
+        raise Reject(f"price must be a number, got {value!r}") from None
+    if not math.isfinite(price) or price < 0:
+        raise Reject(f"price must be a finite number >= 0, got {value!r}")
+    return price
+
+
+def _attributes(fields: dict[str, Any]) -> dict[str, Any]:
+    value = fields.get("attributes")
+    if _blank(value):
+        attrs: dict[str, Any] = {}
+    elif isinstance(value, dict):
+        attrs = dict(value)
+    elif isinstance(value, str):
+        try:
+            attrs = json.loads(value)
+        except ValueError as e:
+            raise Reject(f"attributes is not valid JSON: {e}") from None
+        if not isinstance(attrs, dict):
+            raise Reject(f"attributes must be a JSON object, got {type(attrs).__name__}")
+    else:
+        raise Reject(f"attributes must be an object or a JSON string, got {type(value).__name__}")
+    for key, extra in fields.items():  # unknown columns are attributes too
+        if key not in PAYLOAD_FIELDS and key not in attrs and not _blank(extra):
+            attrs[str(key)] = extra
+    try:
+        json.dumps(attrs, allow_nan=False)
+    except (TypeError, ValueError):
+        attrs = json.loads(json.dumps(attrs, default=str, allow_nan=False))
+    return attrs
+
+
+# --- images ------------------------------------------------------------------------------
+
+
+def resolve_image(image: str, root: Path, allow_urls: bool) -> str | Path:
+    """The URL to fetch or the file to read for a row's `image`; Reject when it may not be used."""
+    if "://" in image:
+        scheme = urlsplit(image).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise Reject(f"image URL scheme {scheme!r} is not supported; use http(s) or a path")
+        if not allow_urls:
+            raise Reject("image is a URL and URL fetching is off; pass --allow-urls (IndexerConfig.allow_urls)")
+        return image
+    root = root.resolve()
+    path = (root / image).resolve()
+    if not path.is_relative_to(root):
+        raise Reject(f"image path {image!r} leaves the image root {root}; set --image-root to a folder holding it")
+    return path
+
+
+def read_image_bytes(source: str | Path, limits: ImageLimits, timeout_s: float) -> bytes:
+    if isinstance(source, str):
+        return fetch_url(source, limits, timeout_s)
+    try:
+        size = source.stat().st_size
+        if size > limits.max_bytes:
+            raise Reject(f"image file is {size} bytes, over the {limits.max_bytes}-byte limit")
+        data = source.read_bytes()
+    except FileNotFoundError:
+        raise Reject(f"image file {source} does not exist") from None
+    except IsADirectoryError:
+        raise Reject(f"image path {source} is a directory") from None
+    except OSError as e:
+        raise Reject(f"cannot read image file {source}: {e}") from None
+    if not data:
+        raise Reject("image file is empty (0 bytes)")
+    return data
+
+
+def fetch_url(url: str, limits: ImageLimits, timeout_s: float) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            length = response.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > limits.max_bytes:
+                raise Reject(f"image URL body is {length} bytes, over the {limits.max_bytes}-byte limit")
+            data = response.read(limits.max_bytes + 1)
+    except urllib.error.HTTPError as e:
+        raise Reject(f"fetching {url} failed: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        raise Reject(f"fetching {url} failed: {getattr(e, 'reason', e)}") from None
+    if len(data) > limits.max_bytes:
+        raise Reject(f"image URL body is over the {limits.max_bytes}-byte limit")
+    if not data:
+        raise Reject(f"image URL {url} returned an empty body")
+    return data
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Bytes -> RGB image, refusing bombs, truncated/corrupt files and unsupported formats."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        raise Reject(f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise Reject(f"decompression bomb refused: {e}") from None
+    except Exception as e:  # PIL raises many types (SyntaxError, struct.error, ...) for malformed headers
+        raise Reject(f"corrupt image header: {type(e).__name__}: {e}") from None
+    w, h = image.size
+    if w * h > limits.max_pixels or max(w, h) > limits.max_side:
+        raise Reject(f"image is {w}x{h} ({w * h} pixels), over the limits ({limits.max_pixels} pixels, "
+                     f"{limits.max_side} per side): refused as a possible decompression bomb")
+    if min(w, h) < limits.min_side:
+        raise Reject(f"image is {w}x{h}, smaller than {limits.min_side} pixels on a side")
+    try:
+        image.load()
+    except Exception as e:  # truncated data, broken streams, bad chunks: all "this file is damaged"
+        raise Reject(f"corrupt or truncated image: {type(e).__name__}: {e}") from None
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception as e:  # noqa: BLE001 - a malformed EXIF block is no reason to drop good pixels
+        log.warning("unreadable EXIF orientation (%s: %s); keeping the image as stored", type(e).__name__, e)
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with transparency composited on white; CMYK, palette, grey and 16-bit images converted."""
+    if (image.mode == "P" and "transparency" in image.info) or image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(image, dtype=np.float64)
+        # 16-bit data -> 8 bits; a 32-bit 'I' image holding 8-bit values is kept as is
+        scale = 257.0 if image.mode.startswith("I;16") or arr.max(initial=0) > 255 else 1.0
+        return Image.fromarray(np.clip(arr / scale, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "F":
+        raise Reject("floating-point images are not supported; export it as 8-bit JPEG or PNG")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def fit(image: Image.Image, size: int) -> np.ndarray:
+    """Shortest side to `size` (bicubic), centre crop: engine.images.ImageEncoder.pil_to_tensor, as uint8 HWC."""
+    w, h = image.size
+    scale = size / min(w, h)
+    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    w, h = image.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def content_hash(data: bytes, payload: dict[str, Any], model_key: str) -> str:
+    """sha256 of the model identity, the canonical payload JSON and the image bytes."""
+    h = hashlib.sha256(model_key.encode())
+    h.update(b"\0")
+    h.update(json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())
+    h.update(b"\0")
+    h.update(data)
+    return h.hexdigest()
+
+
+class Decoder:
+    """Row -> Decoded | Unchanged | Rejected. Thread-safe (no shared mutable state)."""
+
+    def __init__(self, image_root: Path, image_size: int, model_key: str, limits: ImageLimits | None = None,
+                 allow_urls: bool = False, url_timeout_s: float = 10.0):
+        self.image_root = Path(image_root)
+        self.image_size = image_size
+        self.model_key = model_key
+        self.limits = limits or ImageLimits()
+        self.allow_urls = allow_urls
+        self.url_timeout_s = url_timeout_s
+
+    def __call__(self, row: Row, known_hash: str | None = None) -> Decoded | Unchanged | Rejected:
+        start = time.perf_counter()
+        try:
+            source = resolve_image(row.image, self.image_root, self.allow_urls)
+            data = read_image_bytes(source, self.limits, self.url_timeout_s)
+            digest = content_hash(data, row.payload(), self.model_key)
+            if digest == known_hash:
+                return Unchanged(row, time.perf_counter() - start)
+            pixels = fit(decode_image(data, self.limits), self.image_size)
+        except Reject as e:
+            return Rejected(row.row, row.id, str(e), time.perf_counter() - start)
+        return Decoded(row, pixels, digest, time.perf_counter() - start)

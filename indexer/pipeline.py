@@ -1,0 +1,265 @@
+"""The ingestion pipeline: reader -> validate (main thread) -> decode (worker threads) -> embed -> write.
+
+Rows are validated and de-duplicated in catalog order, then handed to a thread pool that reads,
+hashes and decodes images while the main thread embeds and writes the previous ones; results are
+consumed in submission order with a bounded window, so memory stays flat on any catalog size.
+Rows whose content hash equals the stored point's `_hash` are not decoded or embedded again.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from engine.store import DimensionMismatch, VectorStore, open_store, point_id
+
+from .config import IndexerConfig
+from .decode import Decoded, Decoder, Rejected, Row, Unchanged, validate
+from .embed import Embedder, make_embedder
+from .errors import IndexCancelled, IndexerError
+from .readers import open_catalog
+from .report import IngestReport, Progress, RejectLog
+from .write import PAYLOAD_INDEXES, Writer
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[dict], None]
+
+
+def run_index(config: IndexerConfig, progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+              *, store: VectorStore | None = None, backbone=None) -> IngestReport:
+    """Ingest `config.catalog` into the collection behind `config.alias` (created on first use), in place.
+
+    Incremental and resumable: unchanged rows are skipped, and a run killed at any point completes
+    when run again. Pass `store` to share an open store (e.g. the web app's); otherwise one is opened
+    from `config.store` and closed at the end. Pass `backbone` (already loaded, config.backbone's) to
+    avoid loading it again.
+    """
+    backbone = backbone if backbone is not None else load_backbone_for(config)
+    with _open(config, store) as st:
+        embedder = build_embedder(config, backbone)
+        collection = resolve_target(st, config.alias, embedder.dim)
+        return ingest(config, st, collection, embedder, progress, cancel, prune=config.prune)
+
+
+@contextlib.contextmanager
+def _open(config: IndexerConfig, store: VectorStore | None) -> Iterator[VectorStore]:
+    if store is not None:
+        yield store
+        return
+    with open_store(config.store) as st:
+        yield st
+
+
+def load_backbone_for(config: IndexerConfig):
+    from engine.loading import load_backbone
+
+    return load_backbone(config.backbone, device=config.device, with_diffusion=False)
+
+
+def build_embedder(config: IndexerConfig, backbone) -> Embedder:
+    if config.threads and not config.onnx:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    return make_embedder(backbone, onnx=config.onnx, quantize=config.quantize, cache_dir=config.onnx_cache,
+                         threads=config.threads, device=config.device, min_recall=config.min_recall,
+                         eval_set=lambda: eval_set(config, backbone.image_size))
+
+
+def eval_set(config: IndexerConfig, image_size: int) -> tuple[np.ndarray, list[str]]:
+    """The first `config.eval_images` decodable catalog images (uint8) and their titles."""
+    decoder = Decoder(image_root(config), image_size, "eval", config.limits, config.allow_urls, config.url_timeout_s)
+    pixels, titles = [], []
+    for raw in open_catalog(config.catalog):
+        row = validate(raw)
+        if isinstance(row, Row) and isinstance(result := decoder(row), Decoded):
+            pixels.append(result.pixels)
+            titles.append(row.title)
+            if len(pixels) >= config.eval_images:
+                break
+    empty = np.zeros((0, image_size, image_size, 3), np.uint8)
+    return (np.stack(pixels) if pixels else empty), titles
+
+
+def image_root(config: IndexerConfig) -> Path:
+    return config.image_root if config.image_root is not None else config.catalog.resolve().parent
+
+
+def new_collection_name(alias: str) -> str:
+    """`<alias>-YYYYmmdd-HHMMSS-mmm` (UTC): sorts by creation time."""
+    now = datetime.now(timezone.utc)
+    return f"{alias}-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}"
+
+
+def resolve_target(store: VectorStore, alias: str, dim: int) -> str:
+    """The collection `alias` points at; on first use, a new collection with the alias set to it."""
+    target = store.get_alias(alias)
+    if target is None and store.collection_exists(alias):
+        target = alias  # a plain collection of that name (made by hand): write into it
+    if target is None:
+        target = new_collection_name(alias)
+        store.create_collection(target, dim=dim, payload_indexes=PAYLOAD_INDEXES)
+        store.set_alias(alias, target)
+        log.info("created collection %s and pointed alias %s at it", target, alias)
+    check_dimension(store, target, dim)
+    return target
+
+
+def check_dimension(store: VectorStore, collection: str, dim: int) -> None:
+    probe = np.zeros(dim, np.float32)
+    probe[0] = 1.0
+    try:
+        store.search(collection, probe, limit=1)
+    except DimensionMismatch as e:
+        raise IndexerError(f"collection {collection!r} holds vectors of another size than this backbone's "
+                           f"({dim}): {e}. Rebuild it for this backbone with `coinage reindex`") from e
+
+
+def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder: Embedder,
+           progress: ProgressFn | None = None, cancel: threading.Event | None = None, prune: bool = False,
+           stage: str = "index") -> IngestReport:
+    """One pass over the catalog into `collection` (a collection name, not an alias)."""
+    reader = open_catalog(config.catalog)
+    report = IngestReport(collection=collection, catalog=str(config.catalog), embedder=embedder.description)
+    rejects_path = config.rejects_path or Path("var/indexer") / f"rejects-{collection}-{int(time.time())}.jsonl"
+    rejects = RejectLog(rejects_path, report)
+    bar = Progress(report, reader.count(), progress, config.progress_bar, stage)
+    run = _Run(config, report, rejects, bar, Writer(store, collection), embedder, cancel)
+    start = time.perf_counter()
+    try:
+        run.consume_catalog(reader)
+        if prune:
+            t0 = time.perf_counter()
+            report.pruned = run.writer.prune(run.catalog_ids)
+            report.stage_seconds["write"] += time.perf_counter() - t0
+    except IndexCancelled as e:
+        e.report = report
+        raise
+    finally:
+        report.seconds = time.perf_counter() - start
+        rejects.close()
+        bar.close()
+    if progress is not None:
+        progress(bar.snapshot())  # the final counts (done == total)
+    log.info("ingested %s into %s: %d embedded, %d unchanged, %d rejected in %.1fs", config.catalog, collection,
+             report.accepted, report.unchanged, report.rejected, report.seconds)
+    return report
+
+
+class _Run:
+    """State of one pass (kept off the module: no globals)."""
+
+    def __init__(self, config: IndexerConfig, report: IngestReport, rejects: RejectLog, bar: Progress,
+                 writer: Writer, embedder: Embedder, cancel: threading.Event | None):
+        self.config = config
+        self.report = report
+        self.rejects = rejects
+        self.bar = bar
+        self.writer = writer
+        self.embedder = embedder
+        self.cancel = cancel
+        self.decoder = Decoder(image_root(config), embedder.image_size, embedder.key, config.limits,
+                               config.allow_urls, config.url_timeout_s)
+        self.seen: dict[str, int] = {}  # id -> first row holding it
+        self.catalog_ids: set[str] = set()  # point ids of every row with a usable id (for prune)
+        self.batch: list[Decoded] = []
+        self.stage = report.stage_seconds
+
+    def consume_catalog(self, reader) -> None:
+        cfg = self.config
+        window = max(2 * cfg.batch_size, 8 * cfg.workers)
+        chunk_size = max(64, 2 * cfg.batch_size)
+        pending: deque[Future] = deque()
+        with ThreadPoolExecutor(cfg.workers, thread_name_prefix="indexer-decode") as pool:
+            try:
+                for chunk in self._validated_chunks(reader, chunk_size):
+                    t0 = time.perf_counter()
+                    known = self.writer.known_hashes([r.point_id for r in chunk])
+                    self.stage["lookup"] += time.perf_counter() - t0
+                    for row in chunk:
+                        pending.append(pool.submit(self.decoder, row, known.get(row.point_id)))
+                    while len(pending) > window:
+                        self._take(pending.popleft())
+                while pending:
+                    self._take(pending.popleft())
+                self._flush()
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+    def _validated_chunks(self, reader, size: int) -> Iterator[list[Row]]:
+        chunk: list[Row] = []
+        rows = iter(reader)
+        while True:
+            self._check_cancel()
+            t0 = time.perf_counter()
+            raw = next(rows, None)
+            if raw is None:
+                self.stage["read"] += time.perf_counter() - t0
+                break
+            self.report.rows += 1
+            row = validate(raw)
+            self.stage["read"] += time.perf_counter() - t0
+            if isinstance(row, Rejected):
+                if row.id is not None:
+                    self.catalog_ids.add(point_id(row.id))
+                self._reject(row)
+                continue
+            self.catalog_ids.add(row.point_id)
+            first = self.seen.setdefault(row.id, row.row)
+            if first != row.row:
+                self._reject(Rejected(row.row, row.id, f"duplicate id: first seen at row {first}"))
+                continue
+            chunk.append(row)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def _take(self, fut: Future) -> None:
+        t0 = time.perf_counter()
+        result = fut.result()
+        self.report.wait_decode_seconds += time.perf_counter() - t0
+        self.stage["decode"] += result.seconds
+        if isinstance(result, Rejected):
+            self._reject(result)
+        elif isinstance(result, Unchanged):
+            self.report.unchanged += 1
+            self.bar.advance()
+        else:
+            self.batch.append(result)
+            if len(self.batch) >= self.config.batch_size:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self.batch:
+            return
+        batch, self.batch = self.batch, []
+        t0 = time.perf_counter()
+        vectors = self.embedder.encode(np.stack([r.pixels for r in batch]))
+        t1 = time.perf_counter()
+        self.writer.write(batch, vectors)
+        self.stage["embed"] += t1 - t0
+        self.stage["write"] += time.perf_counter() - t1
+        self.report.accepted += len(batch)
+        self.bar.advance(len(batch))
+        self._check_cancel()
+
+    def _reject(self, rejected: Rejected) -> None:
+        self.rejects.add(rejected.row, rejected.id, rejected.reason)
+        self.bar.advance()
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise IndexCancelled(f"indexing into {self.report.collection!r} was cancelled after "
+                                 f"{self.report.accepted} rows; run it again to resume")

@@ -1,0 +1,130 @@
+"""Stage 1, read: catalog files -> raw rows. A row that cannot be parsed is yielded with its error.
+
+Formats (chosen by extension):
+- CSV (.csv): a header row; `attributes` holds a JSON object string. `row` = record number (header
+  not counted).
+- JSON Lines (.jsonl, .ndjson): one JSON object a line; blank lines are skipped. `row` = line number.
+- Parquet (.parquet, .pq): one row per record; `attributes` is a struct/map column or a JSON
+  string (a struct column gives every row all its keys, null where a row had none).
+  `row` = 1-based row index.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import IndexerError
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass
+class RawRow:
+    row: int  # position in the file (see module docstring), reported in the rejects file
+    fields: dict[str, Any] | None  # column -> value as the file holds it; None when the row did not parse
+    error: str | None = None  # why the row did not parse
+
+
+class CatalogReader:
+    """Iterate raw rows of one catalog file; `count()` gives the number of rows for progress and ETA."""
+
+    format = ""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[RawRow]:
+        raise NotImplementedError
+
+
+class CsvReader(CatalogReader):
+    format = "csv"
+
+    def _open(self):
+        # utf-8-sig drops a BOM; undecodable bytes become U+FFFD instead of stopping the whole file
+        return open(self.path, newline="", encoding="utf-8-sig", errors="replace")
+
+    def count(self) -> int:
+        with self._open() as f:
+            return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+
+    def __iter__(self) -> Iterator[RawRow]:
+        with self._open() as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                return
+            header = [h.strip() for h in header]
+            for n, values in enumerate(reader, start=1):
+                if not values or all(not v.strip() for v in values):
+                    yield RawRow(n, None, "empty row")
+                elif len(values) != len(header):
+                    yield RawRow(n, None, f"row has {len(values)} fields but the header has {len(header)}")
+                else:
+                    yield RawRow(n, dict(zip(header, values)))
+
+
+class JsonlReader(CatalogReader):
+    format = "jsonl"
+
+    def count(self) -> int:
+        with open(self.path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+
+    def __iter__(self) -> Iterator[RawRow]:
+        with open(self.path, "rb") as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except ValueError as e:  # UnicodeDecodeError is a ValueError too
+                    yield RawRow(n, None, f"invalid JSON: {e}")
+                    continue
+                if isinstance(value, dict):
+                    yield RawRow(n, value)
+                else:
+                    yield RawRow(n, None, f"expected a JSON object, got {type(value).__name__}")
+
+
+class ParquetReader(CatalogReader):
+    format = "parquet"
+
+    def _file(self):
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(self.path)
+        except Exception as e:  # pyarrow raises ArrowInvalid/OSError for non-Parquet files
+            raise IndexerError(f"{self.path} is not a readable Parquet file: {e}") from e
+
+    def count(self) -> int:
+        return int(self._file().metadata.num_rows)
+
+    def __iter__(self) -> Iterator[RawRow]:
+        n = 0
+        for batch in self._file().iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                n += 1
+                attrs = record.get("attributes")
+                if isinstance(attrs, list) and all(isinstance(x, tuple) and len(x) == 2 for x in attrs):
+                    record["attributes"] = dict(attrs)  # a map column arrives as (key, value) pairs
+                yield RawRow(n, record)
+
+
+def open_catalog(path: str | Path) -> CatalogReader:
+    """The reader for `path` by extension; a missing file or unknown extension is an IndexerError."""
+    path = Path(path)
+    if not path.is_file():
+        raise IndexerError(f"catalog {path} does not exist or is not a file; pass --catalog PATH to a "
+                           ".csv, .jsonl or .parquet file (e.g. `python -m world.catalog --out var/world`)")
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise IndexerError(f"catalog {path}: unknown extension {path.suffix!r}; use one of {sorted(FORMATS)}")
+    return {"csv": CsvReader, "jsonl": JsonlReader, "parquet": ParquetReader}[kind](path)

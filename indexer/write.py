@@ -1,0 +1,55 @@
+"""Stage 4, write: embedded rows -> points in the vector store; also the lookups that make runs incremental.
+
+A point is (point_id(row id), vector, payload + `_hash`). Upserts are idempotent (same id, same
+content), so a run killed at any moment and run again ends with the same points as a clean run.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from engine.store import Point, VectorStore
+
+from .decode import Decoded
+
+log = logging.getLogger(__name__)
+
+HASH_FIELD = "_hash"  # payload field holding the content hash (decode.content_hash)
+PAYLOAD_INDEXES = {"id": "keyword", "product_id": "keyword", "category": "keyword", "price": "float"}
+
+
+def make_points(rows: Sequence[Decoded], vectors: np.ndarray) -> list[Point]:
+    if len(rows) != len(vectors):
+        raise ValueError(f"{len(rows)} rows but {len(vectors)} vectors")
+    return [Point(r.row.point_id, np.asarray(v, np.float32), {**r.row.payload(), HASH_FIELD: r.hash})
+            for r, v in zip(rows, vectors)]
+
+
+class Writer:
+    """Writes into one collection (a real collection name, not an alias: it must not move mid-run)."""
+
+    def __init__(self, store: VectorStore, collection: str):
+        self.store = store
+        self.collection = collection
+        self.written = 0
+
+    def known_hashes(self, point_ids: Sequence[str]) -> dict[str, str]:
+        """point id -> stored `_hash`, for the ids the collection holds."""
+        if not point_ids:
+            return {}
+        found = self.store.retrieve(self.collection, list(point_ids))
+        return {p.id: p.payload.get(HASH_FIELD) for p in found if p.payload.get(HASH_FIELD)}
+
+    def write(self, rows: Sequence[Decoded], vectors: np.ndarray) -> None:
+        self.store.upsert(self.collection, make_points(rows, vectors))
+        self.written += len(rows)
+
+    def prune(self, keep: set[str]) -> int:
+        """Delete points whose id is not in `keep`; returns how many."""
+        stale = [pid for pid in self.store.scroll_ids(self.collection) if pid not in keep]
+        if stale:
+            self.store.delete(self.collection, stale)
+            log.info("pruned %d points of %s that are no longer in the catalog", len(stale), self.collection)
+        return len(stale)

@@ -1,0 +1,199 @@
+"""The app in a real browser (Playwright driving Debian's chromium, `make browser` installs it): a shopper's
+search with results first and the preview filling in, and an admin who logs in, registers a concept from
+photos, watches it train and finds products with the new word. Screenshots go to test-artifacts/browser/."""
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+PASSWORD = "browser-pw"
+ARTIFACTS = Path(os.environ.get("COINAGE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")) / "browser"
+TIMEOUT_MS = 60_000
+
+# Records every state the preview panel shows, so the test can see "queued/running" before "done".
+WATCH_PREVIEW = """
+window.__previewStates = [];
+new MutationObserver(() => {
+  const el = document.getElementById('preview');
+  const state = el && el.getAttribute('data-state');
+  const seen = window.__previewStates;
+  if (state && seen[seen.length - 1] !== state) seen.push(state);
+}).observe(document, {subtree: true, childList: true, attributes: true, attributeFilter: ['data-state']});
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import torch
+    from werkzeug.serving import make_server
+
+    from web import create_app
+    from web.testing import build_catalog, tiny_settings
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`make browser`, or "
+                    "`apt-get update && apt-get install -y chromium`)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("browser")
+    build_catalog(root)
+    app = create_app(tiny_settings(root, password=PASSWORD, worker="thread"))
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}", app, root
+    httpd.shutdown()
+    app.extensions["coinage"].close()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory):
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)  # the machine is shared: give slow steps time, fail on real hangs
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, args=ARGS, headless=True,
+            viewport={"width": 1280, "height": 860}, device_scale_factor=1)
+        context.set_default_timeout(TIMEOUT_MS)
+        context.add_init_script(WATCH_PREVIEW)
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser_context):
+    page = browser_context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not _expected(m.text) else None)
+    yield page
+    page.close()
+    assert not errors, f"browser console errors: {errors}"
+
+
+def _expected(message: str) -> bool:
+    """A 400 answer (a bad query shown to the user) is logged by the browser; it is not a page error."""
+    return message.startswith("Failed to load resource: the server responded with a status of 400")
+
+
+def shot(page, name):
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_search_shows_results_first_then_the_preview(server, page):
+    from playwright.sync_api import expect
+
+    base, app, root = server
+    page.goto(base + "/")
+    expect(page.locator("h2", has_text="Search the shop in your own words")).to_be_visible()
+    shot(page, "search-start")
+
+    page.fill("#q", "red dress")
+    page.press("#q", "Enter")
+    expect(page.locator(".card")).to_have_count(6)
+    expect(page.locator("#preview[data-state=done]")).to_be_visible()
+    states = page.evaluate("window.__previewStates")
+    assert states[0] in ("queued", "running") and states[-1] == "done", states
+    assert page.url.endswith("/search?q=red+dress")
+    expect(page.locator("#preview-image")).to_be_visible()
+    assert page.eval_on_selector("#preview-image", "img => img.naturalWidth") > 0
+    shot(page, "search-results-preview")
+
+    page.click("text=Next →")
+    expect(page.locator(".pager")).to_contain_text("Page 2")
+    expect(page.locator(".card")).to_have_count(6)
+
+    page.fill("#q", "<nope> dress")
+    page.press("#q", "Enter")
+    expect(page.locator("[data-code=unknown_token]")).to_contain_text("unknown custom token")
+    shot(page, "search-unknown-token")
+
+    photo = next((root / "world" / "images").glob("*/0.png"))
+    page.set_input_files("#photo", str(photo))
+    page.click("#photo-form button[type=submit]")
+    expect(page.locator(".photo-query")).to_be_visible()
+    expect(page.locator(".card")).to_have_count(6)
+    shot(page, "search-by-photo")
+
+
+def test_admin_registers_a_concept_watches_training_and_searches_with_it(server, page):
+    from playwright.sync_api import expect
+
+    base, app, root = server
+    page.goto(base + "/admin")
+    expect(page.locator("h1")).to_have_text("Admin login")
+    shot(page, "admin-login")
+    page.fill("#user", "admin")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Concepts")
+
+    page.click("text=Register a concept")
+    product = sorted((root / "world" / "images").iterdir())[6]  # a held-out product of the tiny world
+    photos = [str(p) for p in sorted(product.glob("*.png"))[:4]]
+    rows = [json.loads(line) for line in (root / "world" / "catalog.jsonl").read_text().splitlines()]
+    parent = next(r["category"] for r in rows if r["product_id"] == product.name)
+    page.fill("#placeholder", "aurora")
+    page.fill("#parent", parent)
+    page.set_input_files("#images", photos[:2])
+    expect(page.locator("#images-problems")).to_contain_text("Choose 3 to 50 images")  # checked in the browser
+    page.set_input_files("#images", photos)
+    expect(page.locator("#images-problems")).to_be_hidden()
+    expect(page.locator("#images-picked img")).to_have_count(4)
+    expect(page.locator("#attribute-note")).to_contain_text("Suggested from your images")
+    assert len(page.input_value("#attributes").split(",")) == 12
+    page.fill("#num_vectors", "2")
+    page.fill("#steps", "40")
+    shot(page, "admin-register-concept")
+    page.click("text=Register and train")
+
+    expect(page.locator("h1")).to_contain_text("<aurora>")
+    expect(page.locator("#training[data-status=running] #loss-terms")).to_be_visible()  # live loss terms, ETA
+    expect(page.locator("#training")).to_contain_text("left")
+    shot(page, "admin-concept-training")
+    expect(page.locator("#training-done")).to_be_visible(timeout=90_000)
+    expect(page.locator("#samples")).to_be_visible()
+    expect(page.locator("#live-version")).to_have_text("v0001")
+    expect(page.locator("svg.curve")).to_be_visible()
+    shot(page, "admin-concept-trained")
+
+    page.goto(base + "/admin/concepts")
+    expect(page.locator("tr[data-concept=aurora]")).to_contain_text("ready")
+    shot(page, "admin-concepts")
+
+    page.goto(base + "/")
+    page.type("#q", "<au")
+    expect(page.locator("#suggestions [data-token='<aurora>']")).to_be_visible()
+    shot(page, "search-autocomplete")
+    page.click("#suggestions [data-token='<aurora>']")
+    assert page.input_value("#q") == "<aurora> "
+    page.type("#q", parent)
+    page.press("#q", "Enter")
+    expect(page.locator(".card")).to_have_count(6)
+    expect(page.locator("#preview[data-state=done]")).to_be_visible()
+    expect(page.locator("#preview-strip a")).to_have_count(3)
+    expect(page.locator("#ranked-with")).to_contain_text("GAIR's choice")  # results re-ranked with w*
+    shot(page, "search-token-gair")
+    page.click("#preview-strip a[data-w='0.5']")
+    expect(page.locator("#ranked-with")).to_contain_text("your choice")
+    assert "w=0.5" in page.url
+
+    page.goto(base + "/admin/catalog")
+    page.click("#reindex-button")
+    expect(page.locator("#reindex-status")).to_have_text("done", timeout=90_000)
+    expect(page.locator("#reindex")).to_contain_text("Search now uses")
+    shot(page, "admin-catalog")
+    page.goto(base + "/admin/jobs")
+    expect(page.locator("#jobs-table")).to_contain_text("reindex")
+    shot(page, "admin-jobs")
+

@@ -1,0 +1,234 @@
+"""The SQLite job store and worker: submit/claim (atomic across connections), progress, cancel, failure,
+restart recovery of stale jobs, lanes, and the duration histograms behind /metrics."""
+import threading
+import time
+
+import pytest
+
+from engine.jobs import JobCancelled, JobError, JobStore, Worker
+
+
+class Clock:
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def store(tmp_path):
+    return JobStore(tmp_path / "jobs.sqlite3")
+
+
+def wait_for(predicate, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_submit_claim_progress_finish_and_persistence(tmp_path, store):
+    job_id = store.submit("train", {"placeholder": "<aurora>"})
+    job = store.get(job_id)
+    assert job.status == "queued" and job.params == {"placeholder": "<aurora>"} and job.attempts == 0
+    claimed = store.claim("w1", ["train"])
+    assert claimed.id == job_id and claimed.status == "running" and claimed.worker == "w1" and claimed.attempts == 1
+    assert store.claim("w2", ["train"]) is None
+    store.progress(job_id, {"step": 2, "total": 5})
+    store.finish(job_id, {"version": "v0001"})
+    again = JobStore(tmp_path / "jobs.sqlite3").get(job_id)  # a new process sees the same state
+    assert again.status == "done" and again.result == {"version": "v0001"} and again.progress["step"] == 2
+    assert again.finished is not None and again.seconds is not None
+    assert store.durations()["train"]["count"] == 1
+
+
+def test_claim_takes_only_the_lanes_kinds_oldest_first(store):
+    first = store.submit("preview", {})
+    store.submit("train", {})
+    second = store.submit("preview", {})
+    assert store.claim("w", ["reindex"]) is None
+    assert store.claim("w", ["preview"]).id == first
+    assert store.claim("w", ["preview"]).id == second
+    assert store.claim("w").kind == "train"
+
+
+def test_concurrent_claims_from_many_connections_take_each_job_once(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    ids = {JobStore(path).submit("preview", {"i": i}) for i in range(30)}
+    taken, lock = [], threading.Lock()
+
+    def grab(n):
+        store = JobStore(path)
+        while True:
+            job = store.claim(f"w{n}", ["preview"])
+            if job is None:
+                return
+            with lock:
+                taken.append(job.id)
+
+    threads = [threading.Thread(target=grab, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == sorted(ids)
+
+
+def test_dedupe_returns_the_active_job_and_optionally_the_finished_one(store):
+    a = store.submit("preview", {"q": 1}, dedupe_key="k")
+    assert store.submit("preview", {"q": 1}, dedupe_key="k") == a
+    store.claim("w")
+    store.finish(a, {"ok": True})
+    assert store.submit("preview", {}, dedupe_key="k", reuse_done=True) == a
+    b = store.submit("preview", {}, dedupe_key="k")
+    assert b != a and store.latest("preview", "k").id == b
+
+
+def test_cancel_queued_is_immediate_and_running_sets_the_flag(store):
+    queued = store.submit("train", {})
+    assert store.request_cancel(queued).status == "cancelled"
+    running = store.submit("train", {})
+    store.claim("w")
+    job = store.request_cancel(running)
+    assert job.status == "running" and job.cancel_requested and store.heartbeat(running) is True
+    with pytest.raises(JobError, match="no job"):
+        store.request_cancel("nope")
+
+
+def test_recover_stale_requeues_then_gives_up(tmp_path):
+    clock = Clock()
+    store = JobStore(tmp_path / "jobs.sqlite3", clock=clock)
+    job_id = store.submit("train", {"placeholder": "<a>"})
+    for attempt in range(1, 4):
+        assert store.claim("dead-worker").attempts == attempt
+        clock.t += 10
+        assert store.recover_stale(stale_after_s=30) == []  # heartbeat still fresh
+        clock.t += 60
+        requeued = store.recover_stale(stale_after_s=30, max_attempts=3)
+        if attempt < 3:
+            assert requeued == [job_id]
+            job = store.get(job_id)
+            assert job.status == "queued" and job.interruptions == attempt and "interrupted" in job.error
+    job = store.get(job_id)
+    assert job.status == "failed" and "interrupted 3 times" in job.error
+
+
+def test_bad_params_and_unknown_ids_name_the_problem(store):
+    with pytest.raises(JobError, match="JSON-serialisable"):
+        store.submit("train", {"x": object()})
+    with pytest.raises(JobError, match="no job 'missing'"):
+        store.get("missing")
+
+
+def run_worker(store, runners, **kw):
+    return Worker(store, runners, poll_s=0.02, heartbeat_s=0.05, stale_after_s=5, **kw)
+
+
+def test_worker_runs_jobs_reports_progress_and_records_failures(store):
+    def ok(params, progress, cancel):
+        progress({"step": 1})
+        return {"doubled": params["n"] * 2}
+
+    def boom(params, progress, cancel):
+        raise ValueError("the catalog has no rows")
+
+    worker = run_worker(store, {"ok": ok, "boom": boom})
+    a, b = store.submit("ok", {"n": 21}), store.submit("boom", {})
+    done = worker.run_once()
+    assert done.id == a and done.status == "done" and done.result == {"doubled": 42} and done.progress == {"step": 1}
+    failed = worker.run_once()
+    assert failed.id == b and failed.status == "failed" and failed.error == "ValueError: the catalog has no rows"
+    assert worker.run_once() is None
+
+
+def test_worker_cancel_flag_reaches_the_job_event(store):
+    started = threading.Event()
+
+    def slow(params, progress, cancel):
+        started.set()
+        if not cancel.wait(10):
+            return {"finished": True}
+        raise JobCancelled("stopped at step 3")
+
+    worker = run_worker(store, {"slow": slow}).start()
+    try:
+        job_id = store.submit("slow", {})
+        assert started.wait(10)
+        store.request_cancel(job_id)
+        assert wait_for(lambda: store.get(job_id).status == "cancelled")
+        assert store.get(job_id).error == "stopped at step 3"
+    finally:
+        worker.stop()
+
+
+def test_worker_lanes_let_short_jobs_pass_a_long_one(store):
+    release = threading.Event()
+
+    def long(params, progress, cancel):
+        release.wait(10)
+        return {}
+
+    def short(params, progress, cancel):
+        return {"quick": True}
+
+    worker = run_worker(store, {"long": long, "short": short}, lanes=[("short",), ("long",)]).start()
+    try:
+        slow = store.submit("long", {})
+        assert wait_for(lambda: store.get(slow).status == "running")
+        quick = store.submit("short", {})
+        assert wait_for(lambda: store.get(quick).status == "done")
+        assert store.get(slow).status == "running"
+    finally:
+        release.set()
+        worker.stop()
+    with pytest.raises(JobError, match="without a runner"):
+        Worker(store, {"a": long}, lanes=[("a", "b")])
+
+
+def test_stopping_the_worker_requeues_its_running_job(store):
+    started = threading.Event()
+
+    def slow(params, progress, cancel):
+        started.set()
+        cancel.wait(10)
+        return {"status": "cancelled", "message": "stopped"}
+
+    worker = run_worker(store, {"slow": slow}).start()
+    job_id = store.submit("slow", {})
+    assert started.wait(10)
+    worker.stop()
+    job = store.get(job_id)
+    assert job.status == "queued" and job.interruptions == 1  # a restarted worker runs it again
+
+
+def test_restart_recovers_a_job_whose_worker_died(tmp_path):
+    clock = Clock()
+    path = tmp_path / "jobs.sqlite3"
+    JobStore(path, clock=clock).submit("echo", {"v": 1})
+    JobStore(path, clock=clock).claim("crashed-process")  # its process died without finishing
+    clock.t += 3600
+    store = JobStore(path, clock=clock)
+    worker = Worker(store, {"echo": lambda p, progress, cancel: p}, stale_after_s=30)
+    store.recover_stale(worker.stale_after_s)
+    job = worker.run_once()
+    assert job.status == "done" and job.result == {"v": 1} and job.attempts == 2 and job.interruptions == 1
+
+
+def test_a_running_worker_picks_up_jobs_of_a_worker_that_died_meanwhile(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    worker = Worker(store, {"echo": lambda p, progress, cancel: p}, poll_s=0.02, heartbeat_s=0.05,
+                    stale_after_s=0.5).start()
+    try:
+        first = store.submit("echo", {"v": 1})
+        assert wait_for(lambda: store.get(first).status == "done")
+        other = JobStore(path, clock=lambda: time.time() - 60)  # another worker, whose last heartbeat is old
+        orphan = other.submit("other-kind", {"v": 3})  # a kind only the other worker runs...
+        other.claim("dead-worker", ["other-kind"])  # ...and it died while running it
+        assert wait_for(lambda: store.get(orphan).status == "queued")
+        assert store.get(orphan).interruptions == 1 and "interrupted" in store.get(orphan).error
+    finally:
+        worker.stop()

@@ -1,0 +1,270 @@
+"""Shopper pages and operations routes on a tiny indexed catalog (tiny-random backbone): search, partials,
+previews (job, polling fragment, strip, re-ranking, cancel), photo search, autocomplete, pagination, errors,
+catalog images without path traversal, /healthz, /readyz, /metrics, security headers and the app factory."""
+import re
+
+import pytest
+import torch
+
+from engine.settings import AppSettings, SettingsError
+from web import create_app
+from web.testing import build_catalog, png_bytes, tiny_settings
+
+HX = {"HX-Request": "true"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("web")
+    build_catalog(root)
+    app = create_app(tiny_settings(root))
+    yield app
+    app.extensions["coinage"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def res(app):
+    return app.extensions["coinage"]
+
+
+def states(html):
+    return re.findall(r'data-state="(\w+)"', html)
+
+
+def fetch(client, url, **kw):
+    """GET and close (file responses hold the file open until closed)."""
+    r = client.get(url, **kw)
+    r.get_data()
+    r.close()
+    return r
+
+
+def run_previews(res):
+    worker = res.make_worker()
+    while worker.run_once(["preview"]) is not None:
+        pass
+
+
+def test_start_page_is_a_full_page_with_vendored_htmx_and_csrf_meta(client):
+    r = client.get("/")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and "<!doctype html>" in html
+    assert '/static/htmx-2.0.11.min.js' in html and 'name="csrf-token"' in html and "X-CSRF-Token" in html
+    assert "Search the shop in your own words" in html and "Try:" in html and "striped dress" in html  # from the catalog
+    assert fetch(client, "/static/htmx-2.0.11.min.js").status_code == 200
+
+
+def test_text_search_shows_results_at_once_and_queues_a_preview(client, res):
+    r = client.get("/search?q=red+dress")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and "<!doctype html>" in html
+    assert html.count('class="card"') == 6 and "/catalog/images/" in html
+    assert states(html) == ["queued"] and "Cancel preview" in html and 'hx-trigger="load delay:500ms"' in html
+    partial = client.get("/search?q=red+dress", headers=HX).get_data(as_text=True)
+    assert "<!doctype html>" not in partial and 'class="search-layout"' in partial
+    assert states(partial) == ["queued"]  # the same job: identical queries share one generation
+    assert res.jobs.count("preview") == 1
+
+
+def test_preview_fragment_fills_in_when_the_job_finishes(client, res):
+    html = client.get("/search?q=striped+mug", headers=HX).get_data(as_text=True)
+    poll = re.search(r'hx-get="(/search/preview/[^"]+)"', html).group(1).replace("&amp;", "&")
+    assert states(client.get(poll, headers=HX).get_data(as_text=True)) == ["queued"]
+    run_previews(res)
+    done = client.get(poll, headers=HX).get_data(as_text=True)
+    assert states(done) == ["done"] and "hx-trigger" not in done.split("</section>")[0]
+    key = re.search(r'src="/previews/([0-9a-f]{32})\.png"', done).group(1)
+    png = client.get(f"/previews/{key}.png")
+    assert png.status_code == 200 and png.mimetype == "image/png" and png.data[:4] == b"\x89PNG"
+    assert client.get("/previews/not-a-key.png").status_code == 404
+    again = client.get("/search?q=striped+mug", headers=HX).get_data(as_text=True)
+    assert states(again) == ["done"]  # a finished preview is reused at once
+
+
+def test_cancel_a_preview(client, res):
+    html = client.get("/search?q=green+lamp", headers=HX).get_data(as_text=True)
+    job_id = re.search(r"/jobs/([0-9a-f]+)/cancel", html).group(1)
+    token = client.get("/api/session").json["csrf_token"]
+    r = client.post(f"/jobs/{job_id}/cancel", data={"q": "green lamp"}, headers={**HX, "X-CSRF-Token": token})
+    assert r.status_code == 200 and states(r.get_data(as_text=True)) == ["cancelled"]
+    assert res.jobs.get(job_id).status == "cancelled"
+    again = client.get("/search?q=green+lamp", headers=HX).get_data(as_text=True)
+    assert states(again) == ["queued"]  # searching again generates a new preview
+
+
+def test_cancel_needs_csrf_and_only_cancels_previews(client, res):
+    job_id = res.jobs.submit("train", {"placeholder": "<x>"})
+    assert client.post(f"/jobs/{job_id}/cancel").status_code == 400  # no CSRF token
+    token = client.get("/api/session").json["csrf_token"]
+    r = client.post(f"/jobs/{job_id}/cancel", headers={"X-CSRF-Token": token})
+    assert r.status_code == 403 and res.jobs.get(job_id).status == "queued"
+    res.jobs.request_cancel(job_id)
+
+
+def test_pagination_links_walk_the_ranking(client):
+    first = client.get("/search?q=dress", headers=HX).get_data(as_text=True)
+    nxt = re.search(r'href="(/search\?[^"]*page=2[^"]*)"', first).group(1).replace("&amp;", "&")
+    second = client.get(nxt, headers=HX).get_data(as_text=True)
+    assert "Results 7–12" in second and "Page 2" in second and "← Previous" in second
+    ids = lambda html: re.findall(r'data-product="([^"]+)"', html)  # noqa: E731
+    assert len(ids(second)) == 6
+
+
+def test_filters_limit_category_and_price(client, res):
+    html = client.get("/search?q=thing&category=mug&max_price=20", headers=HX).get_data(as_text=True)
+    cards = re.findall(r'<span class="price">([0-9.,]+)</span><span>(\w[\w-]*)</span>', html)
+    assert cards and all(cat == "mug" and float(price) <= 20 for price, cat in cards)
+
+
+@pytest.mark.parametrize("query,status,needle", [
+    ("/search?q=", 400, "empty query"),
+    ("/search?q=%20%20", 400, "empty query"),
+    ("/search?q=dress&min_price=cheap", 400, "Min price must be a number"),
+    ("/search?q=dress&min_price=50&max_price=10", 400, "swap them"),
+    ("/search?q=dress&page=0", 400, "page must be a whole number"),
+    ("/search?q=a+<broken", 400, "unbalanced"),
+])
+def test_bad_queries_get_a_clear_message(client, query, status, needle):
+    r = client.get(query, headers=HX)
+    assert r.status_code == status and needle in r.get_data(as_text=True)
+
+
+def test_unknown_token_suggests_the_registered_ones(client, res, monkeypatch):
+    from engine.tokens import CustomToken, TokenMeta, TokenSet
+
+    meta = TokenMeta(parent="dress", backbone_id="tiny-random", attributes=["red", "old"])
+    fake = TokenSet([CustomToken("<aurora>", torch.zeros(2, res.backbone.text_width), meta)])
+    monkeypatch.setattr(res.query, "_tokens", lambda: fake)
+    r = client.get("/search?q=<aurore>+dress", headers=HX)
+    html = r.get_data(as_text=True)
+    assert r.status_code == 400 and 'data-code="unknown_token"' in html and "Did you mean" in html
+    assert "&lt;aurora&gt; dress" in html  # the corrected query, as a link
+
+
+def test_search_by_photo_and_page_through_it(client):
+    token = client.get("/api/session").json["csrf_token"]
+    r = client.post("/search/photo", data={"photo": (__import__("io").BytesIO(png_bytes(3)), "me.png"),
+                                           "csrf_token": token}, headers=HX, content_type="multipart/form-data")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and html.count('class="card"') == 6 and "Products that look like your photo" in html
+    url = r.headers["HX-Push-Url"]
+    sha = re.search(r"photo=([0-9a-f]{64})", url).group(1)
+    assert fetch(client, f"/search/photo/{sha}").status_code == 200
+    assert client.get(f"/search?photo={sha}&page=2", headers=HX).status_code == 200
+    assert client.get("/search?photo=" + "0" * 64, headers=HX).status_code == 404
+
+
+def test_photo_search_checks_the_upload(client):
+    token = client.get("/api/session").json["csrf_token"]
+    io = __import__("io")
+    r = client.post("/search/photo", data={"photo": (io.BytesIO(b"not an image"), "x.png"), "csrf_token": token},
+                    headers=HX, content_type="multipart/form-data")
+    assert r.status_code == 400 and "not an image" in r.get_data(as_text=True)
+    r = client.post("/search/photo", data={"csrf_token": token}, headers=HX, content_type="multipart/form-data")
+    assert r.status_code == 400 and "choose a photo" in r.get_data(as_text=True)
+
+
+def test_autocomplete_lists_matching_live_tokens(client, res, monkeypatch):
+    from engine.tokens import CustomToken, TokenMeta, TokenSet
+
+    meta = TokenMeta(parent="dress", backbone_id="tiny-random")
+    fake = TokenSet([CustomToken(p, torch.zeros(1, res.backbone.text_width), meta) for p in ("<aurora>", "<basil>")])
+    monkeypatch.setattr(res, "tokens", lambda: fake)
+    html = client.get("/search/suggest?q=red+<au").get_data(as_text=True)
+    assert 'data-token="&lt;aurora&gt;"' in html and "basil" not in html
+    assert "/concepts/aurora/thumb.png" in html
+    assert client.get("/search/suggest?q=red+dress").get_data(as_text=True).strip() == ""
+    assert "No custom word starts with" in client.get("/search/suggest?q=<zz").get_data(as_text=True)
+
+
+def test_catalog_images_are_served_without_path_traversal(client):
+    assert fetch(client, "/catalog/images/p0000/0.png").mimetype == "image/png"
+    for bad in ("/catalog/../jobs.sqlite3", "/catalog/%2e%2e/jobs.sqlite3", "/catalog//etc/passwd",
+                "/catalog/images/../../secret_key", "/catalog/catalog.jsonl", "/catalog/truth.jsonl"):
+        assert fetch(client, bad, follow_redirects=True).status_code == 404, bad
+
+
+def test_health_readiness_and_metrics(client, res):
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["ready"] and ready.json["checks"]["index"]["ok"]
+    client.get("/search?q=dress")
+    metrics = client.get("/metrics")
+    text = metrics.get_data(as_text=True)
+    assert metrics.content_type.startswith("text/plain; version=0.0.4")
+    assert 'coinage_http_request_duration_seconds_bucket{endpoint="search.search",method="GET",status="2xx",le="+Inf"}' in text
+    assert re.search(r'coinage_jobs\{kind="preview",status="queued"\} \d+', text)
+    assert "# TYPE coinage_generation_seconds histogram" in text and "coinage_index_ready 1" in text
+
+
+def test_readyz_reports_a_missing_index_with_the_fix(tmp_path):
+    app = create_app(tiny_settings(tmp_path))
+    try:
+        r = app.test_client().get("/readyz")
+        assert r.status_code == 503 and not r.json["ready"] and "coinage demo" in r.json["checks"]["index"]["detail"]
+        page = app.test_client().get("/search?q=dress")
+        assert page.status_code == 503 and "coinage index" in page.get_data(as_text=True)
+    finally:
+        app.extensions["coinage"].close()
+
+
+def test_security_headers_and_unknown_pages(client):
+    r = client.get("/")
+    assert r.headers["X-Frame-Options"] == "DENY" and "script-src 'self'" in r.headers["Content-Security-Policy"]
+    missing = client.get("/no/such/page")
+    assert missing.status_code == 404 and "There is no page at /no/such/page" in missing.get_data(as_text=True)
+
+
+def test_production_refuses_to_start_without_credentials(tmp_path):
+    with pytest.raises(SettingsError, match="COINAGE_ADMIN_PASSWORD_HASH.*COINAGE_SECRET_KEY"):
+        AppSettings(env="production", data_dir=tmp_path)
+    with pytest.raises(SettingsError, match="COINAGE_SECRET_KEY"):
+        AppSettings.from_env({"COINAGE_ENV": "production", "COINAGE_ADMIN_PASSWORD_HASH": "pbkdf2:x"})
+
+
+def test_dev_mode_generates_the_admin_password_once_and_stores_only_its_hash(tmp_path):
+    from werkzeug.security import check_password_hash
+
+    from web.security import admin_password_hash, secret_key
+
+    settings = AppSettings(data_dir=tmp_path)
+    shown = []
+    first = admin_password_hash(settings, announce=shown.append)
+    assert len(shown) == 1
+    password = re.search(r"password: (\S+)", shown[0]).group(1)
+    assert check_password_hash(first, password) and password not in (tmp_path / "admin.json").read_text()
+    assert admin_password_hash(settings, announce=shown.append) == first and len(shown) == 1
+    assert oct((tmp_path / "admin.json").stat().st_mode & 0o777) == "0o600"
+    assert secret_key(settings) == secret_key(settings) and len(secret_key(settings)) == 64
+
+
+def test_settings_from_env_read_every_variable(tmp_path):
+    env = {"COINAGE_DATA_DIR": str(tmp_path), "COINAGE_BACKBONE": "tiny-random", "COINAGE_DEVICE": "cpu",
+           "COINAGE_CATALOG": str(tmp_path / "c.jsonl"), "COINAGE_SECRET_KEY": "k" * 32,
+           "COINAGE_ADMIN_USER": "boss", "COINAGE_ADMIN_PASSWORD_HASH": "h", "COINAGE_WORKER": "off",
+           "COINAGE_COLLECTION": "shop", "COINAGE_PREVIEW_STEPS": "3", "COINAGE_TRAIN_STEPS": "7",
+           "COINAGE_MAX_UPLOAD_MB": "2", "COINAGE_MAX_IMAGE_MB": "1", "COINAGE_MAX_IMAGE_PIXELS": "1000000",
+           "COINAGE_ONNX": "0", "COINAGE_THREADS": "1", "COINAGE_ONNX_CACHE": str(tmp_path / "o")}
+    s = AppSettings.from_env(env)
+    assert (s.data_dir, s.backbone, s.device, s.admin.user, s.worker.mode) == (tmp_path, "tiny-random", "cpu", "boss", "off")
+    assert s.store.path == str(tmp_path / "store") and s.query.preview_dir == str(tmp_path / "previews")
+    assert (s.query.collection, s.query.steps, s.train.steps, s.query.text_runtime) == ("shop", 3, 7, "torch")
+    assert (s.limits.max_request_bytes, s.limits.max_image_bytes, s.limits.max_image_pixels) == (2 << 20, 1 << 20, 10**6)
+    assert s.threads == 1 and not s.onnx and s.onnx_cache == tmp_path / "o"
+    with pytest.raises(SettingsError, match="COINAGE_WORKER"):
+        AppSettings.from_env({"COINAGE_WORKER": "sometimes"})
+    with pytest.raises(SettingsError, match="COINAGE_TRAIN_STEPS"):
+        AppSettings.from_env({"COINAGE_TRAIN_STEPS": "many"})

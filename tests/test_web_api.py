@@ -1,0 +1,200 @@
+"""The JSON API: the OpenAPI document (valid, and congruent with the app's routes), search by text and photo,
+tokens, concepts and jobs with session + CSRF auth, and errors that are always JSON with a code and a message."""
+import base64
+import re
+
+import pytest
+import torch
+
+from web import create_app
+from web.testing import build_catalog, png_bytes, tiny_settings
+
+PASSWORD = "api-pw"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    build_catalog(root)
+    app = create_app(tiny_settings(root, password=PASSWORD))
+    yield app
+    app.extensions["coinage"].close()
+
+
+@pytest.fixture
+def res(app):
+    return app.extensions["coinage"]
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def admin(app):
+    client = app.test_client()
+    token = client.get("/api/session").json["csrf_token"]
+    r = client.post("/api/login", json={"user": "admin", "password": PASSWORD}, headers={"X-CSRF-Token": token})
+    assert r.status_code == 200 and r.json["admin"]
+    client.environ_base["HTTP_X_CSRF_TOKEN"] = r.json["csrf_token"]  # rotated at login
+    return client
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_openapi_document_is_valid_and_matches_the_routes(client, app):
+    from openapi_spec_validator import validate
+
+    spec = client.get("/openapi.json").json
+    validate(spec)
+    described = {(re.sub(r"\{(\w+)\}", r"<\1>", path), method.upper())
+                 for path, ops in spec["paths"].items() for method in ops}
+    served = {(rule.rule.replace("<path:", "<"), method) for rule in app.url_map.iter_rules()
+              if rule.rule.startswith("/api/") for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert described == served
+
+
+def test_search_get_returns_results_image_urls_and_the_preview_job(client, res):
+    r = client.get("/api/search?q=red+dress&limit=4&category=dress")
+    body = r.json
+    assert r.status_code == 200 and len(body["results"]) == 4 and body["next_offset"] == 4
+    assert all(x["payload"]["category"] == "dress" and x["image_url"].startswith("/catalog/images/")
+               for x in body["results"])
+    preview = body["preview"]
+    assert preview["state"] == "queued" and preview["url"] == f"/api/jobs/{preview['job']}"
+    job = client.get(preview["url"])
+    assert job.status_code == 200 and job.json["kind"] == "preview" and job.json["panel"]["state"] == "queued"
+    res.make_worker().run_once(["preview"])
+    done = client.get(preview["url"]).json
+    assert done["status"] == "done" and done["panel"]["image"]["url"].startswith("/previews/")
+
+
+def test_search_post_by_photo_needs_no_csrf(client):
+    r = client.post("/api/search", json={"image": b64(png_bytes(5)), "limit": 3})
+    assert r.status_code == 200 and len(r.json["results"]) == 3 and r.json["preview"] is None
+    bad = client.post("/api/search", json={"image": "!!!"})
+    assert bad.status_code == 400 and bad.json["error"]["field"] == "image"
+
+
+@pytest.mark.parametrize("kwargs,field,code", [
+    ({"json": {"limit": 3}}, "query", "missing_field"),
+    ({"json": {"query": "dress", "limit": "ten"}}, None, "bad_query"),
+    ({"json": {"query": "dress", "colour": "red"}}, None, "bad_query"),
+    ({"json": {"query": "dress", "preview": "yes"}}, "preview", "invalid_field"),
+    ({"data": "not json", "content_type": "text/plain"}, None, "invalid_json"),
+    ({"json": ["dress"]}, None, "invalid_json"),
+])
+def test_search_post_errors_name_the_field(client, kwargs, field, code):
+    r = client.post("/api/search", **kwargs)
+    assert r.status_code == 400 and r.is_json and r.json["error"]["code"] == code
+    assert r.json["error"]["message"]
+    if field:
+        assert r.json["error"]["field"] == field and repr(field) in r.json["error"]["message"]
+
+
+def test_search_get_errors(client):
+    assert client.get("/api/search").json["error"] == {
+        "code": "missing_field", "field": "q",
+        "message": "missing field 'q': the search text, e.g. q=red dress (custom tokens as <name>)"}
+    assert client.get("/api/search?q=x&limit=lots").json["error"]["field"] == "limit"
+    unknown = client.get("/api/search?q=<nope>+dress")
+    assert unknown.status_code == 400 and unknown.json["error"]["code"] == "unknown_token"
+    assert unknown.json["error"]["token"] == "<nope>" and "suggestions" in unknown.json["error"]
+
+
+def test_errors_are_json_never_html(client, res, monkeypatch):
+    missing = client.get("/api/nothing-here")
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "not_found"
+    wrong = client.put("/api/search")
+    assert wrong.status_code in (400, 405) and wrong.is_json
+    wrong = client.get("/api/login")
+    assert wrong.status_code == 405 and wrong.json["error"]["code"] == "method_not_allowed" and "POST" in wrong.headers["Allow"]
+
+    def broken(_request):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(res.query, "search", broken)
+    r = client.get("/api/search?q=dress")
+    assert r.status_code == 500 and r.json["error"]["code"] == "internal_error" and r.json["error"]["ref"]
+    assert "disk on fire" not in r.json["error"]["message"]  # details stay in the log
+    page = client.get("/search?q=dress")
+    assert page.status_code == 500 and "internal error" in page.get_data(as_text=True)
+
+
+def test_admin_api_needs_login_and_csrf(client, app):
+    assert client.get("/api/concepts").status_code == 401
+    assert client.post("/api/reindex").json["error"]["code"] == "csrf_failed"
+    token = client.get("/api/session").json["csrf_token"]
+    assert client.post("/api/reindex", headers={"X-CSRF-Token": token}).status_code == 401
+    bad = client.post("/api/login", json={"user": "admin"}, headers={"X-CSRF-Token": token})
+    assert bad.status_code == 400 and bad.json["error"]["field"] == "password"
+    wrong = client.post("/api/login", json={"user": "admin", "password": "x"}, headers={"X-CSRF-Token": token})
+    assert wrong.status_code == 401 and wrong.json["error"]["code"] == "bad_credentials"
+
+
+def test_register_a_concept_by_json_and_follow_its_job(admin, res):
+    body = {"placeholder": "<basil>", "parent": "mug", "images": [b64(png_bytes(i)) for i in range(3)],
+            "attributes": ["red", "blue", "old"], "num_vectors": 2, "steps": 2}
+    r = admin.post("/api/concepts", json=body)
+    assert r.status_code == 202, r.json
+    concept, job = r.json["concept"], r.json["job"]
+    assert concept["placeholder"] == "<basil>" and concept["status"] == "registered" and concept["images"] == 3
+    assert job["kind"] == "train" and job["status"] == "queued" and job["params"]["config"] == {"steps": 2}
+    assert admin.post("/api/concepts", json=body).status_code == 409
+    finished = res.make_worker().run_once(["train"])
+    assert finished.status == "done", finished.error
+    got = admin.get("/api/concepts/basil").json
+    assert got["active_version"] == "v0001" and got["versions"][0]["status"] == "ready"
+    tokens = admin.get("/api/tokens").json["tokens"]
+    assert [t["placeholder"] for t in tokens] == ["<basil>"] and tokens[0]["parent"] == "mug"
+    download = admin.get("/api/concepts/basil/token")
+    assert download.status_code == 200 and download.data[8:9] == b"{"
+    download.close()
+    assert admin.post("/api/concepts/basil/deactivate").json["active_version"] is None
+    assert admin.post("/api/concepts/basil/activate", json={"version": "v0001"}).json["active_version"] == "v0001"
+    retrain = admin.post("/api/concepts/basil/retrain", json={"steps": 1})
+    assert retrain.status_code == 202
+    assert admin.post(f"/api/jobs/{retrain.json['job']['id']}/cancel").json["status"] == "cancelled"
+    listed = admin.get("/api/jobs?kind=train").json["jobs"]
+    assert {j["status"] for j in listed} == {"done", "cancelled"}
+    assert admin.delete("/api/concepts/basil").json == {"deleted": "<basil>"}
+    assert admin.get("/api/concepts/basil").status_code == 404
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"parent": "mug", "images": []}, "placeholder"),
+    ({"placeholder": "x", "images": []}, "parent"),
+    ({"placeholder": "x", "parent": "mug"}, "images"),
+    ({"placeholder": "x", "parent": "mug", "images": "abc"}, "images"),
+    ({"placeholder": "x", "parent": "mug", "images": ["%%%"]}, "images"),
+    ({"placeholder": "x", "parent": "mug", "images": [b64(png_bytes(0))]}, "images"),
+    ({"placeholder": "x", "parent": "mug", "images": [b64(png_bytes(i)) for i in range(3)], "num_vectors": "two"},
+     "num_vectors"),
+])
+def test_concept_registration_errors_name_the_field(admin, body, field):
+    r = admin.post("/api/concepts", json=body)
+    assert r.status_code == 400 and r.json["error"]["field"] == field, r.json
+
+
+def test_jobs_visibility_and_reindex(admin, client, res):
+    train_job = res.jobs.submit("train", {"placeholder": "<ghost>"})
+    assert client.get(f"/api/jobs/{train_job}").status_code == 401  # not public
+    assert admin.get(f"/api/jobs/{train_job}").json["kind"] == "train"
+    assert client.get("/api/jobs/unknown").json["error"]["code"] == "job_not_found"
+    res.jobs.request_cancel(train_job)
+    r = admin.post("/api/reindex")
+    assert r.status_code == 202 and r.json["job"]["kind"] == "reindex"
+    assert admin.post("/api/reindex").json["job"]["id"] == r.json["job"]["id"]  # one at a time
+    admin.post(f"/api/jobs/{r.json['job']['id']}/cancel")
+    assert admin.get("/api/jobs?status=bogus").json["error"]["field"] == "status"

@@ -1,0 +1,116 @@
+"""Training data: images in any accepted form -> tensors, latent distributions, CLIP features, negatives."""
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .config import ImageInput, TrainingError
+
+
+def to_pil(image: ImageInput, label: str = "image"):
+    """A path, bytes, PIL image or (3, H, W) [0, 1] tensor -> RGB PIL image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise TrainingError(f"{label}: tensor images must be (3, H, W) in [0, 1], got {tuple(image.shape)}")
+        array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
+        return Image.fromarray(array)
+    if isinstance(image, (str, Path)):
+        source = Path(image)
+    elif isinstance(image, (bytes, bytearray)):
+        source = io.BytesIO(image)
+    else:
+        raise TrainingError(f"{label}: give a path, bytes, a PIL image or a tensor, not {type(image).__name__}")
+    try:
+        with Image.open(source) as pil:
+            return pil.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise TrainingError(f"{label} ({image if isinstance(image, (str, Path)) else 'bytes'}) is not a readable "
+                            f"image: {e}") from e
+
+
+def pil_batch(images: Sequence, size: int) -> torch.Tensor:
+    """PIL images -> (B, 3, size, size) in [0, 1]: shortest side resized (bicubic), centre-cropped."""
+    from PIL import Image
+
+    out = []
+    for image in images:
+        w, h = image.size
+        scale = size / min(w, h)
+        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        w, h = image.size
+        left, top = (w - size) // 2, (h - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+        out.append(torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(size, size, 3).permute(2, 0, 1))
+    return torch.stack(out).float() / 255
+
+
+def load_images(images: Sequence[ImageInput], what: str = "image") -> list:
+    """Any accepted image inputs -> RGB PIL images (errors name the input's position)."""
+    return [to_pil(image, f"{what} #{i}") for i, image in enumerate(images)]
+
+
+def image_digest(images: Sequence) -> str:
+    """Content hash of PIL images (checkpoints resume only for the same images)."""
+    h = hashlib.sha256()
+    for image in images:
+        h.update(f"{image.size}".encode())
+        h.update(image.tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class LatentBank:
+    """VAE posterior (mean, std) of each training image (and its mirror image), sampled per step.
+
+    Encoding once instead of every step is the same objective (a fresh posterior sample each
+    time) at a fraction of the cost.
+    """
+
+    mean: torch.Tensor  # (m, C, h, w), unscaled
+    std: torch.Tensor  # (m, C, h, w)
+    scaling_factor: float
+
+    @classmethod
+    @torch.no_grad()
+    def encode(cls, backbone, pixels: torch.Tensor, flip: bool, batch: int = 16) -> "LatentBank":
+        if flip:
+            pixels = torch.cat([pixels, pixels.flip(-1)])
+        means, stds = [], []
+        for i in range(0, len(pixels), batch):
+            x = pixels[i:i + batch].to(backbone.device, backbone.dtype) * 2 - 1
+            dist = backbone.vae.encode(x).latent_dist
+            means.append(dist.mean.float().cpu())
+            stds.append(dist.std.float().cpu())
+        return cls(torch.cat(means), torch.cat(stds), float(backbone.vae.config.scaling_factor))
+
+    def __len__(self) -> int:
+        return int(self.mean.shape[0])
+
+    def sample(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        eps = torch.randn(self.mean[idx].shape, generator=generator)
+        return (self.mean[idx] + self.std[idx] * eps) * self.scaling_factor
+
+
+@torch.no_grad()
+def generate_negatives(backbone, encoder, parent: str, prompt: str, count: int, seed: int,
+                       cancel: threading.Event | None = None) -> torch.Tensor:
+    """`count` images of the parent class generated from `prompt` ('image of a <parent>'), in [0, 1]."""
+    from engine.diffusion import SamplerConfig, generate
+
+    if not backbone.has_diffusion:
+        raise TrainingError(f"backbone {backbone.id!r} has no diffusion model to generate negatives; "
+                            "pass catalog images of the parent category and use negatives='catalog'")
+    feats = encoder.encode([prompt.format(parent), ""])
+    config = SamplerConfig(steps=backbone.config.steps, guidance_scale=backbone.config.guidance_scale,
+                           images_per_prompt=count)
+    return generate(backbone, feats.seq[:1], feats.seq[1:], seed=seed, config=config, cancel=cancel).cpu()

@@ -1,0 +1,176 @@
+"""`coinage serve`, `coinage worker` and `coinage demo` (settings from COINAGE_* variables, see docs/web.md)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(sub) -> list[str]:
+    serve = sub.add_parser("serve", help="serve the web app (dev server), or print the gunicorn command",
+                           description="Serve search, admin and the JSON API. In dev mode the job worker runs as a "
+                                       "thread inside the server; --gunicorn prints the production command instead.")
+    _net(serve)
+    serve.add_argument("--gunicorn", action="store_true",
+                       help="print the gunicorn command for production (and the worker command) and exit")
+    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes for --gunicorn (default 2)")
+    _settings_args(serve)
+    serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser("worker", help="run the job worker (training, reindex, previews) in this process",
+                            description="Runs queued jobs until stopped (Ctrl-C / SIGTERM); interrupted jobs are "
+                                        "queued again on start. Production runs it beside gunicorn.")
+    _settings_args(worker)
+    worker.set_defaults(func=_worker)
+
+    demo = sub.add_parser("demo", help="build the demo catalog, index it and serve search with previews (offline)",
+                          description="On a fresh machine: write the demo world's catalog if missing, index it "
+                                      "with the demo backbone if the index is missing, then serve at the URL printed.")
+    _net(demo)
+    demo.add_argument("--no-serve", dest="serve", action="store_false", help="prepare catalog and index, then exit")
+    demo.add_argument("--products", type=int, default=320, help="demo catalog products (default 320)")
+    demo.add_argument("--photos", type=int, default=8, help="photos per product (default 8, at least 6)")
+    demo.add_argument("--heldout", type=int, default=None, help="held-out products (default: the world's)")
+    _settings_args(demo)
+    demo.set_defaults(func=_demo)
+    return ["serve", "worker", "demo"]
+
+
+def _net(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+
+
+def _settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, help="everything the app writes (default $COINAGE_DATA_DIR or var)")
+    p.add_argument("--backbone", help="backbone (default $COINAGE_BACKBONE or world)")
+    p.add_argument("--no-onnx", dest="onnx", action="store_false", default=None,
+                   help="PyTorch instead of ONNX Runtime for the text encoder and indexing")
+
+
+def settings_from_args(args: argparse.Namespace):
+    """AppSettings from COINAGE_* variables, with the command-line options in their place."""
+    import os
+
+    from engine.settings import AppSettings
+
+    env = dict(os.environ)
+    if getattr(args, "data_dir", None) is not None:
+        env["COINAGE_DATA_DIR"] = str(args.data_dir)
+    if getattr(args, "backbone", None):
+        env["COINAGE_BACKBONE"] = args.backbone
+    if getattr(args, "onnx", None) is False:
+        env["COINAGE_ONNX"] = "0"
+    return AppSettings.from_env(env)
+
+
+# ---------------------------------------------------------------------------- serve
+
+def _serve(args) -> int:
+    settings = settings_from_args(args)
+    if args.gunicorn:
+        print(gunicorn_command(settings, args.host, args.port, args.workers))
+        return 0
+    return serve(settings, args.host, args.port)
+
+
+def gunicorn_command(settings, host: str, port: int, workers: int) -> str:
+    lines = ["# production: the web app in gunicorn, the job worker as its own process (both read COINAGE_*)",
+             "export COINAGE_ENV=production COINAGE_WORKER=process   # also COINAGE_SECRET_KEY, "
+             "COINAGE_ADMIN_PASSWORD_HASH",
+             f"gunicorn --workers {workers} --threads 4 --bind {host}:{port} --timeout 120 'web.wsgi:app'",
+             "coinage worker"]
+    if settings.store.backend == "embedded":
+        lines.insert(1, "# note: the embedded store opens in one process only; with several gunicorn workers and a "
+                        "separate worker, use a Qdrant server (COINAGE_STORE_BACKEND=server COINAGE_QDRANT_URL=...)")
+    return "\n".join(lines)
+
+
+def serve(settings, host: str, port: int, banner: str = "") -> int:
+    """The dev server (werkzeug, threaded) with the worker thread, until Ctrl-C."""
+    from werkzeug.serving import make_server
+
+    from web import create_app
+
+    if settings.env == "production":
+        print("error: production mode serves through gunicorn; run `coinage serve --gunicorn` for the command",
+              file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    try:
+        server = make_server(host, port, app, threaded=True)
+    except OSError as e:
+        app.extensions["coinage"].close()
+        print(f"error: cannot listen on {host}:{port} ({e}); pass --port with a free port", file=sys.stderr)
+        return 1
+    url = f"http://{host}:{server.server_port}"
+    print(f"{banner}Coinage is serving at {url}   (admin: {url}/admin, API: {url}/openapi.json; Ctrl-C stops)",
+          flush=True)
+    _stop_on_sigterm(server)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        app.extensions["coinage"].close()
+    return 0
+
+
+def _stop_on_sigterm(server) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(_signum, _frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+# ---------------------------------------------------------------------------- worker
+
+def _worker(args) -> int:
+    from web.resources import Resources
+
+    settings = settings_from_args(args)
+    try:
+        resources = Resources(settings)
+    except Exception as e:
+        from engine.store import StoreUnavailable
+
+        if isinstance(e, StoreUnavailable) and settings.store.backend == "embedded":
+            print(f"error: {e}\nThe embedded store opens in one process only: run the worker inside the web "
+                  "process (COINAGE_WORKER=thread, `coinage serve`), or use a Qdrant server "
+                  "(COINAGE_STORE_BACKEND=server, COINAGE_QDRANT_URL).", file=sys.stderr)
+            return 1
+        raise
+    worker = resources.make_worker()
+
+    def stop(_signum, _frame):
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"coinage worker {worker.id}: lanes {[list(lane) for lane in worker.lanes]}, jobs in {settings.jobs_db}",
+          flush=True)
+    try:
+        worker.serve_forever()
+    except KeyboardInterrupt:
+        worker.stop()
+    finally:
+        resources.close()
+    return 0
+
+
+# ---------------------------------------------------------------------------- demo
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    settings = settings_from_args(args)
+    return run_demo(settings, products=args.products, photos=args.photos, heldout=args.heldout,
+                    serve_after=args.serve, host=args.host, port=args.port)

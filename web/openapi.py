@@ -1,0 +1,226 @@
+"""The OpenAPI 3.1 description of the JSON API, served at /openapi.json (tests validate it and check that
+every /api route of the app is described and every described route exists)."""
+from __future__ import annotations
+
+from typing import Any
+
+VERSION = "0.1.0"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "invalid request (the message names the field and the fix)", 401: "login required",
+            403: "not allowed", 404: "not found", 409: "conflict with the current state",
+            413: "upload too large", 429: "too many attempts", 503: "index or store unavailable"}
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+NAME = {"name": "name", "in": "path", "required": True, "description": "concept name: the placeholder without "
+        "brackets ('aurora' for '<aurora>')", "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,39}$"}}
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+CSRF = {"name": "X-CSRF-Token", "in": "header", "required": True, "schema": {"type": "string"},
+        "description": "the csrf_token of GET /api/session (same session cookie)"}
+
+
+def _query(name: str, schema: dict, description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string", "examples": ["missing_field", "unknown_token", "csrf_failed"]},
+            "message": {"type": "string", "description": "what is wrong and how to fix it"},
+            "field": {"type": "string", "description": "the request field at fault, when one is"},
+            "suggestions": {"type": "array", "items": {"type": "string"},
+                            "description": "registered tokens close to an unknown one"}}}}},
+    "SearchRequest": {"type": "object", "properties": {
+        "query": {"type": "string", "description": "text; custom tokens as <name>, e.g. '<aurora> dress on a beach'"},
+        "image": {"type": ["string", "null"], "description": "base64 of a PNG/JPEG/WebP photo to search by"},
+        "category": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
+        "min_price": {"type": ["number", "null"]}, "max_price": {"type": ["number", "null"]},
+        "filters": {"type": "object", "description": "payload field -> exact value or list"},
+        "ranges": {"type": "object", "description": "payload field -> [min, max]"},
+        "limit": {"type": ["integer", "null"], "minimum": 1}, "offset": {"type": "integer", "minimum": 0},
+        "gair": {"type": ["boolean", "null"]},
+        "weight": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                   "description": "fixed composition weight w; null: GAIR's w* when known, else 1"},
+        "seed": {"type": ["integer", "null"], "minimum": 0},
+        "method": {"type": "string", "enum": ["composed", "text-only", "text+image"]},
+        "preview": {"type": "boolean", "default": True, "description": "queue the preview job for a text query"}}},
+    "Result": {"type": "object", "properties": {
+        "rank": {"type": "integer"}, "id": {"type": "string"}, "score": {"type": "number"},
+        "payload": {"type": "object"}, "image_url": {"type": ["string", "null"]}}},
+    "PreviewPanel": {"type": "object", "properties": {
+        "state": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled", "unavailable"]},
+        "message": {"type": "string"}, "job": {"type": ["string", "null"]}, "url": {"type": ["string", "null"]},
+        "w_star": {"type": ["number", "null"]}, "chosen": {"type": ["number", "null"]}, "gair": {"type": "boolean"},
+        "prompt": {"type": ["string", "null"]}, "progress": {"type": "object"},
+        "image": {"type": ["object", "null"]}, "strip": {"type": "array", "items": {"type": "object"}}}},
+    "SearchResponse": {"type": "object", "properties": {
+        "query": {"type": "string"}, "prompt": {"type": ["string", "null"]},
+        "tokens": {"type": "array", "items": {"type": "string"}}, "notes": {"type": "array", "items": {"type": "string"}},
+        "method": {"type": "string"}, "weight": {"type": ["number", "null"]}, "weight_source": {"type": "string"},
+        "results": {"type": "array", "items": _ref("Result")}, "limit": {"type": "integer"},
+        "offset": {"type": "integer"}, "next_offset": {"type": ["integer", "null"]},
+        "collection": {"type": "string"}, "backbone": {"type": "string"}, "timings_ms": {"type": "object"},
+        "preview": {"oneOf": [_ref("PreviewPanel"), {"type": "null"}]}}},
+    "Job": {"type": "object", "properties": {
+        "id": {"type": "string"}, "kind": {"type": "string", "enum": ["train", "reindex", "preview"]},
+        "params": {"type": "object"},
+        "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
+        "progress": {"type": "object"}, "result": {}, "error": {"type": ["string", "null"]},
+        "cancel_requested": {"type": "boolean"}, "attempts": {"type": "integer"},
+        "interruptions": {"type": "integer"}, "created": {"type": "number"},
+        "started": {"type": ["number", "null"]}, "heartbeat": {"type": ["number", "null"]},
+        "finished": {"type": ["number", "null"]}, "seconds": {"type": ["number", "null"]},
+        "panel": _ref("PreviewPanel")}},
+    "JobAccepted": {"type": "object", "properties": {"job": _ref("Job"), "job_url": {"type": "string"}}},
+    "Token": {"type": "object", "properties": {
+        "placeholder": {"type": "string"}, "parent": {"type": "string"}, "method": {"type": "string"},
+        "version": {"type": ["string", "null"]}, "thumbnail": {"type": "string"}}},
+    "Version": {"type": "object", "properties": {
+        "version": {"type": "string"}, "status": {"type": "string"}, "method": {"type": "string"},
+        "backbone_id": {"type": ["string", "null"]}, "created": {"type": "string"}, "updated": {"type": "string"},
+        "metrics": {"type": "object"}, "error": {"type": ["string", "null"]}}},
+    "Concept": {"type": "object", "properties": {
+        "placeholder": {"type": "string"}, "name": {"type": "string"}, "parent": {"type": "string"},
+        "attributes": {"type": "array", "items": {"type": "string"}}, "method": {"type": "string"},
+        "num_vectors": {"type": "integer"},
+        "status": {"type": "string", "enum": ["registered", "training", "ready", "failed", "cancelled"]},
+        "active_version": {"type": ["string", "null"]}, "created": {"type": "string"}, "updated": {"type": "string"},
+        "metrics": {"type": "object"}, "error": {"type": ["string", "null"]}, "images": {"type": "integer"},
+        "thumbnail": {"type": "string"}, "training_job": {"oneOf": [_ref("Job"), {"type": "null"}]},
+        "versions": {"type": "array", "items": _ref("Version")}}},
+    "ConceptRegistration": {"type": "object", "required": ["placeholder", "parent", "images"], "properties": {
+        "placeholder": {"type": "string", "description": "'<aurora>' or 'aurora'"},
+        "parent": {"type": "string", "description": "the category word, e.g. 'dress'"},
+        "images": {"type": "array", "minItems": 3, "maxItems": 50, "items": {"type": "string"},
+                   "description": "base64 of PNG/JPEG/WebP files (multipart: files in the field 'images')"},
+        "attributes": {"oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
+                       "description": "attribute words; empty: chosen automatically"},
+        "method": {"type": "string", "enum": ["prompt-tuning", "textual-inversion", "ti+ce", "ti+ce+proj"]},
+        "num_vectors": {"type": "integer", "minimum": 1, "maximum": 16},
+        "steps": {"type": "integer", "minimum": 1}}},
+    "Session": {"type": "object", "properties": {
+        "csrf_token": {"type": "string"}, "admin": {"type": "boolean"}, "user": {"type": ["string", "null"]}}},
+}
+
+
+def spec() -> dict[str, Any]:
+    search_params = [
+        _query("q", {"type": "string"}, "search text; custom tokens as <name>", required=True),
+        _query("category", {"type": "string"}, "exact category (repeat for any of several)"),
+        _query("min_price", {"type": "number"}, "inclusive lower price bound"),
+        _query("max_price", {"type": "number"}, "inclusive upper price bound"),
+        _query("limit", {"type": "integer", "minimum": 1}, "results per page"),
+        _query("offset", {"type": "integer", "minimum": 0}, "results skipped (pagination)"),
+        _query("w", {"type": "number", "minimum": 0, "maximum": 1}, "fixed composition weight"),
+        _query("gair", {"type": "boolean"}, "run GAIR in the preview job (default on)"),
+        _query("seed", {"type": "integer", "minimum": 0}, "diffusion seed of the preview"),
+        _query("method", {"type": "string", "enum": ["composed", "text-only", "text+image"]}, "query vector"),
+        _query("preview", {"type": "boolean"}, "queue the preview job (default true)"),
+    ]
+    admin = [{"cookieSession": []}]
+    paths: dict[str, Any] = {
+        "/api/session": {"get": {"summary": "The session's CSRF token and whether it is logged in",
+                                 "operationId": "getSession", "responses": {"200": _json(_ref("Session"), "session")}}},
+        "/api/login": {"post": {
+            "summary": "Log in as admin (sets the session cookie)", "operationId": "login", "parameters": [CSRF],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["user", "password"],
+                "properties": {"user": {"type": "string"}, "password": {"type": "string"}}}}}},
+            "responses": {"200": _json(_ref("Session"), "logged in"), **_errors(400, 401, 429)}}},
+        "/api/logout": {"post": {"summary": "Log out", "operationId": "logout", "parameters": [CSRF],
+                                 "responses": {"200": _json({"type": "object"}, "logged out"), **_errors(400)}}},
+        "/api/search": {
+            "get": {"summary": "Search by text (results at once; the preview is a job to poll)",
+                    "operationId": "searchGet", "parameters": search_params,
+                    "responses": {"200": _json(_ref("SearchResponse"), "ranked results"), **_errors(400, 503)}},
+            "post": {"summary": "Search by text and/or photo (JSON body; no CSRF token needed: read-only)",
+                     "operationId": "searchPost",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SearchRequest")}}},
+                     "responses": {"200": _json(_ref("SearchResponse"), "ranked results"), **_errors(400, 413, 503)}}},
+        "/api/tokens": {"get": {"summary": "Live custom tokens (autocomplete)", "operationId": "listTokens",
+                                "responses": {"200": _json({"type": "object", "properties": {
+                                    "tokens": {"type": "array", "items": _ref("Token")}}}, "tokens")}}},
+        "/api/concepts": {
+            "get": {"summary": "Registered concepts", "operationId": "listConcepts", "security": admin,
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "concepts": {"type": "array", "items": _ref("Concept")}}}, "concepts"), **_errors(401)}},
+            "post": {"summary": "Register a concept from 3-50 images and queue its training",
+                     "operationId": "createConcept", "security": admin, "parameters": [CSRF],
+                     "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": _ref("ConceptRegistration")},
+                         "multipart/form-data": {"schema": {"type": "object", "properties": {
+                             "placeholder": {"type": "string"}, "parent": {"type": "string"},
+                             "attributes": {"type": "string"}, "method": {"type": "string"},
+                             "num_vectors": {"type": "integer"}, "steps": {"type": "integer"},
+                             "images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}},
+                     "responses": {"202": _json({"type": "object", "properties": {
+                         "concept": _ref("Concept"), "job": _ref("Job"), "job_url": {"type": "string"}}},
+                         "registered; training queued"), **_errors(400, 401, 409, 413)}}},
+        "/api/concepts/{name}": {
+            "get": {"summary": "One concept with its versions", "operationId": "getConcept", "security": admin,
+                    "parameters": [NAME], "responses": {"200": _json(_ref("Concept"), "the concept"), **_errors(401, 404)}},
+            "delete": {"summary": "Delete a concept, its versions and files (cancels its training)",
+                       "operationId": "deleteConcept", "security": admin, "parameters": [NAME, CSRF],
+                       "responses": {"200": _json({"type": "object"}, "deleted"), **_errors(400, 401, 404)}}},
+        "/api/concepts/{name}/activate": {"post": {
+            "summary": "Make a version live (default: the newest finished one)", "operationId": "activateConcept",
+            "security": admin, "parameters": [NAME, CSRF],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"version": {"type": "string"}}}}}},
+            "responses": {"200": _json(_ref("Concept"), "activated"), **_errors(400, 401, 404, 409)}}},
+        "/api/concepts/{name}/deactivate": {"post": {
+            "summary": "Stop serving the concept's token", "operationId": "deactivateConcept", "security": admin,
+            "parameters": [NAME, CSRF], "responses": {"200": _json(_ref("Concept"), "deactivated"), **_errors(400, 401, 404)}}},
+        "/api/concepts/{name}/retrain": {"post": {
+            "summary": "Queue a new training run (resumes an interrupted compatible one)",
+            "operationId": "retrainConcept", "security": admin, "parameters": [NAME, CSRF],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"steps": {"type": "integer", "minimum": 1}}}}}},
+            "responses": {"202": _json(_ref("JobAccepted"), "training queued"), **_errors(400, 401, 404)}}},
+        "/api/concepts/{name}/token": {"get": {
+            "summary": "Download the token file (safetensors, loadable by diffusers' load_textual_inversion)",
+            "operationId": "downloadToken", "security": admin,
+            "parameters": [NAME, _query("version", {"type": "string"}, "version id (default: the live one)")],
+            "responses": {"200": {"description": "the token file", "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                **_errors(400, 401, 404)}}},
+        "/api/jobs": {"get": {
+            "summary": "Recent jobs", "operationId": "listJobs", "security": admin,
+            "parameters": [_query("kind", {"type": "string", "enum": ["train", "reindex", "preview"]}, "job kind"),
+                           _query("status", {"type": "string"}, "job status"),
+                           _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "how many")],
+            "responses": {"200": _json({"type": "object", "properties": {
+                "jobs": {"type": "array", "items": _ref("Job")}}}, "jobs"), **_errors(400, 401)}}},
+        "/api/jobs/{job_id}": {"get": {
+            "summary": "A job's status, progress and result (preview jobs are public)", "operationId": "getJob",
+            "parameters": [JOB_ID], "responses": {"200": _json(_ref("Job"), "the job"), **_errors(401, 404)}}},
+        "/api/jobs/{job_id}/cancel": {"post": {
+            "summary": "Ask a job to stop (preview jobs: anyone; others: admin)", "operationId": "cancelJob",
+            "parameters": [JOB_ID, CSRF], "responses": {"200": _json(_ref("Job"), "cancellation requested"),
+                                                        **_errors(400, 401, 404)}}},
+        "/api/reindex": {"post": {
+            "summary": "Rebuild the product index from the configured catalog (blue/green)",
+            "operationId": "reindex", "security": admin, "parameters": [CSRF],
+            "responses": {"202": _json(_ref("JobAccepted"), "reindex queued"), **_errors(400, 401, 409)}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Coinage", "version": VERSION,
+                 "description": "Product search that a shop teaches new words (custom tokens), with generated "
+                                "previews. Errors are JSON objects {error: {code, message}}."},
+        "paths": paths,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {"cookieSession": {
+            "type": "apiKey", "in": "cookie", "name": "session",
+            "description": "the session cookie set by POST /api/login; send X-CSRF-Token on POST and DELETE"}}},
+    }

@@ -1,0 +1,301 @@
+"""The shopper's search as data: the form, running a search, and the preview job and its panel.
+
+Views (web/views/search.py) render these; the JSON API (web/views/api.py) serialises them. The
+ranked list comes from the query service's fast path at once; the preview (GAIR's w*, every w's
+image and score) is a "preview" job that the worker runs, deduplicated by everything that
+determines its pixels, so every shopper asking the same thing shares one generation.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import url_for
+
+from engine.jobs import Job
+
+from .errors import ApiError
+
+PHOTO_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class SearchForm:
+    q: str = ""  # the query text, custom tokens written <name>
+    category: str = ""  # exact category, '' for all
+    min_price: float | None = None
+    max_price: float | None = None
+    page: int = 1  # 1-based
+    w: float | None = None  # a fixed composition weight (a click on the preview strip); None: GAIR / default
+    photo: str = ""  # sha256 of an uploaded photo (search by photo); '' for none
+    errors: list[str] = field(default_factory=list)  # fields that did not parse, as messages
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> "SearchForm":
+        form = cls(q=(args.get("q") or "")[:1000], category=(args.get("category") or "").strip())
+        form.min_price = form._number(args, "min_price", "Min price")
+        form.max_price = form._number(args, "max_price", "Max price")
+        page = (args.get("page") or "1").strip()
+        if page.isdigit() and int(page) >= 1:
+            form.page = min(int(page), 10_000)
+        else:
+            form.errors.append(f"page must be a whole number from 1, got {page!r}")
+        w = form._number(args, "w", "w")
+        if w is not None and not 0.0 <= w <= 1.0:
+            form.errors.append(f"w must be between 0 and 1, got {w}")
+            w = None
+        form.w = w
+        photo = (args.get("photo") or "").strip().lower()
+        if photo and not PHOTO_RE.match(photo):
+            form.errors.append("photo must be the id of an uploaded photo; upload the photo again")
+            photo = ""
+        form.photo = photo
+        if form.min_price is not None and form.max_price is not None and form.min_price > form.max_price:
+            form.errors.append(f"Min price ({form.min_price:g}) is above Max price ({form.max_price:g}); swap them")
+        return form
+
+    def _number(self, args: Mapping[str, str], name: str, label: str) -> float | None:
+        raw = (args.get(name) or "").strip()
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            self.errors.append(f"{label} must be a number, got {raw!r}")
+            return None
+        if value != value or value in (float("inf"), float("-inf")):
+            self.errors.append(f"{label} must be a finite number")
+            return None
+        return value
+
+    @property
+    def has_query(self) -> bool:
+        return bool(self.q.strip() or self.photo)
+
+    def params(self, **changes: Any) -> dict[str, Any]:
+        """URL parameters of this search (empty ones left out), with `changes` applied."""
+        values = {"q": self.q, "category": self.category, "min_price": self.min_price, "max_price": self.max_price,
+                  "page": self.page, "w": self.w, "photo": self.photo}
+        values.update(changes)
+        if values.get("page") == 1:
+            values.pop("page")
+        return {k: (f"{v:g}" if isinstance(v, float) else v) for k, v in values.items() if v not in (None, "")}
+
+    def url(self, **changes: Any) -> str:
+        return url_for("search.search", **self.params(**changes))
+
+
+def photo_path(uploads: Path, sha: str) -> Path | None:
+    if not PHOTO_RE.match(sha or ""):
+        return None
+    for candidate in sorted(uploads.glob(f"{sha}.*")):
+        return candidate
+    return None
+
+
+def save_photo(uploads: Path, data: bytes, extension: str, keep: int = 500) -> str:
+    """Store an uploaded search photo under its sha256 (so result pages can be paged); prune the oldest."""
+    sha = hashlib.sha256(data).hexdigest()
+    uploads.mkdir(parents=True, exist_ok=True)
+    path = uploads / f"{sha}.{extension}"
+    if not path.exists():
+        tmp = uploads / f".{sha}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        files = sorted((p for p in uploads.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
+        for old in files[:-keep]:
+            old.unlink(missing_ok=True)
+    return sha
+
+
+# ---------------------------------------------------------------------------- running a search
+
+@dataclass
+class SearchOutcome:
+    form: SearchForm
+    request: Any = None  # engine.query.SearchRequest (None when nothing was asked)
+    response: Any = None  # engine.query.SearchResponse
+    error: ApiError | None = None
+    corrections: list[tuple[str, str]] = field(default_factory=list)  # (suggested query, url) for unknown tokens
+    preview: "PreviewPanel | None" = None
+    per_page: int = 12
+
+    @property
+    def status(self) -> int:
+        return self.error.status if self.error is not None else 200
+
+    @property
+    def prev_url(self) -> str | None:
+        return self.form.url(page=self.form.page - 1) if self.response is not None and self.form.page > 1 else None
+
+    @property
+    def next_url(self) -> str | None:
+        if self.response is None or self.response.next_offset is None:
+            return None
+        return self.form.url(page=self.form.page + 1)
+
+
+def run_search(res, form: SearchForm, image: bytes | None = None, with_preview: bool = True) -> SearchOutcome:
+    """Search now (fast path) and, for a text query, make sure a preview job exists for it."""
+    from engine.errors import CoinageError, UnknownTokenError
+    from engine.query import SearchRequest
+    from engine.store import StoreError
+
+    from .errors import from_engine
+
+    per_page = res.settings.limits.results_per_page
+    out = SearchOutcome(form=form, per_page=per_page)
+    if form.errors:
+        out.error = ApiError(400, "invalid_field", "; ".join(form.errors))
+        return out
+    if image is None and form.photo:
+        path = photo_path(res.settings.uploads_dir, form.photo)
+        if path is None:
+            out.error = ApiError(404, "photo_gone", "that uploaded photo is no longer on the server; upload it again")
+            return out
+        image = path.read_bytes()
+    request = SearchRequest(query=form.q, image=image, category=form.category or None, min_price=form.min_price,
+                            max_price=form.max_price, limit=per_page, offset=(form.page - 1) * per_page, weight=form.w)
+    out.request = request
+    try:
+        out.response = res.query.search(request)
+    except UnknownTokenError as e:
+        out.error = from_engine(e)
+        out.corrections = [(fixed, form.url(q=fixed, page=1, w=None))
+                           for fixed in (form.q.replace(e.placeholder, s) for s in e.suggestions)]
+        return out
+    except (CoinageError, StoreError) as e:
+        out.error = from_engine(e)
+        return out
+    if with_preview and form.q.strip() and image is None:
+        out.preview = ensure_preview(res, request, out.response)
+    return out
+
+
+# ---------------------------------------------------------------------------- previews
+
+@dataclass
+class PreviewImage:
+    w: float | None
+    key: str
+    score: float | None = None
+    context_score: float | None = None
+    object_score: float | None = None
+
+    @property
+    def url(self) -> str:
+        return url_for("ops.preview_png", key=self.key)
+
+
+@dataclass
+class PreviewPanel:
+    state: str  # 'queued', 'running', 'done', 'failed', 'cancelled' or 'unavailable'
+    message: str = ""
+    job: Job | None = None
+    main: PreviewImage | None = None  # the image shown large: I_w* (or the chosen w's)
+    strip: list[PreviewImage] = field(default_factory=list)  # every w of the GAIR grid, with its score
+    w_star: float | None = None
+    chosen: float | None = None  # the w the shopper picked; None: GAIR's
+    gair: bool = False  # whether GAIR ran (a query with a custom token)
+    prompt: str | None = None
+    done: int = 0  # generation steps done / in total
+    total: int = 0
+    weight_source: str = ""  # how the results on the page were ranked (poll: re-rank after GAIR)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "message": self.message, "job": self.job.id if self.job else None,
+                "w_star": self.w_star, "chosen": self.chosen, "gair": self.gair, "prompt": self.prompt,
+                "progress": {"done": self.done, "total": self.total},
+                "image": _image_json(self.main), "strip": [_image_json(p) for p in self.strip]}
+
+
+def _image_json(p: PreviewImage | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {"w": p.w, "key": p.key, "url": p.url, "score": p.score, "context_score": p.context_score,
+            "object_score": p.object_score}
+
+
+def preview_key(res, request) -> tuple[str, dict]:
+    """(dedupe key, job params) of the preview job for a text request: what determines the images."""
+    from engine.query import cache_key
+    from engine.tokenizer import find_placeholders
+
+    grid = list(res.query.config.weights)
+    tokens = res.query.current_tokens()
+    versions = {p: tokens.get(p).version for p in dict.fromkeys(find_placeholders(request.query)) if p in tokens}
+    extra = float(request.weight) if request.weight is not None and float(request.weight) not in grid else None
+    query = " ".join(request.query.split())
+    params = {"request": {"query": query, "seed": request.seed, "gair": request.gair, "weight": extra,
+                          "method": request.method}}
+    key = cache_key(kind="preview-job", request=params["request"], versions=versions, backbone=res.backbone.id,
+                    grid=grid, steps=res.query.config.steps, preview_size=res.query.config.preview_size)
+    return key, params
+
+
+def ensure_preview(res, request, response=None) -> PreviewPanel:
+    """The preview job for this request (reused when one exists or finished), as a panel to render."""
+    if not res.backbone.has_diffusion:
+        return PreviewPanel("unavailable", f"backbone {res.backbone.id!r} has no diffusion stack, so there is no "
+                                           "preview; the ranked results are not affected")
+    key, params = preview_key(res, request)
+    job = res.jobs.latest("preview", key)
+    usable = job is not None and ((job.active and not job.cancel_requested)
+                                  or (job.status == "done" and _pngs_present(res, job)))
+    if not usable:
+        if res.jobs.count("preview", "queued") >= res.settings.limits.max_queued_previews:
+            return PreviewPanel("unavailable", "the preview generator is busy; the results are ready, search again "
+                                               "in a moment for a preview")
+        job = res.jobs.get(res.jobs.submit("preview", params, dedupe_key=key))
+    return panel_for(job, request.weight, response.weight_source if response is not None else "")
+
+
+def _pngs_present(res, job: Job) -> bool:
+    result = job.result or {}
+    keys = [(result.get("preview") or {}).get("key")] + [s.get("preview_key") for s in result.get("scores") or []]
+    return all(res.query.preview_png(k) is not None for k in keys if k)
+
+
+def panel_for(job: Job, chosen: float | None, weight_source: str = "") -> PreviewPanel:
+    panel = PreviewPanel(job.status, job=job, chosen=chosen, weight_source=weight_source)
+    if job.active:
+        panel.done = int(job.progress.get("done") or 0)
+        panel.total = int(job.progress.get("total") or 0)
+        panel.message = "waiting for the generator" if job.status == "queued" else "generating the preview"
+        return panel
+    if job.status == "failed":
+        panel.message = job.error or "the preview failed"
+        return panel
+    if job.status == "cancelled":
+        panel.message = "preview cancelled"
+        return panel
+    result = job.result or {}
+    panel.gair = bool(result.get("gair"))
+    panel.w_star = result.get("w_star")
+    main = result.get("preview") or {}
+    panel.prompt = main.get("prompt")
+    panel.strip = [PreviewImage(s["w"], s["preview_key"], s["score"], s["context_score"], s["object_score"])
+                   for s in result.get("scores") or [] if s.get("preview_key")]
+    picked = None
+    if chosen is not None:
+        picked = next((p for p in panel.strip if abs(p.w - chosen) < 1e-9), None)
+        if picked is None and (result.get("chosen") or {}).get("key"):
+            picked = PreviewImage(chosen, result["chosen"]["key"])
+    if picked is None and main.get("key"):
+        picked = next((p for p in panel.strip if p.key == main["key"]), None) or PreviewImage(main.get("w"), main["key"])
+    panel.main = picked
+    if panel.main is None:
+        panel.state, panel.message = "unavailable", "; ".join(result.get("notes") or []) or "no preview for this query"
+    return panel
+

@@ -1,0 +1,228 @@
+"""Admin authentication, CSRF protection, the session key and security headers.
+
+CSRF: every session gets a random token (`secrets`), rendered in a `<meta name="csrf-token">`
+tag, in `hx-headers` on <body> (so every htmx request sends `X-CSRF-Token`) and as a hidden
+`csrf_token` field in forms. Every POST/PUT/PATCH/DELETE must carry it (header or field); it is
+compared in constant time with the session's. The session cookie is signed by itsdangerous
+(Flask's session) with the app's secret key, HttpOnly and SameSite=Lax (Secure in production).
+Read-only endpoints that take a body (the JSON search API) are exempted explicitly.
+
+Credentials: COINAGE_ADMIN_USER / COINAGE_ADMIN_PASSWORD_HASH (a werkzeug.security hash). In dev
+mode without a hash, a random password is generated at first start, its hash stored in
+<data_dir>/admin.json and the password printed once; production refuses to start without one.
+"""
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+from flask import Flask, g, redirect, request, session, url_for
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from engine.settings import AppSettings, SettingsError
+
+from .errors import ApiError, wants_json
+
+log = logging.getLogger(__name__)
+
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+CSRF_KEY = "csrf"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+ADMIN_FILE = "admin.json"
+SECRET_FILE = "secret_key"
+LOGIN_WINDOW_S = 60.0
+LOGIN_MAX_FAILURES = 10  # per client address per window, per process
+
+
+# ---------------------------------------------------------------------------- bootstrap (dev mode)
+
+def _write_once(path: Path, text: str) -> bool:
+    """Create `path` with `text` (mode 0600) unless it exists; atomic and exclusive across processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    try:
+        os.link(tmp, path)  # fails if another process created it first
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def secret_key(settings: AppSettings) -> str:
+    """The session-signing key: COINAGE_SECRET_KEY, else (dev) one generated once into <data_dir>/secret_key."""
+    if settings.secret_key:
+        return settings.secret_key
+    if settings.env == "production":
+        raise SettingsError("production mode needs COINAGE_SECRET_KEY (python -c \"import secrets; "
+                            "print(secrets.token_hex(32))\")")
+    path = settings.data_dir / SECRET_FILE
+    if not path.is_file():
+        _write_once(path, secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def admin_password_hash(settings: AppSettings, announce: Callable[[str], None] = print) -> str:
+    """The admin password hash: configured, stored in <data_dir>/admin.json, or (dev, first start) generated.
+
+    A generated password is shown once through `announce` and only its hash is stored.
+    """
+    if settings.admin.password_hash:
+        return settings.admin.password_hash
+    if settings.env == "production":
+        raise SettingsError("production mode needs COINAGE_ADMIN_PASSWORD_HASH; there is no default password")
+    path = settings.data_dir / ADMIN_FILE
+    if not path.is_file():
+        password = secrets.token_urlsafe(12)
+        record = {"user": settings.admin.user, "password_hash": generate_password_hash(password),
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if _write_once(path, json.dumps(record, indent=1) + "\n"):
+            bar = "=" * 72
+            announce(f"\n{bar}\nCoinage admin login (dev mode; shown only this once):\n"
+                     f"    user:     {settings.admin.user}\n    password: {password}\n"
+                     f"Only its hash is kept, in {path}. Delete that file and restart for a new password,\n"
+                     f"or set COINAGE_ADMIN_PASSWORD_HASH.\n{bar}\n")
+    try:
+        data = json.loads(path.read_text())
+        return str(data["password_hash"])
+    except (OSError, ValueError, KeyError) as e:
+        raise SettingsError(f"{path} is unreadable ({e}); delete it and restart to generate a new admin "
+                            "password") from e
+
+
+# ---------------------------------------------------------------------------- CSRF
+
+def csrf_token() -> str:
+    token = session.get(CSRF_KEY)
+    if not token:
+        token = secrets.token_urlsafe(32)
+        session[CSRF_KEY] = token
+    return token
+
+
+def csrf_exempt(view: Callable) -> Callable:
+    """Mark a read-only view that takes a body (e.g. search by JSON) as not needing a CSRF token."""
+    view.csrf_exempt = True  # type: ignore[attr-defined]
+    return view
+
+
+def _check_csrf(app: Flask) -> None:
+    if request.method not in UNSAFE_METHODS:
+        return
+    view = app.view_functions.get(request.endpoint or "")
+    if view is None or getattr(view, "csrf_exempt", False):
+        return
+    sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD) or ""
+    expected = session.get(CSRF_KEY) or ""
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise ApiError(400, "csrf_failed",
+                       "the form's security (CSRF) token is missing or out of date; reload the page and try "
+                       "again. API clients: GET /api/session and send its csrf_token in the X-CSRF-Token header "
+                       "with the session cookie")
+
+
+# ---------------------------------------------------------------------------- admin sessions
+
+def is_admin() -> bool:
+    return bool(session.get("admin"))
+
+
+def login(user: str, password: str, settings: AppSettings, password_hash: str) -> bool:
+    ok_user = hmac.compare_digest(user.encode(), settings.admin.user.encode())
+    ok_password = check_password_hash(password_hash, password)  # always run: no timing hint about the user
+    if not (ok_user and ok_password):
+        return False
+    session.clear()  # a fresh session (and CSRF token) on login: no session fixation
+    session.permanent = True
+    session["admin"] = settings.admin.user
+    csrf_token()
+    return True
+
+
+def logout() -> None:
+    session.clear()
+
+
+def admin_required(view: Callable) -> Callable:
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        if not is_admin():
+            if wants_json():
+                raise ApiError(401, "login_required", "log in first: POST /api/login with user and password "
+                               "(and the X-CSRF-Token from GET /api/session)")
+            return redirect(url_for("admin.login", next=request.full_path if request.args else request.path))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+class LoginThrottle:
+    """Failed logins per client address in a sliding window (per process), to slow password guessing."""
+
+    def __init__(self, window_s: float = LOGIN_WINDOW_S, max_failures: int = LOGIN_MAX_FAILURES):
+        self.window_s, self.max_failures = window_s, max_failures
+        self._failures: dict[str, deque] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str) -> deque:
+        now = time.monotonic()
+        q = self._failures.setdefault(key, deque())
+        while q and now - q[0] > self.window_s:
+            q.popleft()
+        return q
+
+    def check(self, key: str) -> None:
+        with self._lock:
+            if len(self._recent(key)) >= self.max_failures:
+                raise ApiError(429, "too_many_logins", f"too many failed logins from this address; wait "
+                               f"{self.window_s:.0f} seconds and try again")
+
+    def failed(self, key: str) -> None:
+        with self._lock:
+            self._recent(key).append(time.monotonic())
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths after login (no open redirect)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("admin.concepts")
+
+
+# ---------------------------------------------------------------------------- wiring
+
+def init_app(app: Flask, settings: AppSettings) -> None:
+    app.extensions["coinage.password_hash"] = admin_password_hash(settings)
+    app.extensions["coinage.login_throttle"] = LoginThrottle()
+    app.jinja_env.globals.update(csrf_token=csrf_token, is_admin=is_admin)
+
+    @app.before_request
+    def protect() -> None:
+        g.request_started = time.perf_counter()
+        _check_csrf(app)
+
+    @app.after_request
+    def headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+            "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+        if session.get("admin"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response

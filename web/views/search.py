@@ -1,0 +1,145 @@
+"""Shopper pages: search by text or photo, results at once, the preview filling in, autocomplete of tokens."""
+from __future__ import annotations
+
+import io
+
+from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, send_file
+
+from ..errors import ApiError
+from ..search_state import SearchForm, photo_path, run_search, save_photo
+from ..uploads import check_image
+from . import is_htmx, resources
+
+bp = Blueprint("search", __name__)
+THUMB_SIZE = 96
+
+
+def _render(outcome, status: int | None = None) -> Response:
+    res = resources()
+    tokens = res.tokens()
+    context = {"s": outcome, "catalog": res.catalog.get(), "backbone": res.backbone,
+               "live_tokens": [(t, tokens.get(t).meta.parent) for t in tokens.names()]}
+    template = "partials/search_main.html" if is_htmx() else "search.html"
+    response = make_response(render_template(template, **context), status or outcome.status)
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+@bp.get("/")
+def index():
+    return search()
+
+
+@bp.get("/search")
+def search():
+    res = resources()
+    form = SearchForm.from_args(request.args)
+    if not form.has_query and "q" not in request.args:  # the start page: no message yet
+        from ..search_state import SearchOutcome
+
+        return _render(SearchOutcome(form=form, per_page=res.settings.limits.results_per_page))
+    response = _render(run_search(res, form))
+    if is_htmx():
+        response.headers["HX-Push-Url"] = form.url()  # the clean URL (no empty filter fields)
+    return response
+
+
+@bp.post("/search/photo")
+def search_photo():
+    res = resources()
+    upload = request.files.get("photo")
+    if upload is None or not upload.filename:
+        raise ApiError(400, "missing_field", "choose a photo to search by (PNG, JPEG or WebP)", field="photo")
+    image = check_image(upload.filename, upload.read(), res.settings.limits, field="photo")
+    sha = save_photo(res.settings.uploads_dir, image.data, image.extension)
+    form = SearchForm.from_args({**request.form.to_dict(), "photo": sha, "page": "1", "w": ""})
+    if not is_htmx():
+        return redirect(form.url(), code=303)
+    response = _render(run_search(res, form))
+    response.headers["HX-Push-Url"] = form.url()
+    return response
+
+
+@bp.get("/search/photo/<sha>")
+def photo(sha: str):
+    path = photo_path(resources().settings.uploads_dir, sha)
+    if path is None:
+        abort(404)
+    return send_file(path, max_age=3600)
+
+
+@bp.get("/search/preview/<job_id>")
+def preview(job_id: str):
+    """The preview panel of a job (htmx polls it until the job finishes); re-ranks the results after GAIR."""
+    from ..search_state import panel_for
+
+    res = resources()
+    form = SearchForm.from_args(request.args)
+    job = res.jobs.get(job_id)
+    if job.kind != "preview":
+        abort(404)
+    panel = panel_for(job, form.w, request.args.get("ws", ""))
+    outcome = None
+    if panel.state == "done" and panel.gair and form.w is None and panel.weight_source == "default":
+        outcome = run_search(res, form, with_preview=False)  # the GAIR w* is cached now: results at w*
+        outcome.preview = panel
+    return render_template("partials/preview.html", panel=panel, form=form, rerank=outcome,
+                           catalog=res.catalog.get())
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_preview(job_id: str):
+    """Cancel a preview (any shopper may; training and reindex jobs are cancelled from the admin pages)."""
+    from ..search_state import panel_for
+
+    res = resources()
+    job = res.jobs.get(job_id)
+    if job.kind != "preview":
+        raise ApiError(403, "forbidden", "only preview jobs can be cancelled here; use the admin jobs page")
+    job = res.jobs.request_cancel(job_id)
+    form = SearchForm.from_args(request.form)
+    return render_template("partials/preview.html", panel=panel_for(job, form.w), form=form, rerank=None)
+
+
+@bp.get("/search/suggest")
+def suggest():
+    """Autocomplete: the active tokens matching the `<...` being typed at the end of the query."""
+    q = request.args.get("q", "")
+    start = q.rfind("<")
+    if start < 0 or ">" in q[start:]:
+        return render_template("partials/suggestions.html", items=[], prefix=None)
+    prefix = q[start + 1:].strip().lower()
+    tokens = resources().tokens()
+    concepts = {c.placeholder: c for c in resources().registry.list()}
+    names = tokens.names()
+    ranked = [n for n in names if n[1:].startswith(prefix)] + [n for n in names if prefix in n and not n[1:].startswith(prefix)]
+    items = [{"placeholder": n, "name": n[1:-1], "parent": tokens.get(n).meta.parent,
+              "method": concepts[n].method if n in concepts else ""} for n in ranked[:12]]
+    return render_template("partials/suggestions.html", items=items, prefix=prefix)
+
+
+@bp.get("/concepts/<name>/thumb.png")
+def concept_thumb(name: str):
+    """First example image of a concept, small: public for live concepts (autocomplete), else admin only."""
+    from PIL import Image
+
+    from ..security import is_admin
+
+    res = resources()
+    placeholder = f"<{name}>"
+    try:
+        concept = res.registry.get(placeholder)
+        images = res.registry.images(placeholder)
+    except Exception:  # noqa: BLE001 - malformed or unknown names are simply not found
+        abort(404)
+    if (concept.active_version is None and not is_admin()) or not images:
+        abort(404)
+    with Image.open(images[0]) as im:
+        thumb = im.convert("RGB")
+        thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    buf = io.BytesIO()
+    thumb.save(buf, format="PNG")
+    response = make_response(buf.getvalue())
+    response.headers["Content-Type"] = "image/png"
+    response.headers["Cache-Control"] = "private, max-age=60"
+    return response
