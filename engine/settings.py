@@ -201,21 +201,14 @@ class AppSettings:
         """Settings from COINAGE_* variables (`environ` defaults to os.environ); keyword overrides win."""
         env = os.environ if environ is None else environ
         mode = _choice(env, "COINAGE_ENV", ENVIRONMENTS, "dev")
-        data_dir = Path(env.get("COINAGE_DATA_DIR") or "var")
-        values: dict[str, Any] = {"env": mode, "data_dir": data_dir}
+        values: dict[str, Any] = {"env": mode, "data_dir": data_dir_from_env(env)}
         for key, var in (("backbone", "COINAGE_BACKBONE"), ("device", "COINAGE_DEVICE"),
                          ("catalog", "COINAGE_CATALOG"), ("secret_key", "COINAGE_SECRET_KEY")):
             if env.get(var):
                 values[key] = env[var]
         values["threads"] = _number(env, "COINAGE_THREADS", int, None)
         values["onnx"] = _flag(env, "COINAGE_ONNX", True)
-        try:
-            store = StoreConfig.from_env(env)
-            if not env.get("COINAGE_STORE_PATH"):
-                store = replace(store, path=str(data_dir / "store"))
-        except ValueError as e:
-            raise SettingsError(f"vector store settings: {e}") from e
-        values["store"] = store
+        values["store"] = store_config_from_env(env)
         query: dict[str, Any] = {"text_runtime": "auto" if values["onnx"] else "torch"}
         if env.get("COINAGE_COLLECTION"):
             query["collection"] = env["COINAGE_COLLECTION"]
@@ -240,6 +233,26 @@ class AppSettings:
             mode=_choice(env, "COINAGE_WORKER", WORKER_MODES, "process" if mode == "production" else "thread"))
         values.update(overrides)
         return cls(**values)
+
+
+def data_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
+    """COINAGE_DATA_DIR, or var."""
+    env = os.environ if env is None else env
+    return Path(env.get("COINAGE_DATA_DIR") or "var")
+
+
+def store_config_from_env(env: Mapping[str, str] | None = None) -> StoreConfig:
+    """The vector store the app uses: StoreConfig.from_env, with the embedded store under
+    <data_dir>/store unless COINAGE_STORE_PATH says otherwise. Commands that only need the store
+    (`coinage snapshot`) use this rather than AppSettings, which also checks the web app's secrets."""
+    env = os.environ if env is None else env
+    try:
+        store = StoreConfig.from_env(env)
+    except ValueError as e:
+        raise SettingsError(f"vector store settings: {e}") from e
+    if not env.get("COINAGE_STORE_PATH"):
+        store = replace(store, path=str(data_dir_from_env(env) / "store"))
+    return store
 
 
 def _choice(env: Mapping[str, str], var: str, choices: tuple[str, ...], default: str) -> str:

@@ -40,9 +40,19 @@ class TokenMeta:
 
     @classmethod
     def from_json(cls, text: str) -> "TokenMeta":
+        """Metadata from its JSON text; ValueError/TypeError name what is malformed."""
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        meta = cls(**{k: v for k, v in data.items() if k in known})
+        for name, kinds in (("parent", str), ("backbone_id", str), ("method", str), ("metrics", dict),
+                            ("basis_id", (str, type(None))), ("created_at", (str, type(None)))):
+            if not isinstance(getattr(meta, name), kinds):
+                raise ValueError(f"field {name!r} has the wrong type ({type(getattr(meta, name)).__name__})")
+        if not (isinstance(meta.attributes, list) and all(isinstance(a, str) for a in meta.attributes)):
+            raise ValueError("field 'attributes' must be a list of words")
+        return meta
 
 
 @dataclass
@@ -56,6 +66,8 @@ class CustomToken:
         if self.vectors.ndim != 2:
             raise TokenError(f"token {self.placeholder}: vectors must be 2-D (num_vectors, width), "
                              f"got shape {tuple(self.vectors.shape)}")
+        if self.vectors.shape[0] < 1:
+            raise TokenError(f"token {self.placeholder}: the file holds no vectors (shape {tuple(self.vectors.shape)})")
         if not bool(torch.isfinite(self.vectors).all()):
             raise TokenError(f"token {self.placeholder}: vectors contain NaN or inf; retrain the concept")
 
@@ -119,7 +131,7 @@ def load_token(path: str | Path, backbone_id: str | None = None, width: int | No
         try:
             meta = TokenMeta.from_json(metadata[META_KEY])
         except (ValueError, TypeError) as e:
-            raise TokenError(f"{path}: its '{META_KEY}' metadata is not valid JSON ({e})") from e
+            raise TokenError(f"{path}: its '{META_KEY}' metadata is malformed ({e}); re-export the token") from e
     elif parent is not None:
         meta = TokenMeta(parent=parent, backbone_id=backbone_id or "unknown", method="imported")
     else:

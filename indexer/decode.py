@@ -186,7 +186,10 @@ def _attributes(fields: dict[str, Any]) -> dict[str, Any]:
     try:
         json.dumps(attrs, allow_nan=False)
     except (TypeError, ValueError):
-        attrs = json.loads(json.dumps(attrs, default=str, allow_nan=False))
+        try:
+            attrs = json.loads(json.dumps(attrs, default=str, allow_nan=False))
+        except ValueError:  # NaN / Infinity (JSON Lines and Parquet can hold them): the store takes strict JSON
+            raise Reject("attributes hold a NaN or infinite number; use null or a finite number") from None
     return attrs
 
 

@@ -51,23 +51,41 @@ class CsvReader(CatalogReader):
         return open(self.path, newline="", encoding="utf-8-sig", errors="replace")
 
     def count(self) -> int:
-        with self._open() as f:
-            return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+        return sum(1 for _ in self)  # exactly the rows __iter__ yields (records the csv module rejects included)
 
     def __iter__(self) -> Iterator[RawRow]:
         with self._open() as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if not header:
+            records = _csv_records(f)
+            header = next((r for r in records if r != ([], None)), None)  # leading blank lines are skipped
+            if header is None:
                 return
-            header = [h.strip() for h in header]
-            for n, values in enumerate(reader, start=1):
-                if not values or all(not v.strip() for v in values):
+            if header[1] is not None:
+                raise IndexerError(f"catalog {self.path}: the header row is unreadable ({header[1]}); fix the file")
+            header = [h.strip() for h in header[0]]
+            for n, (values, error) in enumerate(records, start=1):
+                if error is not None:
+                    yield RawRow(n, None, error)
+                elif not values or all(not v.strip() for v in values):
                     yield RawRow(n, None, "empty row")
                 elif len(values) != len(header):
                     yield RawRow(n, None, f"row has {len(values)} fields but the header has {len(header)}")
                 else:
                     yield RawRow(n, dict(zip(header, values)))
+
+
+def _csv_records(f) -> Iterator[tuple[list[str], str | None]]:
+    """(values, None) per CSV record, or ([], reason) for one the csv module refuses (e.g. a field over
+    csv.field_size_limit()); reading goes on at the next line instead of stopping the whole catalog."""
+    reader = csv.reader(f)
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield [], f"unreadable CSV record: {e}"
+            continue
+        yield values, None
 
 
 class JsonlReader(CatalogReader):

@@ -35,7 +35,6 @@ def world(tiny, tmp_path_factory):
 
 @pytest.fixture
 def run(world, tiny, monkeypatch, capsys):
-    monkeypatch.setattr(coinage.cli, "PARTS", [*coinage.cli.PARTS, "engine.search_cli"])
     monkeypatch.setattr("engine.loading.load_backbone", lambda *args, **kwargs: tiny)
 
     def invoke(*args, source=("--tokens", str(world / "tokens"))):

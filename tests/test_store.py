@@ -1,7 +1,9 @@
 """Vector store: congruence of the embedded and server backends, aliases, persistence, errors.
 
-The server backend runs as qdrant-client's in-memory mode (url=":memory:"); nothing here
-contacts a network address other than a closed port on 127.0.0.1.
+The server backend runs as qdrant-client's in-memory mode (url=":memory:"), created with the
+production cluster settings (3 shards, 2 replicas, write consistency 2: the in-memory mode accepts
+and ignores them); what reaches a real server is checked on the wire against a stand-in for
+Qdrant's REST API on 127.0.0.1 (tests/qdrant_stub.py). Nothing here leaves the machine.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from engine.store import (
 from engine.store.server import ServerStore
 
 DIM = 16
+# what deploy/compose.yaml sets (COINAGE_QDRANT_SHARDS / _REPLICAS / _WRITE_CONSISTENCY)
+CLUSTER = {"shard_number": 3, "replication_factor": 2, "write_consistency_factor": 2}
 N = 300
 CATEGORIES = ["shoes", "bags", "hats", "coats", "belts"]
 INDEXES = {"category": "keyword", "price": "float", "stock": "integer", "tags": "keyword"}
@@ -62,7 +66,7 @@ def make_points(n: int = N, dim: int = DIM, seed: int = 0, prefix: str = "sku") 
 def open_backend(kind: str, tmp_path) -> VectorStore:
     if kind == "embedded":
         return open_store(StoreConfig(backend="embedded", path=str(tmp_path / "store")))
-    return open_store(StoreConfig(backend="server", url=":memory:"))
+    return open_store(StoreConfig(backend="server", url=":memory:", **CLUSTER))
 
 
 @pytest.fixture(params=["embedded", "server"])
@@ -343,6 +347,36 @@ def test_server_passes_cluster_settings_and_payload_indexes():
     assert fields == {"category": "keyword", "price": "float"}
     assert store.collection_exists("products")
     store.close()
+
+
+def test_cluster_settings_from_the_environment_reach_the_server_on_the_wire():
+    from qdrant_stub import QdrantStub
+
+    env = {"COINAGE_STORE_BACKEND": "server", "COINAGE_QDRANT_SHARDS": "3", "COINAGE_QDRANT_REPLICAS": "2",
+           "COINAGE_QDRANT_WRITE_CONSISTENCY": "2", "COINAGE_QDRANT_TIMEOUT_S": "5"}
+    with QdrantStub(nodes=1, api_key=None) as stub:
+        config = StoreConfig.from_env({**env, "COINAGE_QDRANT_URL": stub.urls[0]})
+        assert (config.shard_number, config.replication_factor, config.write_consistency_factor,
+                config.timeout_s) == (3, 2, 2, 5.0)
+        with open_store(config) as store:
+            store.create_collection("products-1", 512, payload_indexes={"category": "keyword", "price": "float"})
+        body = stub.cluster.created["products-1"]  # the JSON of PUT /collections/products-1
+        assert {k: body[k] for k in CLUSTER} == CLUSTER
+        assert body["vectors"] == {"size": 512, "distance": "Cosine"}
+        assert stub.cluster.payload_indexes["products-1"] == {"category": "keyword", "price": "float"}
+        (put,) = stub.requests("PUT", "/collections/products-1")
+        assert put.query.get("timeout") == "5"
+
+
+def test_cluster_settings_errors_name_the_variable_and_the_fix():
+    with pytest.raises(ValueError, match=r"COINAGE_QDRANT_SHARDS='three' is not a whole number.*SHARDS=2"):
+        StoreConfig.from_env({"COINAGE_QDRANT_SHARDS": "three"})
+    with pytest.raises(ValueError, match=r"write_consistency_factor=3 exceeds replication_factor=2.*"
+                                         r"COINAGE_QDRANT_WRITE_CONSISTENCY"):
+        StoreConfig.from_env({"COINAGE_QDRANT_REPLICAS": "2", "COINAGE_QDRANT_WRITE_CONSISTENCY": "3"})
+    with pytest.raises(ValueError, match="replication_factor must be >= 1"):
+        StoreConfig.from_env({"COINAGE_QDRANT_REPLICAS": "0"})
+    assert StoreConfig.from_env({}).shard_number == 1  # unset: a single node's defaults
 
 
 def test_server_unreachable_fails_fast_naming_the_url():

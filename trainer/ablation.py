@@ -26,12 +26,22 @@ COLUMNS = ("auc_target_vs_parent", "auc_target_vs_other", "auc_parent_vs_other",
            "word_norm_std", "norm_ratio", "cos_attributes_mean", "train_seconds", "total_seconds")
 
 
+def train_world_token(backbone, wc, config: TrainConfig, out_dir: Path):
+    """Train one token for a demo-world concept (trainer.world_concept.WorldConcept): its photos, catalog
+    negatives and held-out AUC sets; init 'caption' means the world's visible description (seed 002)."""
+    from .config import TrainRequest
+    from .job import train_concept
+
+    init = wc.caption if config.init == "caption" else config.init
+    request = TrainRequest(wc.placeholder, wc.parent, wc.images, backbone=backbone, config=replace(config, init=init),
+                           catalog_negatives=wc.catalog_negatives, heldout=wc.heldout, out_dir=out_dir, resume=False)
+    return train_concept(request)
+
+
 def run(products: list[str], methods: list[str], config: TrainConfig, backbone_id: str, work: Path,
         world_seed: int = 0) -> list[dict]:
     from engine.loading import load_backbone
 
-    from .config import TrainRequest
-    from .job import train_concept
     from .world_concept import world_concept
 
     backbone = load_backbone(backbone_id)
@@ -40,11 +50,7 @@ def run(products: list[str], methods: list[str], config: TrainConfig, backbone_i
         wc = world_concept(pid, seed=world_seed)
         for method in methods:
             t0 = time.perf_counter()
-            init = wc.caption if config.init == "caption" else config.init  # seed 002 with the world's caption
-            request = TrainRequest(wc.placeholder, wc.parent, wc.images, backbone=backbone,
-                                   config=replace(config, method=method, init=init), catalog_negatives=wc.catalog_negatives,
-                                   heldout=wc.heldout, out_dir=work / pid / method, resume=False)
-            result = train_concept(request)
+            result = train_world_token(backbone, wc, replace(config, method=method), work / pid / method)
             metrics = dict(result.metrics, total_seconds=round(time.perf_counter() - t0, 1))
             rows.append({"product": pid, "method": method, "attributes": result.token.meta.attributes,
                          "metrics": metrics})

@@ -11,18 +11,16 @@ def register(sub) -> list[str]:
         ("train", "world.train", "train the demo backbone (CLIP + latent diffusion) on the world"),
         ("eval", "world.evaluate", "measure the demo backbone: zero-shot accuracy, retrieval, generation"),
     ):
+        # every argument (--help included) goes to the module's own parser: coinage.cli passes them as args.extra
         a = wsub.add_parser(action, help=help_text, add_help=False)
-        a.add_argument("args", nargs="*")
-        a.set_defaults(func=_forward(module))
+        a.set_defaults(func=_forward(module), forward_args=True)
     return ["world"]
 
 
 def _forward(module: str):
     def run(args) -> int:
         import importlib
-        import sys
 
-        rest = list(args.args) + [a for a in sys.argv if False]
-        return int(importlib.import_module(module).main(rest) or 0)
+        return int(importlib.import_module(module).main(list(args.extra)) or 0)
 
     return run

@@ -50,7 +50,7 @@ def parse_query(text: str, tokens: TokenSet, max_chars: int = 500) -> ParsedQuer
                if (parent := tokens.get(p).meta.parent.strip()) and not mentions(prompt, parent)}
     notes = [f"added the parent word {parent!r} after {p} (the query did not name it)" for p, parent in missing.items()]
     for placeholder, parent in missing.items():
-        prompt = prompt.replace(placeholder, f"{placeholder} {parent}")
+        prompt = prompt.replace(placeholder, f"{placeholder} {parent} ")  # spaced: "<t>word" must not glue
     notes.extend(_bare_names(prompt, tokens, placeholders))
     return ParsedQuery(text, _squash(prompt), placeholders, tuple(notes))
 

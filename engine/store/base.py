@@ -27,9 +27,14 @@ BACKENDS = ("embedded", "server")
 DISTANCES = ("cosine", "dot", "euclid")
 # No "bool": qdrant-edge-py 0.9 turns MatchValue(True) into 1, so bool fields could not be filtered.
 PAYLOAD_SCHEMAS = ("keyword", "integer", "float")
-# StoreConfig field -> environment variable read by StoreConfig.from_env
+# StoreConfig field -> environment variable read by StoreConfig.from_env (text values)
 _ENV_VARS = {"backend": "COINAGE_STORE_BACKEND", "path": "COINAGE_STORE_PATH",
              "url": "COINAGE_QDRANT_URL", "api_key": "COINAGE_QDRANT_API_KEY"}
+# ... and the numeric ones: the cluster settings of new collections and the request timeout
+_ENV_NUMBERS = {"shard_number": ("COINAGE_QDRANT_SHARDS", int),
+                "replication_factor": ("COINAGE_QDRANT_REPLICAS", int),
+                "write_consistency_factor": ("COINAGE_QDRANT_WRITE_CONSISTENCY", int),
+                "timeout_s": ("COINAGE_QDRANT_TIMEOUT_S", float)}
 # Collection and alias names become directory / file keys in the embedded backend.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -44,13 +49,17 @@ class StoreConfig:
     url: str | None = None
     # server: API key; set it through from_env() (COINAGE_QDRANT_API_KEY), never in code or files.
     api_key: str | None = field(default=None, repr=False)
-    # server: shards per new collection (production: >= 3).
+    # server: shards per new collection (COINAGE_QDRANT_SHARDS; cluster: >= the node count, e.g. 3).
+    # Fixed at creation: a new value applies to collections built afterwards (`coinage reindex`).
     shard_number: int = 1
-    # server: copies of each shard (production: 2).
+    # server: copies of each shard on distinct nodes (COINAGE_QDRANT_REPLICAS; cluster: 2, so one
+    # node can fail). More copies than nodes are created once nodes join.
     replication_factor: int = 1
-    # server: replicas that must acknowledge a write.
+    # server: copies that must acknowledge a write before it succeeds (COINAGE_QDRANT_WRITE_CONSISTENCY;
+    # <= replication_factor). 1: writes survive a node being down; replication_factor: no write is lost
+    # if a node dies right after acknowledging.
     write_consistency_factor: int = 1
-    # server: seconds before a request (and the reachability probe in open_store) gives up.
+    # server: seconds before a request (and the reachability probe in open_store) gives up (COINAGE_QDRANT_TIMEOUT_S).
     timeout_s: float = 10.0
     # embedded: HNSW edges per node (bench/store.py: 16 gives recall@10 1.0 at 100k x 512, ef=128).
     hnsw_m: int = 16
@@ -81,16 +90,32 @@ class StoreConfig:
                      "hnsw_m", "hnsw_ef_construct"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StoreConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.write_consistency_factor > self.replication_factor:
+            raise ValueError(
+                f"StoreConfig.write_consistency_factor={self.write_consistency_factor} exceeds "
+                f"replication_factor={self.replication_factor}: every write would wait for copies that do not "
+                "exist; lower COINAGE_QDRANT_WRITE_CONSISTENCY or raise COINAGE_QDRANT_REPLICAS"
+            )
         if not self.timeout_s > 0:
             raise ValueError(f"StoreConfig.timeout_s must be > 0 seconds, got {self.timeout_s}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StoreConfig:
-        """Config from COINAGE_STORE_BACKEND, COINAGE_STORE_PATH, COINAGE_QDRANT_URL and
-        COINAGE_QDRANT_API_KEY (`environ` defaults to os.environ); unset ones keep their
-        defaults. `overrides` are StoreConfig fields (e.g. from CLI flags) and win."""
+        """Config from COINAGE_STORE_BACKEND, COINAGE_STORE_PATH, COINAGE_QDRANT_URL,
+        COINAGE_QDRANT_API_KEY, COINAGE_QDRANT_SHARDS, COINAGE_QDRANT_REPLICAS,
+        COINAGE_QDRANT_WRITE_CONSISTENCY and COINAGE_QDRANT_TIMEOUT_S (`environ` defaults to
+        os.environ); unset ones keep their defaults. `overrides` are StoreConfig fields (e.g.
+        from CLI flags) and win."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {key: env[var] for key, var in _ENV_VARS.items() if env.get(var)}
+        for key, (var, kind) in _ENV_NUMBERS.items():
+            raw = (env.get(var) or "").strip()
+            if raw:
+                try:
+                    values[key] = kind(raw)
+                except ValueError as e:
+                    what, example = ("a whole number", "2") if kind is int else ("a number", "10")
+                    raise ValueError(f"{var}={raw!r} is not {what}; set it like {var}={example}") from e
         values.update(overrides)
         return cls(**values)
 

@@ -28,7 +28,9 @@ Limitations:
   scored exactly: ~5 ms for 5k points. Create payload indexes for the filtered fields.
 - Bool payload values cannot be filtered on (the binding turns True into 1); store flags as
   0/1 ints. Filter rejects bool values for both backends so they stay congruent.
-- A dropped collection's files are removed at once; no snapshots/backups here.
+- A dropped collection's files are removed at once. Backups: `coinage snapshot` copies a
+  collection's files while its shard is closed (`frozen_collection`) and restores them under a
+  new name (`adopt_collection`); see engine/store/snapshots.py.
 - POSIX only (the directory lock is fcntl.flock); keep the directory on a local disk.
 """
 
@@ -40,7 +42,8 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -419,6 +422,59 @@ class EmbeddedStore(VectorStore):
             self._write_aliases(aliases)
             self._aliases = aliases
             return True
+
+    # --- files of whole collections (snapshots) ----------------------------------------
+
+    @contextmanager
+    def frozen_collection(self, name: str) -> Iterator[Path]:
+        """The directory of collection `name` (or of the collection alias `name` points at), with its
+        shard flushed and closed; every other call on this store waits until the block ends, and no
+        other process can open the store meanwhile (the directory lock), so the files can be copied
+        as one consistent state. The shard reopens on the next use."""
+        with self._rw.write(), self._meta_lock:
+            self._check_open()
+            target = self._aliases.get(name, name)
+            if not self._exists_on_disk(target):
+                raise CollectionNotFound(name)
+            col = self._open.pop(target, None)
+            if col is not None:
+                try:
+                    col.shard.flush()
+                    col.shard.close()
+                except Exception as e:
+                    raise StoreError(f"cannot flush collection {target!r} before copying it: {e}") from e
+            yield self._dir(target)
+
+    def adopt_collection(self, name: str, fill: Callable[[Path], None]) -> None:
+        """Create collection `name` from files: `fill(directory)` writes meta.json and shard/ (as
+        `frozen_collection` showed them) into an empty staging directory of this store, which then
+        becomes the collection in one rename. Raises CollectionExists if `name` is taken; a failed
+        `fill` leaves nothing behind."""
+        check_name("collection", name)
+        with self._rw.write(), self._meta_lock:
+            self._check_open()
+            if self._exists_on_disk(name) or name in self._aliases:
+                raise CollectionExists(
+                    f"collection or alias {name!r} already exists in {self._root}; restore under another name "
+                    "(e.g. with a timestamp suffix) and point the alias at it"
+                )
+            staging = self._collections_dir / f".adopt-{name}-{uuid.uuid4().hex}"
+            staging.mkdir()
+            try:
+                fill(staging)
+                meta = json.loads((staging / "meta.json").read_text())
+                shard = qe.EdgeShard.load(str(staging / "shard"),
+                                          self._edge_config(int(meta["dim"]), str(meta["distance"])))
+                shard.close()  # it opens: the files are a collection of this engine's format
+                if self._dir(name).exists():  # an unfinished create from a crash
+                    shutil.rmtree(self._dir(name))
+                os.replace(staging, self._dir(name))
+            except BaseException as e:
+                shutil.rmtree(staging, ignore_errors=True)
+                if isinstance(e, StoreError | KeyboardInterrupt | SystemExit):
+                    raise
+                raise StoreError(f"cannot restore collection {name!r} into {self._root}: {e}; the files are not "
+                                 "an embedded collection of this engine version (meta.json + shard/)") from e
 
     # --- lifecycle ---------------------------------------------------------------------
 

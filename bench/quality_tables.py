@@ -1,0 +1,179 @@
+"""Markdown tables of a quality report (bench/quality.py): retrieval, targets, recognition, lambda_CE, norms,
+diagnostics. Pure formatting of the JSON document, so the tables can be regenerated from a saved report:
+
+    python -m bench.quality_tables bench/results/quality.json
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+PAPER_RECOGNITION = {"auc_target_vs_parent": (100.0, 58.9, 98.9), "auc_target_vs_other": (100.0, 80.5, 100.0),
+                     "auc_parent_vs_other": (58.9, 70.5, 85.5)}  # prompt tuning, textual inversion, ours
+RECOGNITION_LABELS = {"auc_target_vs_parent": "target vs parent", "auc_target_vs_other": "target vs other classes",
+                      "auc_parent_vs_other": "parent vs other classes (token for the parent)"}
+METHOD_LABELS = {"prompt-tuning": "prompt tuning", "textual-inversion": "textual inversion", "ti+ce": "ti+ce",
+                 "ti+ce+proj": "ti+ce+proj (ours)"}
+
+
+def _ms(entry: dict | None, digits: int = 1) -> str:
+    if not entry or entry.get("mean") is None:
+        return "–"
+    return f"{entry['mean']:.{digits}f} ({entry['std']:.{digits}f})"
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def retrieval_table(doc: dict) -> list[str]:
+    from bench.quality import PAPER_MRR
+
+    seeds = len(doc["config"]["seeds"])
+    lines = [f"| method | MRR % (std over {seeds} seeds) | R@1 | R@5 | R@10 | train s/token | paper MRR (DeepFashion2) |",
+             "|---|---|---|---|---|---|---|"]
+    for row, e in doc["retrieval"].items():
+        train = e.get("train_seconds_per_token")
+        extra = f" + {e['gair_seconds_per_query']:.2f} s/query" if "gair_seconds_per_query" in e else ""
+        lines.append(f"| {row} | {_ms(e['mrr'])} | {_num(e['r@1']['mean'])} | {_num(e['r@5']['mean'])} | "
+                     f"{_num(e['r@10']['mean'])} | {_num(train['mean']) if train else '–'}{extra} | "
+                     f"{_num(PAPER_MRR.get(row))} |")
+    return lines
+
+
+def targets_lines(doc: dict) -> list[str]:
+    t = doc["targets"]
+    ok = lambda flag: "holds" if flag else "does not hold"  # noqa: E731
+    return [
+        f"- ordering text only < text + avg image < prompt tuning <= ours: "
+        f"**{ok(t['ordering_text_lt_textimage_lt_pt_le_ours'])}**",
+        f"- ours - prompt tuning = **{t['ours_minus_prompt_tuning']:+.1f}** MRR points (target >= +5; paper +5.2)",
+        f"- ours + GAIR - ours = **{t['gair_gain_over_ours']:+.1f}** MRR points (target >= +2; paper +2.2); "
+        f"GAIR not worse than ours: **{ok(t['gair_not_worse_than_ours'])}**",
+    ]
+
+
+def recognition_table(doc: dict) -> list[str]:
+    rec = doc["recognition_auc"]
+    methods = list(rec)
+    lines = ["| AUC-ROC % (std over concepts x seeds) | " + " | ".join(METHOD_LABELS.get(m, m) for m in methods)
+             + " | paper: PT / TI / ours |", "|---|" + "---|" * (len(methods) + 1)]
+    for key, label in RECOGNITION_LABELS.items():
+        paper = " / ".join(f"{v:.1f}" for v in PAPER_RECOGNITION[key])
+        lines.append(f"| {label} | " + " | ".join(_ms(rec[m][key]) for m in methods) + f" | {paper} |")
+    return lines
+
+
+def lambda_table(doc: dict) -> list[str]:
+    rows = doc["lambda_ce_ablation"]
+    if not rows:
+        return ["(not run)"]
+    lines = ["| (lambda_SD, lambda_CE) | method | AUC target vs parent | AUC parent vs other | classifier AUC "
+             "target vs parent | MRR % | R@1 | norm ratio |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| ({r['lambda_sd']:g}, {r['lambda_ce']:g}) | {r['method']} | {_ms(r['auc_target_vs_parent'])} | "
+                     f"{_ms(r['auc_parent_vs_other'])} | {_ms(r['clf_auc_target_vs_parent'])} | {r['mrr']:.1f} | "
+                     f"{r['r@1']:.1f} | {_ms(r['norm_ratio'], 2)} |")
+    return lines
+
+
+def norms_table(doc: dict) -> list[str]:
+    lines = ["| method | token norm | word norm mean (std) | norm ratio | within 1 std of word norms | "
+             "cos to attribute words |", "|---|---|---|---|---|---|"]
+    for m, n in doc["norms"].items():
+        lines.append(f"| {METHOD_LABELS.get(m, m)} | {_num(n['token_norm'], 3)} | {_num(n['word_norm_mean'], 3)} "
+                     f"({_num(n['word_norm_std'], 3)}) | {_num(n['norm_ratio'], 2)} | {100 * n['within_1std']:.0f} % | "
+                     f"{_num(n['cos_attributes_mean'], 3)} |")
+    return lines
+
+
+def diagnostics_lines(doc: dict) -> list[str]:
+    d, fw = doc["diagnostics"], doc["fixed_w"]
+    lines = [f"- caption oracle (the target's full visible description, e.g. \"{d['caption_oracle_example']}\", "
+             f"no token): MRR {d['caption_oracle']['mrr']:.1f}, R@1 {d['caption_oracle']['r@1']:.1f}",
+             f"- image only (mean of the 5 training photos, no text): MRR {d['image_only']['mrr']:.1f}, "
+             f"R@1 {d['image_only']['r@1']:.1f}",
+             "- gallery photos per query (mean): " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                                                for k, v in d["distractors_mean"].items()),
+             ""]
+    grid = None
+    rows = []
+    for m, e in fw.items():
+        if "mrr_by_w" not in e:
+            continue
+        grid = list(e["mrr_by_w"])
+        gair = e.get("gair_w_star_counts")
+        rows.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(_num(e["mrr_by_w"][w]) for w in grid)
+                    + f" | {e['best_fixed_w']} | {_ms(e['per_query_oracle_w_mrr'])} | "
+                    + (", ".join(f"{w}: {n}" for w, n in gair.items()) if gair else "–") + " |")
+    if grid:
+        lines += ["| method (MRR % at fixed w) | " + " | ".join(f"w={w}" for w in grid)
+                  + " | best fixed w | per-query oracle w | GAIR w* counts |",
+                  "|---|" + "---|" * (len(grid) + 3)] + rows
+    return lines
+
+
+def markdown(doc: dict) -> str:
+    p, cfg, secs = doc["protocol"], doc["config"], doc["seconds"]
+    exposure = p["backbone_exposure"]
+    if exposure.get("known"):
+        seen = p["concepts_seen_in_backbone_training"]
+        exposure_text = (f"backbone trained on world seed {exposure['backbone_world_seed']} "
+                         f"({exposure['training_pairs']} pairs, replay verified: "
+                         f"{exposure['replay_matches_cached_captions']}); held-out products of this world whose identity "
+                         f"appears in those pairs: {exposure['heldout_products_seen']} of {exposure['heldout_products']}; "
+                         f"among the concepts: {len(seen)}" + (f" ({', '.join(f'{k}: {v} pairs' for k, v in seen.items())})"
+                                                              if seen else ""))
+    else:
+        exposure_text = f"unknown ({exposure.get('why')})"
+    out = [
+        f"### Quality benchmark, world seed {p['world_seed']} (backbone `{p['backbone']}`)",
+        "",
+        f"`{doc['command']}` — {doc['date']}, {doc['machine'].get('cpus')} CPUs, "
+        f"load {doc['machine'].get('load_average_1m_at_start')} at start; {secs['total'] / 60:.1f} min "
+        f"(training {secs['training'] / 60:.1f}, evaluation {secs['evaluation'] / 60:.1f})"
+        + (f". Note: {doc['note']}" if doc.get("note") else ""),
+        "",
+        f"{len(p['concepts'])} concepts, {p['queries']} queries (e.g. \"{p['query_example']}\"), gallery of "
+        f"{p['gallery']} photos; {cfg['steps']} steps per token, training seeds {cfg['seeds']}, GAIR grid "
+        f"{cfg['gair_weights']} with {cfg['gair_images']} image(s) per w. Exposure: {exposure_text}.",
+        "",
+        "Retrieval (paper Table 4):",
+        "",
+        *retrieval_table(doc),
+        "",
+        *targets_lines(doc),
+        "",
+        "Recognition (paper Table 3):",
+        "",
+        *recognition_table(doc),
+        "",
+        f"lambda_CE ablation (paper Table 1; seed {cfg['seeds'][0]}, first {cfg['ablation_concepts']} concepts):",
+        "",
+        *lambda_table(doc),
+        "",
+        "Norm diagnostics (mean over tokens):",
+        "",
+        *norms_table(doc),
+        "",
+        "Diagnostics:",
+        "",
+        *diagnostics_lines(doc),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m bench.quality_tables REPORT.json", file=sys.stderr)
+        return 2
+    print(markdown(json.loads(Path(argv[0]).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

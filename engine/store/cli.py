@@ -1,0 +1,169 @@
+"""`coinage snapshot create|list|restore`: back up and restore the vector collections.
+
+The store comes from the same COINAGE_* variables as the web app and the worker
+(COINAGE_STORE_BACKEND, COINAGE_QDRANT_URL, COINAGE_QDRANT_API_KEY, COINAGE_DATA_DIR, ...);
+snapshots go to COINAGE_SNAPSHOT_DIR (default <data_dir>/snapshots). See docs/deploy.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+
+def register(sub) -> list[str]:
+    p = sub.add_parser("snapshot", help="back up and restore the vector collections (Qdrant snapshots)",
+                       description="Snapshots of a collection: one file per Qdrant node (server backend) or a copy "
+                                   "of the collection's files (embedded backend), with a manifest and checksums.")
+    ssub = p.add_subparsers(dest="action", metavar="ACTION")
+    ssub.required = True
+
+    create = ssub.add_parser("create", help="snapshot a collection (or the one an alias points at) into a new folder")
+    create.add_argument("--collection", help="collection or alias (default $COINAGE_COLLECTION or products)")
+    create.add_argument("--keep-on-nodes", action="store_true", default=None,
+                        help="server: leave the snapshot files on the nodes too (default: delete them once downloaded)")
+    _common(create)
+    create.set_defaults(func=_create)
+
+    ls = ssub.add_parser("list", help="snapshots in the snapshot folder (and, with --on-nodes, on the Qdrant nodes)")
+    ls.add_argument("--on-nodes", action="store_true", help="server: also list the files each node still stores")
+    ls.add_argument("--collection", help="with --on-nodes: collection or alias (default $COINAGE_COLLECTION or products)")
+    _common(ls)
+    ls.set_defaults(func=_list)
+
+    restore = ssub.add_parser("restore", help="create a collection from a snapshot, check it, then switch the alias",
+                              description="Creates the collection (default: the snapshot's name), checks that it "
+                                          "holds as many points as the snapshot, then points the alias at it.")
+    restore.add_argument("snapshot", help="snapshot folder, or its name under the snapshot folder")
+    restore.add_argument("--collection", dest="target", help="name of the restored collection "
+                                                             "(default: the snapshot's collection name)")
+    which = restore.add_mutually_exclusive_group()
+    which.add_argument("--alias", help="alias to point at the restored collection (default: the snapshot's alias)")
+    which.add_argument("--no-alias", dest="alias", action="store_const", const="", help="switch no alias")
+    _common(restore)
+    restore.set_defaults(func=_restore)
+    return ["snapshot"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", type=Path, help="snapshot folder (default $COINAGE_SNAPSHOT_DIR or <data_dir>/snapshots)")
+    p.add_argument("--node", action="append", dest="nodes", metavar="URL",
+                   help="server: REST URL of a Qdrant node, once per node in a fixed order "
+                        "(default $COINAGE_QDRANT_NODES, else $COINAGE_QDRANT_URL)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _configs(args):
+    from engine.settings import data_dir_from_env, store_config_from_env
+    from engine.store.snapshots import SnapshotConfig
+
+    store = store_config_from_env()
+    config = SnapshotConfig.from_env(store, data_dir_from_env(), dir=args.dir,
+                                     nodes=tuple(args.nodes) if args.nodes else None,
+                                     keep_on_nodes=getattr(args, "keep_on_nodes", None))
+    return store, config
+
+
+def _collection(args) -> str:
+    return args.collection or os.environ.get("COINAGE_COLLECTION") or "products"
+
+
+def _open(store_config):
+    from engine.store import StoreUnavailable, open_store
+
+    try:
+        return open_store(store_config)
+    except StoreUnavailable as e:
+        if store_config.backend == "embedded":
+            raise StoreUnavailable(f"{e}. Snapshots of the embedded store copy its files while no other process "
+                                   "has them open: stop `coinage serve` / `coinage demo` first") from e
+        raise
+
+
+def _run(fn) -> int:
+    from engine.store import StoreError
+
+    try:
+        return fn()
+    except StoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _create(args) -> int:
+    from engine.store.snapshots import create_snapshot
+
+    def run() -> int:
+        store_config, config = _configs(args)
+        with _open(store_config) as store:
+            folder, manifest = create_snapshot(store, store_config, config, _collection(args))
+        if args.json:
+            print(json.dumps({"folder": str(folder), **manifest.to_json()}, indent=1))
+        else:
+            size = sum(f.size for f in manifest.files)
+            print(f"snapshot of {manifest.collection!r} ({manifest.points} points, {len(manifest.files)} file(s), "
+                  f"{size / 2**20:.1f} MiB) in {folder}")
+        return 0
+
+    return _run(run)
+
+
+def _list(args) -> int:
+    from engine.store.snapshots import list_on_nodes, list_snapshots
+
+    def run() -> int:
+        store_config, config = _configs(args)
+        found = list_snapshots(config)
+        on_nodes = None
+        if args.on_nodes:
+            if store_config.backend != "server":
+                print("error: --on-nodes needs the server backend (COINAGE_STORE_BACKEND=server)", file=sys.stderr)
+                return 2
+            with _open(store_config) as store:
+                name = _collection(args)
+                on_nodes = list_on_nodes(store_config, config, store.get_alias(name) or name)
+        if args.json:
+            print(json.dumps({"dir": str(config.dir), "snapshots": [{"folder": str(p), **m.to_json()} for p, m in found],
+                              **({"on_nodes": on_nodes} if on_nodes is not None else {})}, indent=1))
+            return 0
+        if not found:
+            print(f"no snapshots in {config.dir}")
+        for folder, m in found:
+            alias = f" (alias {m.alias})" if m.alias else ""
+            print(f"{folder.name}  {m.created}  {m.backend}  {m.collection}{alias}  {m.points} points  "
+                  f"{len(m.files)} file(s)")
+        for url, snaps in (on_nodes or {}).items():
+            print(f"on {url}: " + (", ".join(s["name"] for s in snaps) or "none"))
+        return 0
+
+    return _run(run)
+
+
+def _restore(args) -> int:
+    from engine.store.snapshots import restore_snapshot
+
+    def run() -> int:
+        store_config, config = _configs(args)
+        folder = Path(args.snapshot)
+        if not folder.is_dir() and (config.dir / args.snapshot).is_dir():
+            folder = config.dir / args.snapshot
+        with _open(store_config) as store:
+            report = restore_snapshot(store, store_config, config, folder, collection=args.target, alias=args.alias)
+        if args.json:
+            print(json.dumps(asdict(report), indent=1))
+        else:
+            switched = (f"; alias {report.alias!r} -> {report.collection}" +
+                        (f" (was {report.previous})" if report.previous else "")) if report.alias else ""
+            print(f"restored {report.collection!r} ({report.points} points) from {report.folder}{switched}")
+        return 0
+
+    return _run(run)
+
+
+if __name__ == "__main__":  # `python -m engine.store.cli snapshot ...`
+    from coinage.cli import main
+
+    sys.exit(main(sys.argv[1:]))
