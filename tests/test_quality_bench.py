@@ -73,3 +73,20 @@ def test_quick_run_writes_a_well_formed_report(tmp_path):
     assert len(doc["tokens"]) == 2 * 2 * 4 + 1
     md = out.with_suffix(".md").read_text()
     assert "| ours + GAIR |" in md and "target vs parent" in md and "(1, 0.001)" in md
+
+
+@pytest.mark.slow
+def test_quick_mode_on_the_world_backbone_fits_the_ci_budget(tmp_path):
+    """`coinage bench quality --quick` as CI would run it on the shipped world backbone: under 10 minutes."""
+    import time
+
+    from coinage.cli import main
+    from engine.backbones import MANIFEST, WORLD_DIR
+
+    if not (WORLD_DIR / MANIFEST).is_file():
+        pytest.skip("the world backbone is not trained (world/backbone/)")
+    t0 = time.perf_counter()
+    assert main(["bench", "quality", "--quick", "--out", str(tmp_path / "quality.json")]) == 0
+    assert time.perf_counter() - t0 < 600
+    doc = json.loads((tmp_path / "quality.json").read_text())
+    assert doc["protocol"]["backbone_exposure"]["heldout_products_seen"] == 0  # world seed 0: never trained on

@@ -16,19 +16,20 @@ from engine.settings import AdminSettings, AppSettings, LimitSettings, WorkerSet
 TINY_TRAIN = dict(steps=3, batch_size=2, generated_negatives=2, checkpoint_every=0, num_attributes=4, lr=1e-2)
 
 
-def build_catalog(root: Path, products: int = 24, photos: int = 6, heldout: int = 4, index: bool = True) -> Path:
-    """Write the demo world's catalog under root/world and (optionally) index it into root/store."""
+def build_catalog(root: Path, products: int = 24, photos: int = 6, heldout: int = 4, index: bool = True,
+                  backbone: str = "tiny-random", size: int = 32) -> Path:
+    """Write the demo world's catalog under root/world and (optionally) index it into root/store with `backbone`."""
     from world.catalog import main as catalog_main
 
     out = root / "world"
     if catalog_main(["--out", str(out), "--products", str(products), "--photos", str(photos), "--heldout",
-                     str(heldout), "--size", "32"]) != 0:
+                     str(heldout), "--size", str(size)]) != 0:
         raise RuntimeError(f"could not write the tiny catalog to {out}")
     if index:
         from engine.store import StoreConfig
         from indexer import IndexerConfig, run_index
 
-        run_index(IndexerConfig(catalog=out / "catalog.jsonl", backbone="tiny-random",
+        run_index(IndexerConfig(catalog=out / "catalog.jsonl", backbone=backbone,
                                 store=StoreConfig(path=str(root / "store")), onnx=False, progress_bar=False,
                                 device="cpu", rejects_path=root / "indexer" / "rejects-build.jsonl"))
     return out / "catalog.jsonl"

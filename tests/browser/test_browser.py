@@ -43,8 +43,9 @@ def server(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("browser")
-    build_catalog(root)
-    app = create_app(tiny_settings(root, password=PASSWORD, worker="thread"))
+    # the demo backbone (world/backbone/), so rankings, previews and the trained token mean something
+    build_catalog(root, backbone="world", size=64)
+    app = create_app(tiny_settings(root, password=PASSWORD, worker="thread", backbone="world"))
     httpd = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -101,6 +102,8 @@ def test_search_shows_results_first_then_the_preview(server, page):
     page.fill("#q", "red dress")
     page.press("#q", "Enter")
     expect(page.locator(".card")).to_have_count(6)
+    categories = page.locator(".card .price + span").all_inner_texts()
+    assert categories.count("dress") >= 3, categories  # the demo backbone reads the words
     expect(page.locator("#preview[data-state=done]")).to_be_visible()
     states = page.evaluate("window.__previewStates")
     assert states[0] in ("queued", "running") and states[-1] == "done", states
@@ -180,6 +183,8 @@ def test_admin_registers_a_concept_watches_training_and_searches_with_it(server,
     page.type("#q", parent)
     page.press("#q", "Enter")
     expect(page.locator(".card")).to_have_count(6)
+    # the new word finds the product it was taught (its other catalog photos included)
+    expect(page.locator(f".card[data-product='{product.name}']").first).to_be_visible()
     expect(page.locator("#preview[data-state=done]")).to_be_visible()
     expect(page.locator("#preview-strip a")).to_have_count(3)
     expect(page.locator("#ranked-with")).to_contain_text("GAIR's choice")  # results re-ranked with w*

@@ -1,20 +1,14 @@
-"""Shared set-up of the reliability suite: one tiny indexed web app per session, image makers, a free port.
+"""Shared fixtures of the reliability suite: one tiny indexed web app per session (helpers: attack_kit.py).
 
 Everything runs on the `tiny-random` backbone in temporary directories, on loopback only
 (tests/conftest.py refuses other addresses).
 """
 from __future__ import annotations
 
-import io
-import socket
-import struct
-import zlib
-
 import pytest
 import torch
-from PIL import Image
 
-PASSWORD = "reliability-pw"
+from attack_kit import PASSWORD
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,32 +48,3 @@ def res(app):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# --- images -------------------------------------------------------------------------------
-
-
-def encode(image: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A valid PNG header announcing width x height with almost no pixel data (a decompression bomb)."""
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
-def deflate_bomb(side: int = 6000) -> bytes:
-    """A real PNG of side x side black pixels: ~100 KB on disk, side*side*3 bytes once decoded."""
-    return encode(Image.new("RGB", (side, side)), "PNG", optimize=True)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from indexer.decode import Decoded, Decoder, Rejected, Row
 
-from conftest import encode, png_header_only
+from attack_kit import encode, png_header_only
 
 
 def _noise(mode: str = "RGB", size=(48, 48), seed: int = 0) -> Image.Image:

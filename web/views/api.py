@@ -22,8 +22,16 @@ from . import resources
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
+def _json() -> Any:
+    """The request's JSON, or None when it is missing or does not parse."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:  # json.loads on '[[[[...' nested deeper than the stack: malformed input, not a 500
+        return None
+
+
 def _body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
+    data = _json()
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the request body must be a JSON object (send Content-Type: "
                        "application/json)")
@@ -212,7 +220,7 @@ def delete_concept(name: str):
 def activate(name: str):
     res = resources()
     placeholder = _placeholder(name)
-    data = request.get_json(silent=True) or {}
+    data = _json() or {}
     version = data.get("version") if isinstance(data, dict) else None
     if version is None:
         version = next((v.version for v in reversed(res.registry.versions(placeholder)) if v.status == "ready"), None)
@@ -234,7 +242,7 @@ def deactivate(name: str):
 @admin_required
 def retrain(name: str):
     res = resources()
-    data = request.get_json(silent=True) or {}
+    data = _json() or {}
     steps = ca.int_field(data if isinstance(data, dict) else {}, "steps", res.settings.train.steps, 1, 100_000)
     job_id = ca.start_training(res, _placeholder(name), steps)
     return jsonify({"job": res.jobs.get(job_id).to_json(), "job_url": url_for("api.get_job", job_id=job_id)}), 202
