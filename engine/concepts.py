@@ -25,14 +25,14 @@ import logging
 import os
 import shutil
 import sqlite3
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Sequence, Union
 
 import torch
 
+from . import sqlite as sqlite_db
 from .errors import CoinageError, TokenError
 from .tokenizer import validate_placeholder
 from .tokens import CustomToken, TokenSet, load_token, save_token
@@ -141,28 +141,12 @@ class ConceptRegistry:
 
     # ------------------------------------------------------------------ plumbing
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self):
+        return sqlite_db.connect(self.db_path, foreign_keys=True)
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken up front (BEGIN IMMEDIATE), so read-then-write sequences are atomic."""
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _write(self):
+        """A write transaction taken up front (BEGIN IMMEDIATE): read-then-write sequences are atomic."""
+        return sqlite_db.write(self.db_path, foreign_keys=True)
 
     def concept_dir(self, placeholder: str) -> Path:
         return self.concepts_dir / concept_name(placeholder)

@@ -30,11 +30,11 @@ import sqlite3
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from engine import sqlite as sqlite_db
 from engine.errors import CoinageError
 
 log = logging.getLogger(__name__)
@@ -147,27 +147,12 @@ class JobStore:
 
     # ------------------------------------------------------------------ plumbing
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout=30000")
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self):
+        return sqlite_db.connect(self.path)
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self):
         """A write transaction taken up front (BEGIN IMMEDIATE): read-then-write sequences are atomic."""
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        return sqlite_db.write(self.path)
 
     # ------------------------------------------------------------------ submitting and reading
 

@@ -42,3 +42,15 @@ def encoder(tiny):
     from engine.text import TextEncoder
 
     return TextEncoder(tiny)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models (fastest for them, and the test machine is shared); modules
+    opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,13 +17,7 @@ FAST = TrainConfig(steps=3, batch_size=2, generated_negatives=2, negatives="cata
                    checkpoint_every=0, lr=1e-2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and the test machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def blobs(colour, n, seed):

@@ -2,18 +2,12 @@
 import json
 
 import pytest
-import torch
 from PIL import Image
 
 from coinage.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def folder(path, colour, n=3):

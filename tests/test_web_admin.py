@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-import torch
 
 from engine.tokens import load_token
 from web import create_app
@@ -16,12 +15,7 @@ HX = {"HX-Request": "true"}
 PASSWORD = "secret-pw"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import base64
 import re
 
 import pytest
-import torch
 
 from web import create_app
 from web.testing import build_catalog, png_bytes, tiny_settings
@@ -12,12 +11,7 @@ from web.testing import build_catalog, png_bytes, tiny_settings
 PASSWORD = "api-pw"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,13 @@ Everything runs on the `tiny-random` backbone in temporary directories, on loopb
 from __future__ import annotations
 
 import pytest
-import torch
 
 from attack_kit import PASSWORD
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and the test machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread_per_module(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
