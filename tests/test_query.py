@@ -30,12 +30,17 @@ def photo(seed=0):
     return Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
 
 
-@pytest.fixture(scope="module")
-def setup(tiny, tmp_path_factory):
+STORES = {"embedded": lambda tmp: StoreConfig(path=str(tmp)),  # the default backend
+          "server": lambda tmp: StoreConfig(backend="server", url=":memory:")}  # qdrant-client, as for a cluster
+
+
+@pytest.fixture(scope="module", params=sorted(STORES))
+def setup(tiny, tmp_path_factory, request):
+    """The same query-service tests on both store backends."""
     tokens = TokenSet([make_token(tiny)])
     features = {"<aurora>": F.normalize(torch.randn(4, tiny.embed_dim, generator=torch.Generator().manual_seed(1)),
                                         dim=-1)}
-    store = open_store(StoreConfig(path=str(tmp_path_factory.mktemp("store"))))
+    store = open_store(STORES[request.param](tmp_path_factory.mktemp("store")))
     store.create_collection("products-v1", dim=tiny.embed_dim,
                             payload_indexes={"category": "keyword", "price": "float", "color": "keyword"})
     service = QueryService(tiny, store, tokens, features, CONFIG)
