@@ -1,6 +1,6 @@
 """Quality benchmark: the paper's retrieval, recognition, lambda_CE and norm tables in the demo world.
 
-    coinage bench quality [--world-seed 0] [--concepts 24] [--seeds 0 1 2] [--steps 300] [--jobs 2]
+    coinage bench quality [--world-seed 0] [--concepts 20] [--seeds 0 1 2] [--steps 300] [--jobs 2]
     coinage bench quality --quick            # CI smoke run: small sizes, same code path, same output format
 
 Protocol (METHOD.md "Retrieval evaluation", PerVL-like), from a world seed:
@@ -41,7 +41,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -311,15 +311,24 @@ def train_all(qc: QualityConfig, tasks: Sequence[Task], pool) -> dict[Task, Run]
 
 # ---------------------------------------------------------------- retrieval
 
+class Ranking(NamedTuple):
+    ranks: list[int]  # 1-based rank of each query's target
+    top1: list[int]  # gallery row ranked first for each query
+
+
 def ranks_of(queries, gallery, targets) -> list[int]:
     """1-based rank of each query's target among the gallery by cosine similarity (ties count against it)."""
+    return ranking(queries, gallery, targets).ranks
+
+
+def ranking(queries, gallery, targets) -> Ranking:
     import numpy as np
 
     q = _unit(np.asarray(queries, dtype=np.float64))
     g = _unit(np.asarray(gallery, dtype=np.float64))
     scores = q @ g.T
     own = scores[np.arange(len(q)), np.asarray(targets)]
-    return [int(r) for r in (scores >= own[:, None]).sum(axis=1)]
+    return Ranking([int(r) for r in (scores >= own[:, None]).sum(axis=1)], [int(i) for i in scores.argmax(axis=1)])
 
 
 def _unit(x):
@@ -354,19 +363,19 @@ class Retrieval:
         # the store is never searched: ranking is exact, in memory (see ranks_of)
         return QueryService(self.backbone, None, TokenSet(list(tokens)), self.concept_features, config)
 
-    def rank(self, vectors, queries: Sequence[Query] | None = None) -> list[int]:
+    def rank(self, vectors, queries: Sequence[Query] | None = None) -> Ranking:
         queries = self.protocol.queries if queries is None else queries
         row = {q.photo_id: i for q, i in zip(self.protocol.queries, self.targets)}
-        return ranks_of(vectors, self.gallery, [row[q.photo_id] for q in queries])
+        return ranking(vectors, self.gallery, [row[q.photo_id] for q in queries])
 
-    def baselines(self, service) -> dict[str, list[int]]:
+    def baselines(self, service) -> dict[str, Ranking]:
         import numpy as np
 
         qs = self.protocol.queries
         return {"text only": self.rank(np.stack([service.text_only_vector(q.text).numpy() for q in qs])),
                 "text + avg image": self.rank(np.stack([service.text_image_vector(q.text).numpy() for q in qs]))}
 
-    def fixed_w(self, service, queries: Sequence[Query] | None = None) -> dict[float, list[int]]:
+    def fixed_w(self, service, queries: Sequence[Query] | None = None) -> dict[float, Ranking]:
         """Ranks of q_pool(w) for every w of the grid (w = 1: the token prompt alone)."""
         import numpy as np
 
@@ -375,16 +384,20 @@ class Retrieval:
         vecs = np.stack([service.composed_vectors(q.text, grid).numpy() for q in queries])  # (Q, W, D)
         return {w: self.rank(vecs[:, i], queries) for i, w in enumerate(grid)}
 
-    def gair(self, service, seed: int) -> tuple[list[int], list[float]]:
-        """Ranks at GAIR's w* (paper Algorithm 1 via QueryService.choose_weight) and the chosen w*."""
+    def gair(self, service, seed: int) -> tuple[Ranking, list[float], list[list[dict]]]:
+        """Ranks at GAIR's w* (paper Algorithm 1 via QueryService.choose_weight), the chosen w*, and every
+        query's scores per w (score = min(context, object))."""
         import numpy as np
 
         from engine.query import SearchRequest
 
-        chosen = [service.choose_weight(SearchRequest(q.text, seed=seed)).w_star for q in self.protocol.queries]
+        outcomes = [service.choose_weight(SearchRequest(q.text, seed=seed)) for q in self.protocol.queries]
+        chosen = [o.w_star for o in outcomes]
         vecs = np.stack([service.composed_vectors(q.text, [w]).numpy()[0]
                          for q, w in zip(self.protocol.queries, chosen)])
-        return self.rank(vecs), chosen
+        scores = [[{"w": s.w, "score": s.score, "context": s.context_score, "object": s.object_score}
+                   for s in o.scores] for o in outcomes]
+        return self.rank(vecs), chosen, scores
 
 
 def _evaluate_part(qc: QualityConfig, protocol: Protocol, gallery, concept_features: dict, tokens: list,
@@ -395,20 +408,26 @@ def _evaluate_part(qc: QualityConfig, protocol: Protocol, gallery, concept_featu
     t0 = time.perf_counter()
     retrieval = Retrieval(_WORKER["backbone"], protocol, gallery, concept_features, qc)
     service = retrieval.service(tokens, seed)
-    out: dict[str, Any] = {"ranks": {}, "fixed_w": {}, "gair_w": {}, "gair_seconds_per_query": {}}
+    out: dict[str, Any] = {key: {} for key in PER_SEED_KEYS}
+    rows: dict[str, Ranking] = {}
     if part == "baselines":
-        out["ranks"] = retrieval.baselines(service)
+        rows = retrieval.baselines(service)
     else:
         curve = retrieval.fixed_w(service)
-        out["fixed_w"][part] = curve
-        out["ranks"][next(r for r, m in ROW_METHOD.items() if m == part and r not in GAIR_ROWS)] = curve[1.0]
+        out["fixed_w"][part] = {w: r.ranks for w, r in curve.items()}
+        rows[next(r for r, m in ROW_METHOD.items() if m == part and r not in GAIR_ROWS)] = curve[1.0]
         for row, method in GAIR_ROWS.items():
             if method == part:
                 t = time.perf_counter()
-                out["ranks"][row], out["gair_w"][part] = retrieval.gair(service, seed)
+                rows[row], out["gair_w"][part], out["gair_scores"][part] = retrieval.gair(service, seed)
                 out["gair_seconds_per_query"][row] = round((time.perf_counter() - t) / len(protocol.queries), 3)
+    out["ranks"] = {row: r.ranks for row, r in rows.items()}
+    out["top1"] = {row: r.top1 for row, r in rows.items()}
     log(f"seed {seed}: {part} evaluated in {time.perf_counter() - t0:.1f} s")
     return seed, part, out
+
+
+PER_SEED_KEYS = ("ranks", "top1", "fixed_w", "gair_w", "gair_scores", "gair_seconds_per_query")
 
 
 def evaluate_all(qc: QualityConfig, protocol: Protocol, gallery, concept_features: dict, runs: dict[Task, Run],
@@ -420,8 +439,7 @@ def evaluate_all(qc: QualityConfig, protocol: Protocol, gallery, concept_feature
     parts = [p for p in GAIR_ROWS.values()] + [m for m in TRAINED if m not in GAIR_ROWS.values()] + ["baselines"]
     jobs = [(qc, protocol, gallery, concept_features, tokens(s, OURS if p == "baselines" else p), s, p)
             for p in parts for s in qc.seeds]  # the slow GAIR parts first, so the pool ends evenly
-    per_seed: dict[int, dict[str, Any]] = {s: {"ranks": {}, "fixed_w": {}, "gair_w": {}, "gair_seconds_per_query": {}}
-                                           for s in qc.seeds}
+    per_seed: dict[int, dict[str, Any]] = {s: {key: {} for key in PER_SEED_KEYS} for s in qc.seeds}
 
     def done(result) -> None:
         seed, _part, out = result
@@ -432,9 +450,46 @@ def evaluate_all(qc: QualityConfig, protocol: Protocol, gallery, concept_feature
     return per_seed
 
 
-def diagnostics(retrieval: Retrieval, world, protocol: Protocol, image_features) -> dict[str, Any]:
+def _look(photo) -> tuple:
+    """What a caption can say about a product: category, colour, pattern and pattern colour."""
+    p = photo.product
+    return (p.category, p.colour, p.pattern, p.pattern_colour)
+
+
+ERROR_KINDS = ("hit", "same product, other context", "look-alike, same context", "look-alike, other context",
+               "same category, other look", "other category")
+
+
+def error_kind(target, first) -> str:
+    """What a query ranked first, relative to its target photo (ERROR_KINDS). A look-alike shares the target's
+    category, colour and pattern: only hidden details (trim, emblem, shape) tell them apart."""
+    if first.id == target.id:
+        return "hit"
+    if first.product.id == target.product.id:
+        return "same product, other context"
+    if _look(first) == _look(target):
+        return "look-alike, same context" if first.context == target.context else "look-alike, other context"
+    return "same category, other look" if first.product.category == target.product.category else "other category"
+
+
+def error_table(world, protocol: Protocol, top1: dict[str, list[list[int]]]) -> dict[str, dict[str, float]]:
+    """Per row, % of queries (pooled over seeds) whose first result is of each ERROR_KINDS kind."""
+    out = {}
+    for row, lists in top1.items():
+        counts = dict.fromkeys(ERROR_KINDS, 0)
+        for firsts in lists:
+            for q, top in zip(protocol.queries, firsts):
+                counts[error_kind(world.photo(q.photo_id), world.photo(protocol.gallery[top]))] += 1
+        total = sum(counts.values())
+        out[row] = {k: round(100 * v / total, 1) for k, v in counts.items()}
+    return out
+
+
+def diagnostics(retrieval: Retrieval, world, protocol: Protocol, image_features,
+                per_seed: dict[int, dict]) -> dict[str, Any]:
     """How hard is the world? What the visible description alone gets (caption oracle), what the concept's
-    images alone get (no text), and how many gallery photos each query must beat."""
+    images alone get (no text), how many gallery photos each query must beat, and what each method ranks
+    first when it misses."""
     import numpy as np
     import torch
 
@@ -443,33 +498,31 @@ def diagnostics(retrieval: Retrieval, world, protocol: Protocol, image_features)
 
     texts = [canonical_caption(world.photo(q.photo_id)) for q in protocol.queries]
     with torch.no_grad():
-        oracle = TextEncoder(retrieval.backbone).encode(texts).pooled.float().numpy()
-    image_only = np.stack([image_features[q.product_id].mean(0) for q in protocol.queries])
+        oracle = retrieval.rank(TextEncoder(retrieval.backbone).encode(texts).pooled.float().numpy())
+    image_only = retrieval.rank(np.stack([image_features[q.product_id].mean(0) for q in protocol.queries]))
     gallery = [world.photo(p) for p in protocol.gallery]
-
-    def look(ph):
-        p = ph.product
-        return (p.category, p.colour, p.pattern, p.pattern_colour)
-
-    counts = {"same_category": [], "same_category_and_context": [], "same_look": [],
-              "same_look_and_context": [], "same_product_other_contexts": []}
+    counts: dict[str, list[int]] = {"same_category": [], "same_category_and_context": [], "same_look": [],
+                                    "same_look_and_context": [], "same_product_other_contexts": []}
     for q in protocol.queries:
         target = world.photo(q.photo_id)
         others = [ph for ph in gallery if ph.id != target.id]
-        counts["same_category"].append(sum(ph.product.category == target.product.category for ph in others))
-        counts["same_category_and_context"].append(sum(
-            ph.product.category == target.product.category and ph.context == target.context for ph in others))
-        counts["same_look"].append(sum(look(ph) == look(target) and ph.product.id != q.product_id for ph in others))
-        counts["same_look_and_context"].append(sum(
-            look(ph) == look(target) and ph.context == target.context and ph.product.id != q.product_id
-            for ph in others))
-        counts["same_product_other_contexts"].append(sum(ph.product.id == q.product_id for ph in others))
+        cat, ctx = target.product.category, target.context
+        other_products = [ph for ph in others if ph.product.id != q.product_id]
+        counts["same_category"].append(sum(ph.product.category == cat for ph in others))
+        counts["same_category_and_context"].append(sum(ph.product.category == cat and ph.context == ctx for ph in others))
+        counts["same_look"].append(sum(_look(ph) == _look(target) for ph in other_products))
+        counts["same_look_and_context"].append(sum(_look(ph) == _look(target) and ph.context == ctx
+                                                   for ph in other_products))
+        counts["same_product_other_contexts"].append(len(others) - len(other_products))
+    top1 = {row: [per_seed[s]["top1"][row] for s in per_seed] for row in ROWS}
+    top1.update({"caption oracle": [oracle.top1], "image only": [image_only.top1]})
     return {
-        "caption_oracle": retrieval_metrics(retrieval.rank(oracle)),
+        "caption_oracle": retrieval_metrics(oracle.ranks),
         "caption_oracle_example": texts[0],
-        "image_only": retrieval_metrics(retrieval.rank(image_only)),
+        "image_only": retrieval_metrics(image_only.ranks),
         "distractors_mean": {k: round(statistics.mean(v), 2) for k, v in counts.items()},
         "queries_with_a_same_look_same_context_distractor": sum(1 for v in counts["same_look_and_context"] if v),
+        "first_result_kinds": error_table(world, protocol, top1),
     }
 
 
@@ -535,7 +588,31 @@ def summarise_fixed_w(per_seed: dict[int, dict]) -> dict[str, Any]:
         chosen = [w for s in per_seed for w in per_seed[s]["gair_w"].get(method, [])]
         if chosen:
             out.setdefault(method, {})["gair_w_star_counts"] = {str(w): chosen.count(w) for w in sorted(set(chosen))}
+            out[method]["gair"] = gair_diagnostics(per_seed, method)
     return out
+
+
+def gair_diagnostics(per_seed: dict[int, dict], method: str) -> dict[str, Any]:
+    """Why GAIR picks what it picks: mean scores per w, and the MRR w would give if chosen by each term alone
+    (score = min(context, object) is GAIR; 'object' and 'context' are one term each), against w = 1."""
+    by_w: dict[float, dict[str, list[float]]] = {}
+    rules = {"score": [], "object": [], "context": []}
+    versus = {"better": 0, "same": 0, "worse": 0}
+    for s in per_seed:
+        curve, scores = per_seed[s]["fixed_w"][method], per_seed[s]["gair_scores"][method]
+        for qi, per_w in enumerate(scores):
+            for entry in per_w:
+                for key in ("score", "context", "object"):
+                    by_w.setdefault(entry["w"], {"score": [], "context": [], "object": []})[key].append(entry[key])
+            for key, ranks in rules.items():
+                best = max(per_w, key=lambda e: e[key])  # first best in grid order, as engine.query.gair.choose
+                ranks.append(curve[best["w"]][qi])
+            r_star, r_one = curve[max(per_w, key=lambda e: e["score"])["w"]][qi], curve[1.0][qi]
+            versus["better" if r_star < r_one else "same" if r_star == r_one else "worse"] += 1
+    return {"mean_by_w": {str(w): {k: round(statistics.mean(v), 4) for k, v in terms.items()}
+                          for w, terms in sorted(by_w.items())},
+            "mrr_if_w_chosen_by": {k: retrieval_metrics(v)["mrr"] for k, v in rules.items()},
+            "queries_vs_w1": versus}
 
 
 RECOGNITION = ("auc_target_vs_parent", "auc_target_vs_other", "auc_parent_vs_other")
@@ -570,7 +647,7 @@ def lambda_ablation(retrieval: Retrieval, runs: dict[Task, Run], qc: QualityConf
     for method, lam, (w_sd, w_ce) in settings:
         mine = [runs[Task(seed, pid, method, lam)] for pid in concepts]
         service = retrieval.service([r.token for r in mine], seed)
-        ranks = retrieval.fixed_w(service, queries)[1.0]
+        ranks = retrieval.fixed_w(service, queries)[1.0].ranks
         row = {"method": method, "lambda_sd": w_sd, "lambda_ce": w_ce, **retrieval_metrics(ranks)}
         for k in ("auc_target_vs_parent", "auc_parent_vs_other", "clf_auc_target_vs_parent", "norm_ratio"):
             row[k] = _mean_std([(100 if "auc" in k else 1) * r.metrics[k] for r in mine if r.metrics.get(k) is not None],
@@ -622,7 +699,7 @@ def run(qc: QualityConfig) -> dict[str, Any]:
     ablation = lambda_ablation(retrieval, runs, qc, protocol)
     recognition, norms = summarise_tokens(runs)
     diag = diagnostics(retrieval, world, protocol,
-                       {pid: concept_features[f"<{pid}>"].numpy() for pid in protocol.concepts})
+                       {pid: concept_features[f"<{pid}>"].numpy() for pid in protocol.concepts}, per_seed)
     eval_seconds = time.perf_counter() - t
     return {
         "config": _jsonable(dataclasses.asdict(qc)),

@@ -112,6 +112,44 @@ def diagnostics_lines(doc: dict) -> list[str]:
         lines += ["| method (MRR % at fixed w) | " + " | ".join(f"w={w}" for w in grid)
                   + " | best fixed w | per-query oracle w | GAIR w* counts |",
                   "|---|" + "---|" * (len(grid) + 3)] + rows
+    lines += kinds_lines(doc)
+    lines += gair_lines(doc)
+    return lines
+
+
+def kinds_lines(doc: dict) -> list[str]:
+    """What each method ranks first (% of queries, pooled over seeds)."""
+    kinds = doc["diagnostics"].get("first_result_kinds")
+    if not kinds:
+        return []
+    names = list(next(iter(kinds.values())))
+    lines = ["", "First result of each query (% of queries over all seeds; a look-alike shares category, colour "
+                 "and pattern, only hidden details differ):", "",
+             "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for row, k in kinds.items():
+        lines.append(f"| {row} | " + " | ".join(f"{k[n]:.1f}" for n in names) + " |")
+    return lines
+
+
+def gair_lines(doc: dict) -> list[str]:
+    """GAIR's scores per w (means over queries and seeds) and the MRR of choosing w by each term alone."""
+    lines = []
+    for method, e in doc["fixed_w"].items():
+        g = e.get("gair")
+        if not g:
+            continue
+        grid = list(g["mean_by_w"])
+        chosen, versus = g["mrr_if_w_chosen_by"], g["queries_vs_w1"]
+        lines += ["", f"GAIR with {METHOD_LABELS.get(method, method)} tokens: MRR if w is chosen by "
+                      f"min(context, object) (GAIR) {chosen['score']:.1f}, by the object term alone "
+                      f"{chosen['object']:.1f}, by the context term alone {chosen['context']:.1f}; against w = 1 "
+                      f"GAIR's choice ranks the target better for {versus['better']} queries, the same for "
+                      f"{versus['same']}, worse for {versus['worse']}.", "",
+                  "| mean over queries | " + " | ".join(f"w={w}" for w in grid) + " |",
+                  "|---|" + "---|" * len(grid)]
+        for key, label in (("context", "context f(I_w).f(x_c)"), ("object", "object f(I_w).f(x)"),
+                           ("score", "score = min")):
+            lines.append(f"| {label} | " + " | ".join(f"{g['mean_by_w'][w][key]:.3f}" for w in grid) + " |")
     return lines
 
 

@@ -44,6 +44,23 @@ def test_protocol_follows_the_world_splits():
     assert pick_concepts(world, 3, avoid={first[0]})[0] != first[0]
 
 
+def test_first_results_are_classified_against_the_target():
+    from bench.quality import error_kind
+    from world.build import make_world
+
+    world = make_world(0)
+    pid = world.splits.heldout[0]
+    target, own = (world.photo(p) for p in world.splits.query[pid][:2])
+    family = [p for p, f in world.families.items() if f == world.families[pid] and p != pid]
+    other_category = next(p for p in world.products if p.category != target.product.category)
+    assert error_kind(target, target) == "hit"
+    assert error_kind(target, own) == "same product, other context"
+    assert error_kind(target, world.photos_of(other_category.id)[0]) == "other category"
+    for relative in family:  # look-alikes: same category, colour and pattern
+        kinds = {error_kind(target, ph) for ph in world.photos_of(relative)}
+        assert kinds <= {"look-alike, same context", "look-alike, other context"} and kinds
+
+
 def test_replayed_backbone_pairs_never_show_a_heldout_product():
     from bench.quality import replay_training_pairs
     from world.build import make_world
