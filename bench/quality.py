@@ -77,6 +77,8 @@ class QualityConfig:
     jobs: int = 2  # worker processes for training and evaluation (each with `threads` torch threads)
     threads: int = 1  # torch threads per process (on a shared 2-core CPU 1 is fastest)
     avoid_seen: bool = True  # pick concepts whose identity the backbone never trained on, when there are enough
+    cache: str | None = None  # directory of trained tokens to reuse (keyed by backbone weights, world, product and
+    # training config; a rerun then only evaluates); None: train every token
 
     def __post_init__(self) -> None:
         if self.concepts < 1 or not self.seeds or self.steps < 1 or self.jobs < 1 or self.threads < 1:
@@ -252,16 +254,37 @@ def _init_worker(backbone_id: str, threads: int) -> None:
     _WORKER["backbone"] = load_backbone(backbone_id, device="cpu")
 
 
-def _train(qc: QualityConfig, task: Task) -> Run:
+def _train(qc: QualityConfig, task: Task, backbone_key: str) -> Run:
+    from engine.tokens import load_token, save_token
     from trainer.ablation import train_world_token
+    from trainer.config import fingerprint
     from trainer.world_concept import world_concept
 
-    key = (qc.world_seed, task.product_id)
-    if key not in _WORKER["concepts"]:
-        _WORKER["concepts"][key] = world_concept(task.product_id, seed=qc.world_seed)
+    config = train_config(qc, task)
+    path = None
+    if qc.cache is not None:
+        key = fingerprint({"backbone": backbone_key, "world_seed": qc.world_seed, "product": task.product_id,
+                           "config": config.result_fields()})
+        path = Path(qc.cache) / f"world{qc.world_seed}-{task.product_id}-{task.method}-{key}.safetensors"
+        if path.is_file():
+            token = load_token(path)
+            return Run(task, token, dict(token.meta.metrics, cached=True))
+    concept_key = (qc.world_seed, task.product_id)
+    if concept_key not in _WORKER["concepts"]:
+        _WORKER["concepts"][concept_key] = world_concept(task.product_id, seed=qc.world_seed)
     with tempfile.TemporaryDirectory(prefix="coinage-quality-") as tmp:
-        result = train_world_token(_WORKER["backbone"], _WORKER["concepts"][key], train_config(qc, task), Path(tmp))
+        result = train_world_token(_WORKER["backbone"], _WORKER["concepts"][concept_key], config, Path(tmp))
+    if path is not None:
+        save_token(result.token, path)  # its metadata carries the metrics (AUCs, norms, seconds)
     return Run(task, result.token, result.metrics)
+
+
+def backbone_key(backbone) -> str:
+    """Content hash of the backbone's weights (the cache must not serve tokens of a retrained backbone)."""
+    from engine.onnx.export import weights_hash
+
+    parts = [weights_hash(m) for m in (backbone.clip, backbone.unet, backbone.vae) if m is not None]
+    return f"{backbone.id}:" + ":".join(h[:16] for h in parts)
 
 
 @contextmanager
@@ -291,7 +314,7 @@ def run_jobs(pool, fn: Callable, jobs: Sequence[tuple], done: Callable[[Any], No
         done(future.result())
 
 
-def train_all(qc: QualityConfig, tasks: Sequence[Task], pool) -> dict[Task, Run]:
+def train_all(qc: QualityConfig, tasks: Sequence[Task], pool, key: str) -> dict[Task, Run]:
     """Every task's token and metrics, in task order."""
     runs: dict[Task, Run] = {}
     t0 = time.perf_counter()
@@ -301,11 +324,12 @@ def train_all(qc: QualityConfig, tasks: Sequence[Task], pool) -> dict[Task, Run]
         elapsed = time.perf_counter() - t0
         eta = elapsed / len(runs) * (len(tasks) - len(runs))
         t = run.task
-        log(f"trained {len(runs)}/{len(tasks)}: seed {t.seed} {t.product_id} {t.method}"
+        how = "loaded from the cache" if run.metrics.get("cached") else "trained"
+        log(f"{how} {len(runs)}/{len(tasks)}: seed {t.seed} {t.product_id} {t.method}"
             f"{'' if t.lambda_ce is None else f' lambda_ce={t.lambda_ce:g}'} in {run.metrics['train_seconds']:.1f} s "
             f"(elapsed {elapsed / 60:.1f} min, eta {eta / 60:.1f} min)")
 
-    run_jobs(pool, _train, [(qc, task) for task in tasks], done)
+    run_jobs(pool, _train, [(qc, task, key) for task in tasks], done)
     return {task: runs[task] for task in tasks}
 
 
@@ -690,7 +714,7 @@ def run(qc: QualityConfig) -> dict[str, Any]:
     log(f"training {len(tasks)} tokens ({qc.steps} steps each, {qc.jobs} process(es))")
     with workers(qc, backbone) as pool:
         t = time.perf_counter()
-        runs = train_all(qc, tasks, pool)
+        runs = train_all(qc, tasks, pool, backbone_key(backbone) if qc.cache else "")
         train_seconds = time.perf_counter() - t
         t = time.perf_counter()
         per_seed = evaluate_all(qc, protocol, gallery, concept_features, runs, pool)
@@ -716,6 +740,7 @@ def run(qc: QualityConfig) -> dict[str, Any]:
         "norms": norms,
         "lambda_ce_ablation": ablation,
         "diagnostics": diag,
+        "cached_tokens": sum(1 for r in runs.values() if r.metrics.get("cached")),
         "seconds": {"gallery_features": round(gallery_seconds, 1), "training": round(train_seconds, 1),
                     "evaluation": round(eval_seconds, 1), "total": round(time.perf_counter() - t_start, 1)},
         "tokens": [{"seed": t.seed, "product": t.product_id, "method": t.method, "lambda_ce": t.lambda_ce,
@@ -756,6 +781,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help=f"torch threads per process (default {d.threads})")
     p.add_argument("--allow-seen", action="store_true",
                    help="pick concepts in plain order even if the backbone trained on their identity")
+    p.add_argument("--cache", help="directory of trained tokens reused by reruns with the same backbone weights, "
+                                   "world and training settings (e.g. var/bench-quality); default: train all")
     p.add_argument("--out", help="JSON report (default bench/results/quality.json, quality-world<N>.json for "
                                  "world seed N != 0; the markdown tables go next to it as .md)")
     p.add_argument("--note", default="", help="free text stored in the report (machine load, ...)")
@@ -769,7 +796,7 @@ def config_from_args(args: argparse.Namespace) -> QualityConfig:
              "ablation_concepts": args.ablation_concepts,
              "gair_weights": tuple(args.gair_weights) if args.gair_weights else None,
              "gair_images": args.gair_images, "gair_steps": args.gair_steps, "jobs": args.jobs,
-             "threads": args.threads}
+             "threads": args.threads, "cache": args.cache}
     values.update({k: v for k, v in given.items() if v is not None})
     if values.get("gair_steps") == 0:
         values["gair_steps"] = None
@@ -789,6 +816,7 @@ def command_line(qc: QualityConfig, prog: str = "coinage bench quality", out: st
     parts += ["--gair-steps", str(qc.gair_steps) if qc.gair_steps is not None else "0"]
     parts += ["--jobs", str(qc.jobs), "--threads", str(qc.threads)]
     parts += [] if qc.avoid_seen else ["--allow-seen"]
+    parts += ["--cache", qc.cache] if qc.cache else []
     parts += ["--out", out] if out else []
     return f"{prog} {shlex.join(parts)}"
 

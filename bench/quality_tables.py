@@ -46,9 +46,13 @@ def retrieval_table(doc: dict) -> list[str]:
 def targets_lines(doc: dict) -> list[str]:
     t = doc["targets"]
     ok = lambda flag: "holds" if flag else "does not hold"  # noqa: E731
+    mrr = {row: e["mrr"]["mean"] for row, e in doc["retrieval"].items()}
+    chain = ["text only", "text + avg image", "prompt tuning", "ti+ce+proj (ours)"]
+    broken = [f"{a} {mrr[a]:.1f} > {b} {mrr[b]:.1f}" if mrr[a] > mrr[b] else f"{a} = {b} = {mrr[a]:.1f}"
+              for i, (a, b) in enumerate(zip(chain, chain[1:])) if not (mrr[a] < mrr[b] if i < 2 else mrr[a] <= mrr[b])]
     return [
         f"- ordering text only < text + avg image < prompt tuning <= ours: "
-        f"**{ok(t['ordering_text_lt_textimage_lt_pt_le_ours'])}**",
+        f"**{ok(t['ordering_text_lt_textimage_lt_pt_le_ours'])}**" + (f" ({'; '.join(broken)})" if broken else ""),
         f"- ours - prompt tuning = **{t['ours_minus_prompt_tuning']:+.1f}** MRR points (target >= +5; paper +5.2)",
         f"- ours + GAIR - ours = **{t['gair_gain_over_ours']:+.1f}** MRR points (target >= +2; paper +2.2); "
         f"GAIR not worse than ours: **{ok(t['gair_not_worse_than_ours'])}**",
@@ -170,8 +174,10 @@ def markdown(doc: dict) -> str:
         f"### Quality benchmark, world seed {p['world_seed']} (backbone `{p['backbone']}`)",
         "",
         f"`{doc['command']}` — {doc['date']}, {doc['machine'].get('cpus')} CPUs, "
-        f"load {doc['machine'].get('load_average_1m_at_start')} at start; {secs['total'] / 60:.1f} min "
+        f"load {_num(doc['machine'].get('load_average_1m_at_start'), 2)} at start; {secs['total'] / 60:.1f} min "
         f"(training {secs['training'] / 60:.1f}, evaluation {secs['evaluation'] / 60:.1f})"
+        + (f"; {doc['cached_tokens']} tokens loaded from the cache (their training seconds are from the run that "
+           "trained them)" if doc.get("cached_tokens") else "")
         + (f". Note: {doc['note']}" if doc.get("note") else ""),
         "",
         f"{len(p['concepts'])} concepts, {p['queries']} queries (e.g. \"{p['query_example']}\"), gallery of "

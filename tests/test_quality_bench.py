@@ -74,8 +74,9 @@ def test_quick_run_writes_a_well_formed_report(tmp_path):
     from coinage.cli import main
 
     out = tmp_path / "quality.json"
-    assert main(["bench", "quality", "--quick", "--backbone", "tiny-random", "--concepts", "2", "--seeds", "0", "1",
-                 "--steps", "1", "--ablation-concepts", "1", "--gair-steps", "2", "--out", str(out)]) == 0
+    args = ["bench", "quality", "--quick", "--backbone", "tiny-random", "--concepts", "2", "--seeds", "0", "1",
+            "--steps", "1", "--ablation-concepts", "1", "--gair-steps", "2", "--cache", str(tmp_path / "tokens")]
+    assert main(args + ["--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["command"].startswith("coinage bench quality --backbone tiny-random")
     assert {"date", "machine", "config", "protocol", "targets", "seconds"} <= set(doc)
@@ -90,6 +91,11 @@ def test_quick_run_writes_a_well_formed_report(tmp_path):
     assert len(doc["tokens"]) == 2 * 2 * 4 + 1
     md = out.with_suffix(".md").read_text()
     assert "| ours + GAIR |" in md and "target vs parent" in md and "(1, 0.001)" in md
+    # a rerun with the same settings loads every token from the cache and ranks exactly alike
+    assert main(args + ["--out", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert (doc["cached_tokens"], again["cached_tokens"]) == (0, len(doc["tokens"]))
+    assert again["ranks"] == doc["ranks"] and again["recognition_auc"] == doc["recognition_auc"]
 
 
 @pytest.mark.slow
