@@ -1,6 +1,7 @@
 """Test setup: offline hub, no network beyond loopback, tiny seeded backbones built once per session."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import socket
@@ -54,3 +55,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --- vector store backends: the engine tests run on each (tests/test_store.py, test_query.py, test_indexer.py) ----
+
+
+def _store_config(backend: str, directory, persistent: bool = False, **fields):
+    """The StoreConfig of `backend` for a test's `directory`. No Qdrant server runs here: "server" is qdrant-client
+    inside the test process, through the same client calls: in memory (url ':memory:'), or with persistent=True in
+    `directory` (url 'local:<dir>'), for data that outlives the store object or the process (a store reopened from
+    its config, a killed child process). `fields` are further StoreConfig fields."""
+    from engine.store import StoreConfig
+
+    if backend == "embedded":
+        return StoreConfig(backend="embedded", path=str(directory), **fields)
+    return StoreConfig(backend="server", url=f"local:{directory}" if persistent else ":memory:", **fields)
+
+
+@pytest.fixture(scope="session")
+def make_store_config():
+    """make_store_config(backend, directory, persistent=False, **fields) -> StoreConfig, for tests that need both
+    backends at once (congruence); a test that runs once per backend takes `store_config` instead."""
+    return _store_config
+
+
+@pytest.fixture(scope="module", params=["embedded", "server"])
+def store_config(request):
+    """Runs the test once per store backend; store_config(directory, persistent=False, **fields) -> its StoreConfig
+    (see _store_config)."""
+    return functools.partial(_store_config, request.param)

@@ -1,12 +1,16 @@
 """Catalog ingestion: readers, validation, image decoding, incremental runs, kill-and-resume, blue/green reindex, CLI.
 
-Everything runs on the tiny backbone, a small demo catalog from world.catalog and an embedded store
-in a temporary directory; URL fetching is tested against a local http.server on 127.0.0.1.
+Everything runs on the tiny backbone and a small demo catalog from world.catalog; the tests that write a
+store run once per backend (store_config, tests/conftest.py): the embedded store in a temporary directory
+and the server backend as qdrant-client's local mode there (url "local:<dir>", a stand-in for a Qdrant
+server that outlives the store object and the process, as the kill-and-resume tests need). URL fetching
+is tested against a local http.server on 127.0.0.1.
 """
 from __future__ import annotations
 
 import http.server
 import io
+import dataclasses
 import json
 import os
 import shutil
@@ -67,8 +71,14 @@ def embedder(tiny, onnx_cache):
     return make_embedder(tiny, onnx=True, cache_dir=onnx_cache)
 
 
-def config(catalog: Path, tmp_path: Path, onnx_cache: Path, **kw) -> IndexerConfig:
-    values = dict(catalog=catalog, backbone="tiny-random", store=StoreConfig(path=str(tmp_path / "store")),
+@pytest.fixture
+def store_cfg(store_config, tmp_path) -> StoreConfig:
+    """The test's store, once per backend; persistent, since the indexer reopens it from its config."""
+    return store_config(tmp_path / "store", persistent=True)
+
+
+def config(catalog: Path, tmp_path: Path, onnx_cache: Path, store: StoreConfig, **kw) -> IndexerConfig:
+    values = dict(catalog=catalog, backbone="tiny-random", store=store,
                   batch_size=8, workers=2, onnx_cache=onnx_cache, rejects_path=tmp_path / "rejects.jsonl",
                   progress_bar=False, device="cpu")
     values.update(kw)
@@ -309,7 +319,7 @@ def test_urls_are_fetched_only_when_allowed(world, http_images):
 # --- pipeline: bad rows, idempotence, kill-and-resume ----------------------------------------
 
 
-def test_bad_rows_are_reported_and_skipped_never_fatal(catalog, tmp_path, onnx_cache):
+def test_bad_rows_are_reported_and_skipped_never_fatal(catalog, tmp_path, onnx_cache, store_cfg):
     cat = catalog.parent
     (cat / "bad").mkdir()
     (cat / "bad" / "zero.png").write_bytes(b"")
@@ -327,7 +337,7 @@ def test_bad_rows_are_reported_and_skipped_never_fatal(catalog, tmp_path, onnx_c
     ]
     with catalog.open("a") as f:
         f.write("\n".join(extra) + "\n")
-    report = run_index(config(catalog, tmp_path, onnx_cache))
+    report = run_index(config(catalog, tmp_path, onnx_cache, store_cfg))
     assert (report.accepted, report.rejected, report.rows) == (ROWS, len(extra), ROWS + len(extra))
     got = {r["row"]: r for r in rejects(tmp_path / "rejects.jsonl")}
     assert sorted(got) == list(range(ROWS + 1, ROWS + len(extra) + 1))
@@ -338,7 +348,7 @@ def test_bad_rows_are_reported_and_skipped_never_fatal(catalog, tmp_path, onnx_c
     assert "truncated" in got[ROWS + 5]["reason"]
     assert "price" in got[ROWS + 6]["reason"]
     assert got[ROWS + 7]["id"] is None and "invalid JSON" in got[ROWS + 7]["reason"]
-    with open_store(config(catalog, tmp_path, onnx_cache).store) as store:
+    with open_store(store_cfg) as store:
         assert store.count("products") == ROWS
         first = store.retrieve("products", [point_id("p0000-0")])[0].payload
         assert first["title"] != "dupe" and first["_hash"]
@@ -346,8 +356,8 @@ def test_bad_rows_are_reported_and_skipped_never_fatal(catalog, tmp_path, onnx_c
     assert "rejected rows" in report.summary()
 
 
-def test_rerun_skips_unchanged_rows_and_redoes_changed_ones(catalog, tmp_path, onnx_cache):
-    cfg = config(catalog, tmp_path, onnx_cache)
+def test_rerun_skips_unchanged_rows_and_redoes_changed_ones(catalog, tmp_path, onnx_cache, store_cfg):
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
     first = run_index(cfg)
     assert (first.accepted, first.unchanged) == (ROWS, 0)
     with open_store(cfg.store) as store:
@@ -360,7 +370,7 @@ def test_rerun_skips_unchanged_rows_and_redoes_changed_ones(catalog, tmp_path, o
     lines[3] = json.dumps(changed)
     catalog.write_text("\n".join(lines[:-1]) + "\n")  # last row removed from the catalog
     Image.new("RGB", (64, 64), "teal").save(catalog.parent / json.loads(lines[5])["image"])
-    third = run_index(config(catalog, tmp_path, onnx_cache, prune=True))
+    third = run_index(config(catalog, tmp_path, onnx_cache, store_cfg, prune=True))
     assert (third.accepted, third.unchanged, third.pruned) == (2, ROWS - 3, 1)
     with open_store(cfg.store) as store:
         after = snapshot(store, "products")
@@ -396,7 +406,7 @@ class Slow(OnnxEmbedder):
 
 
 embedder = Slow(OnnxImageEncoder(a["onnx"]), a["key"], a["mean"], a["std"])
-cfg = IndexerConfig(catalog=a["catalog"], store=StoreConfig(path=a["store"]), batch_size=a["batch"], workers=2,
+cfg = IndexerConfig(catalog=a["catalog"], store=StoreConfig(**a["store"]), batch_size=a["batch"], workers=2,
                     progress_bar=False, rejects_path=a["rejects"])
 with open_store(cfg.store) as store:
     ingest(cfg, store, a["collection"], embedder)
@@ -404,19 +414,23 @@ print("finished", flush=True)
 """
 
 
-def test_killed_ingest_resumes_to_exactly_the_clean_result(catalog, tmp_path, onnx_cache, embedder):
+def test_killed_ingest_resumes_to_exactly_the_clean_result(catalog, tmp_path, onnx_cache, store_cfg, store_config,
+                                                            embedder):
     """SIGKILL a subprocess mid-ingest three times, then resume: same ids, payloads and vectors as a clean run."""
-    cfg = config(catalog, tmp_path, onnx_cache, batch_size=4)
-    clean_cfg = config(catalog, tmp_path, onnx_cache, batch_size=4, store=StoreConfig(path=str(tmp_path / "clean")))
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg, batch_size=4)
+    clean_cfg = config(catalog, tmp_path, onnx_cache, store_config(tmp_path / "clean", persistent=True), batch_size=4)
     with open_store(clean_cfg.store) as store:
         store.create_collection("c", dim=embedder.dim)
         ingest(clean_cfg, store, "c", embedder)
+    # Both results are read back after a reopen: qdrant-client's local mode returns a cosine vector re-normalised
+    # (float32) by the session that wrote it but as sent once reopened, so only reopened stores compare bit for bit.
+    with open_store(clean_cfg.store) as store:
         clean = snapshot(store, "c")
     with open_store(cfg.store) as store:
         store.create_collection("c", dim=embedder.dim)
     args = {"onnx": str(embedder.encoder.path), "key": embedder.key, "mean": embedder.mean, "std": embedder.std,
-            "catalog": str(catalog), "store": cfg.store.path, "batch": 4, "pause": 0.15, "collection": "c",
-            "rejects": str(tmp_path / "child-rejects.jsonl")}
+            "catalog": str(catalog), "store": dataclasses.asdict(cfg.store), "batch": 4, "pause": 0.15,
+            "collection": "c", "rejects": str(tmp_path / "child-rejects.jsonl")}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     counts = []
     for kill_after_batch, delay in ((2, 0.0), (3, 0.14), (5, 0.05)):
@@ -439,6 +453,7 @@ def test_killed_ingest_resumes_to_exactly_the_clean_result(catalog, tmp_path, on
     with open_store(cfg.store) as store:
         resumed = ingest(cfg, store, "c", embedder)
         assert resumed.unchanged == counts[-1] and resumed.accepted == ROWS - counts[-1]
+    with open_store(cfg.store) as store:
         got = snapshot(store, "c")
     assert sorted(got) == sorted(clean)
     for pid, (vector, payload) in clean.items():
@@ -449,8 +464,8 @@ def test_killed_ingest_resumes_to_exactly_the_clean_result(catalog, tmp_path, on
 # --- blue/green reindex ----------------------------------------------------------------------
 
 
-def test_alias_swap_while_searches_keep_answering(catalog, tmp_path, onnx_cache):
-    cfg = config(catalog, tmp_path, onnx_cache)
+def test_alias_swap_while_searches_keep_answering(catalog, tmp_path, onnx_cache, store_cfg):
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
     stop = threading.Event()
     errors: list[BaseException] = []
     answered = [0]
@@ -490,8 +505,8 @@ def test_alias_swap_while_searches_keep_answering(catalog, tmp_path, onnx_cache)
     assert any(e.get("total") == ROWS and "eta_s" in e for e in events)
 
 
-def test_failed_reindex_leaves_the_live_alias_untouched(catalog, tmp_path, onnx_cache, monkeypatch):
-    cfg = config(catalog, tmp_path, onnx_cache)
+def test_failed_reindex_leaves_the_live_alias_untouched(catalog, tmp_path, onnx_cache, store_cfg, monkeypatch):
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
     with open_store(cfg.store) as store:
         run_index(cfg, store=store)
         live = store.get_alias("products")
@@ -529,19 +544,19 @@ def test_failed_reindex_leaves_the_live_alias_untouched(catalog, tmp_path, onnx_
         broken.write_text("\n".join(lines[:10] + [json.dumps({**json.loads(x), "image": "nope.png"})
                                                   for x in lines[10:]]) + "\n")
         with pytest.raises(IndexerError, match="max_reject_fraction"):
-            run_reindex(config(broken, tmp_path, onnx_cache, image_root=catalog.parent), store=store)
+            run_reindex(config(broken, tmp_path, onnx_cache, store_cfg, image_root=catalog.parent), store=store)
         unchanged()
 
 
-def test_reindex_adopts_the_build_a_killed_job_left(catalog, tmp_path, onnx_cache, embedder):
-    cfg = config(catalog, tmp_path, onnx_cache)
+def test_reindex_adopts_the_build_a_killed_job_left(catalog, tmp_path, onnx_cache, store_cfg, embedder):
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
     half = tmp_path / "half.jsonl"
     half.write_text("\n".join(catalog.read_text().splitlines()[:40]) + "\n")
     with open_store(cfg.store) as store:
         run_index(cfg, store=store)
         orphan = "products-20200101-000000-000"
         store.create_collection(orphan, dim=embedder.dim)
-        ingest(config(half, tmp_path, onnx_cache, image_root=catalog.parent), store, orphan, embedder)
+        ingest(config(half, tmp_path, onnx_cache, store_cfg, image_root=catalog.parent), store, orphan, embedder)
         report = run_reindex(cfg, store=store)
         assert report.resumed and report.collection == orphan and store.get_alias("products") == orphan
         assert (report.ingest.unchanged, report.ingest.accepted) == (40, ROWS - 40)
@@ -550,10 +565,11 @@ def test_reindex_adopts_the_build_a_killed_job_left(catalog, tmp_path, onnx_cach
 # --- CLI -------------------------------------------------------------------------------------
 
 
-def test_cli_index_and_reindex_in_process(catalog, tmp_path, onnx_cache, capsys):
+def test_cli_index_and_reindex_in_process(catalog, tmp_path, onnx_cache, store_cfg, capsys):
     from coinage.cli import main
 
-    common = ["--catalog", str(catalog), "--backbone", "tiny-random", "--store-path", str(tmp_path / "s"),
+    where = ["--store-url", store_cfg.url] if store_cfg.backend == "server" else ["--store-path", store_cfg.path]
+    common = ["--catalog", str(catalog), "--backbone", "tiny-random", *where,
               "--onnx-cache", str(onnx_cache), "--rejects", str(tmp_path / "r.jsonl"), "--batch-size", "16",
               "--no-progress", "--device", "cpu"]
     assert main(["index", *common]) == 0

@@ -1,4 +1,4 @@
-"""The query service's fast path on the tiny backbone and an embedded store: composition, filters, pages, images."""
+"""The query service's fast path on the tiny backbone, on both store backends: composition, filters, pages, images."""
 import io
 import json
 
@@ -10,7 +10,7 @@ from PIL import Image
 
 from engine.errors import UnknownTokenError
 from engine.query import IndexMismatch, IndexNotFound, QueryConfig, QueryError, QueryService, SearchRequest
-from engine.store import Point, StoreConfig, open_store, point_id
+from engine.store import Point, open_store, point_id
 from engine.tokens import CustomToken, TokenMeta, TokenSet
 
 QUERY = "<aurora> on a beach"
@@ -30,17 +30,13 @@ def photo(seed=0):
     return Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
 
 
-STORES = {"embedded": lambda tmp: StoreConfig(path=str(tmp)),  # the default backend
-          "server": lambda tmp: StoreConfig(backend="server", url=":memory:")}  # qdrant-client, as for a cluster
-
-
-@pytest.fixture(scope="module", params=sorted(STORES))
-def setup(tiny, tmp_path_factory, request):
-    """The same query-service tests on both store backends."""
+@pytest.fixture(scope="module")
+def setup(tiny, tmp_path_factory, store_config):
+    """The same query-service tests on both store backends (store_config: tests/conftest.py)."""
     tokens = TokenSet([make_token(tiny)])
     features = {"<aurora>": F.normalize(torch.randn(4, tiny.embed_dim, generator=torch.Generator().manual_seed(1)),
                                         dim=-1)}
-    store = open_store(STORES[request.param](tmp_path_factory.mktemp("store")))
+    store = open_store(store_config(tmp_path_factory.mktemp("store")))
     store.create_collection("products-v1", dim=tiny.embed_dim,
                             payload_indexes={"category": "keyword", "price": "float", "color": "keyword"})
     service = QueryService(tiny, store, tokens, features, CONFIG)

@@ -2,7 +2,8 @@
 
 The server backend runs as qdrant-client's in-memory mode (url=":memory:"), created with the
 production cluster settings (3 shards, 2 replicas, write consistency 2: the in-memory mode accepts
-and ignores them); what reaches a real server is checked on the wire against a stand-in for
+and ignores them), and its local mode (url="local:<dir>") where data must outlive the store; the
+per-backend fixtures are in tests/conftest.py. What reaches a real server is checked on the wire against a stand-in for
 Qdrant's REST API on 127.0.0.1 (tests/qdrant_stub.py). Nothing here leaves the machine.
 """
 
@@ -63,22 +64,16 @@ def make_points(n: int = N, dim: int = DIM, seed: int = 0, prefix: str = "sku") 
     return points
 
 
-def open_backend(kind: str, tmp_path) -> VectorStore:
-    if kind == "embedded":
-        return open_store(StoreConfig(backend="embedded", path=str(tmp_path / "store")))
-    return open_store(StoreConfig(backend="server", url=":memory:", **CLUSTER))
-
-
-@pytest.fixture(params=["embedded", "server"])
-def store(request, tmp_path) -> Iterator[VectorStore]:
-    s = open_backend(request.param, tmp_path)
+@pytest.fixture
+def store(store_config, tmp_path) -> Iterator[VectorStore]:  # once per backend (tests/conftest.py)
+    s = open_store(store_config(tmp_path / "store", **CLUSTER))  # the embedded backend ignores CLUSTER
     yield s
     s.close()
 
 
-def load_both(path) -> tuple[VectorStore, VectorStore]:
+def load_both(make_store_config, path) -> tuple[VectorStore, VectorStore]:
     """Both backends holding the same collection."""
-    stores = (open_backend("embedded", path), open_backend("server", path))
+    stores = tuple(open_store(make_store_config(kind, path / "store", **CLUSTER)) for kind in ("embedded", "server"))
     points = make_points()
     for s in stores:
         s.create_collection("products", DIM, payload_indexes=INDEXES)
@@ -88,18 +83,18 @@ def load_both(path) -> tuple[VectorStore, VectorStore]:
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory) -> Iterator[tuple[VectorStore, VectorStore]]:
+def loaded(make_store_config, tmp_path_factory) -> Iterator[tuple[VectorStore, VectorStore]]:
     """Shared by the read-only congruence tests (built once)."""
-    stores = load_both(tmp_path_factory.mktemp("loaded"))
+    stores = load_both(make_store_config, tmp_path_factory.mktemp("loaded"))
     yield stores
     for s in stores:
         s.close()
 
 
 @pytest.fixture
-def both(tmp_path) -> Iterator[tuple[VectorStore, VectorStore]]:
+def both(make_store_config, tmp_path) -> Iterator[tuple[VectorStore, VectorStore]]:
     """A fresh pair, for tests that change the data."""
-    stores = load_both(tmp_path)
+    stores = load_both(make_store_config, tmp_path)
     yield stores
     for s in stores:
         s.close()
@@ -283,6 +278,15 @@ def test_search_during_concurrent_alias_switch_never_errors(store):
     assert store.get_alias("live") == "v3"
 
 
+def test_closed_store_says_so(store_config, tmp_path):
+    s = open_store(store_config(tmp_path / "store"))
+    s.create_collection("c", DIM)
+    s.close()
+    with pytest.raises(StoreError, match="closed; open a new one"):
+        s.count("c")
+    s.close()  # a second close does nothing
+
+
 # --- embedded specifics ---------------------------------------------------------------------
 
 
@@ -320,15 +324,44 @@ def test_embedded_ignores_unfinished_create(tmp_path):
         assert s.list_collections() == ["half"]
 
 
-def test_closed_store_says_so(tmp_path):
-    s = open_store(StoreConfig(path=str(tmp_path / "store")))
-    s.create_collection("c", DIM)
-    s.close()
-    with pytest.raises(StoreError, match="closed"):
-        s.count("c")
-
-
 # --- server specifics -----------------------------------------------------------------------
+
+
+def test_server_local_mode_persists_and_is_single_process(tmp_path):
+    """url='local:<dir>': the stand-in for data that outlives a process (the indexer's kill-and-resume tests)."""
+    config = StoreConfig(backend="server", url=f"local:{tmp_path / 'qdrant'}")
+    points = make_points()
+    q = queries(1)[0]
+    with open_store(config) as s:
+        s.create_collection("products-1", DIM, payload_indexes=INDEXES)
+        s.create_collection("products-2", DIM)
+        s.upsert("products-1", points)
+        s.delete("products-1", [points[0].id])
+        s.set_alias("products", "products-2")
+        s.set_alias("products", "products-1")  # re-pointed: delete + create in one request
+        before = s.search("products", q, limit=10, filter=Filter(must={"category": "bags"}))
+        with pytest.raises(StoreUnavailable, match="open elsewhere"):
+            open_store(config)
+    with open_store(config) as s:
+        assert s.list_collections() == ["products-1", "products-2"]
+        assert s.list_aliases() == {"products": "products-1"}
+        assert s.count("products") == N - 1
+        assert_same_hits(s.search("products", q, limit=10, filter=Filter(must={"category": "bags"})), before)
+        assert s.drop_collection("products-1") and s.list_aliases() == {}
+
+
+@pytest.mark.parametrize("url, where", [(":memory:", ":memory:"), ("local:/tmp/q", "/tmp/q"),
+                                        ("http://qdrant:6333", None), ("https://q.example", None)])
+def test_server_url_forms(url, where):
+    assert StoreConfig(backend="server", url=url).in_process_location() == where
+
+
+@pytest.mark.parametrize("url, message", [("local:", "names no directory; use local:<dir>"),
+                                          ("file:///tmp/q", "scheme 'file' is not supported; use http"),
+                                          ("grpc://qdrant:6334", "scheme 'grpc' is not supported")])
+def test_bad_server_urls_name_the_forms_that_work(url, message):
+    with pytest.raises(ValueError, match=message):
+        StoreConfig(backend="server", url=url)
 
 
 def test_server_passes_cluster_settings_and_payload_indexes():

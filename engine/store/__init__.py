@@ -2,7 +2,8 @@
 
 - "embedded" (default): Qdrant's engine in-process via qdrant-edge-py, data under
   StoreConfig.path; single process (see engine/store/embedded.py for its limits).
-- "server": a Qdrant server/cluster over HTTP (url), or url=":memory:" for tests.
+- "server": a Qdrant server/cluster over HTTP (url), or for tests qdrant-client in this
+  process: url=":memory:" (in-memory) or url="local:<dir>" (persisted in <dir>).
 
     store = open_store(StoreConfig.from_env())
     store.create_collection("products-20250101", dim=512, payload_indexes={"category": "keyword"})

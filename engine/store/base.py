@@ -35,6 +35,9 @@ _ENV_NUMBERS = {"shard_number": ("COINAGE_QDRANT_SHARDS", int),
                 "replication_factor": ("COINAGE_QDRANT_REPLICAS", int),
                 "write_consistency_factor": ("COINAGE_QDRANT_WRITE_CONSISTENCY", int),
                 "timeout_s": ("COINAGE_QDRANT_TIMEOUT_S", float)}
+# StoreConfig.url forms that run qdrant-client inside this process instead of reaching a server (test stand-ins)
+MEMORY_URL = ":memory:"  # in-memory mode: the data goes when the store is closed
+LOCAL_URL_PREFIX = "local:"  # "local:<dir>", local mode: the data persists in <dir>, one process at a time
 # Collection and alias names become directory / file keys in the embedded backend.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -45,7 +48,9 @@ class StoreConfig:
     backend: str = "embedded"
     # embedded: data directory; created if missing. Holds one sub-directory per collection.
     path: str = "var/store"
-    # server: base URL, e.g. http://qdrant:6333. ":memory:" = qdrant-client in-memory mode (test stand-in).
+    # server: base URL of the Qdrant server, http(s)://host:6333 (production: http://qdrant:6333). Test stand-ins
+    # that run qdrant-client in this process, through the same client calls: ":memory:" (in-memory mode, gone on
+    # close) and "local:<dir>" (local mode: data kept in <dir> across opens and processes; one process at a time).
     url: str | None = None
     # server: API key; set it through from_env() (COINAGE_QDRANT_API_KEY), never in code or files.
     api_key: str | None = field(default=None, repr=False)
@@ -83,9 +88,11 @@ class StoreConfig:
             )
         if self.backend == "server" and not self.url:
             raise ValueError(
-                "StoreConfig.backend='server' needs url (e.g. http://qdrant:6333, or ':memory:' in tests); "
-                "set COINAGE_QDRANT_URL or pass url="
+                "StoreConfig.backend='server' needs url (e.g. http://qdrant:6333; in tests ':memory:' or "
+                "'local:<dir>'); set COINAGE_QDRANT_URL or pass url="
             )
+        if self.backend == "server":
+            check_server_url(self.url)
         for name in ("shard_number", "replication_factor", "write_consistency_factor", "threads",
                      "hnsw_m", "hnsw_ef_construct"):
             if getattr(self, name) < 1:
@@ -98,6 +105,17 @@ class StoreConfig:
             )
         if not self.timeout_s > 0:
             raise ValueError(f"StoreConfig.timeout_s must be > 0 seconds, got {self.timeout_s}")
+
+    def in_process_location(self) -> str | None:
+        """Where qdrant-client runs inside this process for a test stand-in url: ":memory:" or the directory of
+        "local:<dir>"; None for a server URL (and for the embedded backend)."""
+        if self.backend != "server" or self.url is None:
+            return None
+        if self.url == MEMORY_URL:
+            return MEMORY_URL
+        if self.url.startswith(LOCAL_URL_PREFIX):
+            return self.url[len(LOCAL_URL_PREFIX):]
+        return None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StoreConfig:
@@ -177,6 +195,13 @@ class StoreUnavailable(StoreError):
     """The server cannot be reached (or the embedded directory is held by another process)."""
 
 
+class StoreClosed(StoreError):
+    """A call on a store after its close()."""
+
+    def __init__(self) -> None:
+        super().__init__("the vector store is closed; open a new one with open_store(config)")
+
+
 class CollectionNotFound(StoreError):
     """A collection or alias that does not exist."""
 
@@ -194,6 +219,24 @@ class CollectionExists(StoreError):
 
 class DimensionMismatch(StoreError):
     """A vector whose length differs from the collection's."""
+
+
+def check_server_url(url: str) -> str:
+    """A Qdrant server URL (http or https), or a test stand-in (":memory:", "local:<dir>")."""
+    if url.startswith(LOCAL_URL_PREFIX):
+        if not url[len(LOCAL_URL_PREFIX):].strip():
+            raise ValueError(
+                f"StoreConfig.url={url!r} names no directory; use local:<dir>, e.g. local:/tmp/qdrant (qdrant-client's "
+                "local mode, a test stand-in), or http(s)://host:6333 for a Qdrant server"
+            )
+        return url
+    scheme, sep, _ = url.partition("://")
+    if sep and scheme.lower() not in ("http", "https"):
+        raise ValueError(
+            f"StoreConfig.url={url!r}: scheme {scheme!r} is not supported; use http(s)://host:6333 for a Qdrant "
+            f"server (COINAGE_QDRANT_URL), or in tests {MEMORY_URL!r} / 'local:<dir>' for qdrant-client in this process"
+        )
+    return url
 
 
 def point_id(product_id: str) -> str:

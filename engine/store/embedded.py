@@ -58,6 +58,7 @@ from engine.store.base import (
     Hit,
     Point,
     RWLock,
+    StoreClosed,
     StoreConfig,
     StoreError,
     StoreUnavailable,
@@ -197,7 +198,7 @@ class EmbeddedStore(VectorStore):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreError("the vector store is closed; open a new one with open_store(config)")
+            raise StoreClosed()
 
     def _get(self, name: str) -> _Collection:
         """The open collection for a name or alias (caller holds the read lock)."""

@@ -1,16 +1,19 @@
 """Server backend: a Qdrant server (or cluster) over HTTP through qdrant-client.
 
-StoreConfig.url = ":memory:" runs qdrant-client's in-memory mode instead: the test
-stand-in for a server. That mode ignores cluster settings and has no payload indexes
-(create_payload_index would only warn), so payload indexes are skipped there; filters
-still work by scanning.
+StoreConfig.url = ":memory:" (in-memory mode) or "local:<dir>" (local mode, persisted in <dir>)
+runs qdrant-client inside this process instead: the test stand-ins for a server, through the
+same client calls (collections, aliases, upserts). Those modes ignore cluster settings and have
+no payload indexes (create_payload_index would only warn), so payload indexes are skipped there;
+filters still work by scanning. Local mode locks <dir>: one process at a time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -18,12 +21,14 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from engine.store.base import (
+    MEMORY_URL,
     CollectionExists,
     CollectionNotFound,
     DimensionMismatch,
     Filter,
     Hit,
     Point,
+    StoreClosed,
     StoreConfig,
     StoreError,
     StoreUnavailable,
@@ -38,7 +43,7 @@ from engine.store.base import (
 )
 
 T = TypeVar("T")
-MEMORY = ":memory:"
+_LOCAL_LOCK = ".lock"  # the file qdrant-client's local mode locks (qdrant_client/local/qdrant_local.py)
 _DISTANCE = {"cosine": models.Distance.COSINE, "dot": models.Distance.DOT, "euclid": models.Distance.EUCLID}
 _SCHEMA = {
     "keyword": models.PayloadSchemaType.KEYWORD,
@@ -67,16 +72,49 @@ def to_qdrant_filter(flt: Filter | None) -> models.Filter | None:
     return models.Filter(must=conditions)
 
 
+def _local_client(directory: str) -> QdrantClient:
+    """qdrant-client's local mode in `directory` (created if missing); it holds the directory's lock until closed."""
+    _check_local_unlocked(directory)
+    try:
+        return QdrantClient(path=directory)
+    except RuntimeError as e:  # its lock was taken between the check and here
+        raise _local_locked(directory) from e
+
+
+def _check_local_unlocked(directory: str) -> None:
+    """Refuse a locked directory before qdrant-client does: its failed open leaks the lock file it opened."""
+    lock = Path(directory) / _LOCAL_LOCK
+    if not lock.exists():
+        return
+    with open(lock, "rb") as f:  # a probe of our own: closing it releases only this file's lock
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            raise _local_locked(directory) from e
+
+
+def _local_locked(directory: str) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"the qdrant-client local store in {directory} is open elsewhere (another process or store object holds "
+        f"its lock); close that one first. 'local:<dir>' is a one-process test stand-in: to share a store between "
+        "processes use a Qdrant server (COINAGE_QDRANT_URL=http://...)"
+    )
+
+
 class ServerStore(VectorStore):
     """VectorStore over a Qdrant server. `client` lets tests inject a spy (no probe then)."""
 
     def __init__(self, config: StoreConfig, client: QdrantClient | None = None):
         self._config = config
-        self._memory = config.url == MEMORY
+        location = config.in_process_location()
+        self._in_process = location is not None
+        self._closed = False
         if client is not None:
             self._client = client
-        elif self._memory:
-            self._client = QdrantClient(location=MEMORY)
+        elif location == MEMORY_URL:
+            self._client = QdrantClient(location=MEMORY_URL)
+        elif location is not None:
+            self._client = _local_client(location)
         else:
             self._client = QdrantClient(
                 url=config.url,
@@ -89,6 +127,8 @@ class ServerStore(VectorStore):
 
     def _call(self, what: str, name: str | None, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a client call, turning its errors into ours."""
+        if self._closed:  # the client's own answer would be a bare RuntimeError
+            raise StoreClosed()
         try:
             return fn(*args, **kwargs)
         except (ResponseHandlingException, ConnectionError, TimeoutError) as e:  # transport failures
@@ -146,7 +186,7 @@ class ServerStore(VectorStore):
             write_consistency_factor=cfg.write_consistency_factor,
             timeout=max(1, math.ceil(cfg.timeout_s)),
         )
-        if self._memory:
+        if self._in_process:
             return
         for key, schema in (payload_indexes or {}).items():
             self._call("create payload index", name, self._client.create_payload_index,
@@ -294,4 +334,6 @@ class ServerStore(VectorStore):
         return True
 
     def close(self) -> None:
-        self._client.close()
+        if not self._closed:
+            self._closed = True
+            self._client.close()

@@ -176,9 +176,9 @@ def _embedded_create(store: VectorStore, collection: str, folder: Path) -> Snaps
 def _nodes(store_config: StoreConfig, config: SnapshotConfig):
     from engine.store.qdrant_snapshots import QdrantNodes
 
-    if store_config.url == ":memory:":
-        raise StoreError("qdrant-client's in-memory mode (url=':memory:') has no snapshots; "
-                         "snapshot a Qdrant server (COINAGE_QDRANT_URL=http://...)")
+    if store_config.in_process_location() is not None:
+        raise StoreError(f"qdrant-client's in-memory mode and local mode (url={store_config.url!r}, test stand-ins) "
+                         "have no snapshots; snapshot a Qdrant server (COINAGE_QDRANT_URL=http://...)")
     return QdrantNodes(config.nodes or (store_config.url,), store_config.api_key, config.transfer_timeout_s)
 
 
