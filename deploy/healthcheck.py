@@ -1,12 +1,14 @@
 """Container health checks (Docker HEALTHCHECK): exit 0 when healthy, 1 with the reason otherwise.
 
     python /app/deploy/healthcheck.py web      GET http://127.0.0.1:8000/healthz answers 200
-    python /app/deploy/healthcheck.py worker   the job store <COINAGE_DATA_DIR>/jobs.sqlite3 on the
-                                               shared volume answers a read
+    python /app/deploy/healthcheck.py worker   the job store answers a read: the PostgreSQL database of
+                                               COINAGE_DATABASE_URL, else <COINAGE_DATA_DIR>/jobs.sqlite3
+                                               on the shared volume
 
-Standard library only, and no import of the app: a check must be cheap (it runs every 30 s) and
-must not load models. A worker that dies makes its container exit (and restart); jobs it was
-running are queued again by the next worker once their heartbeat is stale (engine/jobs.py).
+Standard library only (plus the PostgreSQL driver when COINAGE_DATABASE_URL is set), and no import
+of the app: a check must be cheap (it runs every 30 s) and must not load models. A worker that dies
+makes its container exit (and restart); jobs it was running are queued again by the next worker once
+their heartbeat is stale (engine/jobs.py).
 """
 from __future__ import annotations
 
@@ -28,7 +30,10 @@ def check_web(url: str = "http://127.0.0.1:8000/healthz", timeout: float = 4.0) 
     return None
 
 
-def check_worker(data_dir: str | None = None) -> str | None:
+def check_worker(data_dir: str | None = None, database_url: str | None = None) -> str | None:
+    url = database_url or os.environ.get("COINAGE_DATABASE_URL")
+    if url:
+        return _check_postgres(url)
     path = Path(data_dir or os.environ.get("COINAGE_DATA_DIR") or "var") / "jobs.sqlite3"
     if not path.is_file():
         return f"no job store at {path}: is the data volume mounted and COINAGE_DATA_DIR set?"
@@ -40,6 +45,20 @@ def check_worker(data_dir: str | None = None) -> str | None:
             conn.close()
     except sqlite3.Error as e:
         return f"the job store {path} cannot be read: {e}"
+    return None
+
+
+def _check_postgres(url: str) -> str | None:
+    """The URL is never printed: it holds the database password."""
+    try:
+        import psycopg
+    except ImportError:
+        return "COINAGE_DATABASE_URL is set but the PostgreSQL driver is missing: pip install 'coinage[postgres]'"
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            conn.execute("SELECT count(*) FROM jobs").fetchone()
+    except psycopg.Error as e:
+        return f"the job store database (COINAGE_DATABASE_URL) cannot be read: {e}"
     return None
 
 

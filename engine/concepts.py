@@ -1,8 +1,9 @@
 """The concept registry: registered concepts, their trained token versions and which one is live.
 
-SQLite (stdlib `sqlite3`, WAL journal, one short connection per call) so the web app, the
-training worker and the CLI can share one registry across processes. Files live under
-`root/concepts/<name>/`:
+Rows in SQLite (`root/concepts/registry.sqlite3`, WAL journal), or in PostgreSQL tables when given
+a URL (COINAGE_DATABASE_URL), one short connection per call (engine/database.py), so the web app,
+the training worker and the CLI share one registry across processes (and, with PostgreSQL and a
+shared `root`, across hosts). Files always live under `root/concepts/<name>/`:
 
     images/                       the concept's example photos (PNG, as registered)
     versions/<version>/           one training run (or import)
@@ -24,7 +25,6 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +32,7 @@ from typing import Any, Sequence, Union
 
 import torch
 
-from . import sqlite as sqlite_db
+from .database import Connection, open_database
 from .errors import CoinageError, TokenError
 from .tokenizer import validate_placeholder
 from .tokens import CustomToken, TokenSet, load_token, save_token
@@ -127,26 +127,31 @@ def default_root() -> Path:
     return Path(os.environ.get("COINAGE_HOME", "var"))
 
 
-class ConceptRegistry:
-    """Concepts, versions and the active token of each, under `root` (see the module docstring)."""
+def as_registry(registry: "ConceptRegistry | str | Path") -> "ConceptRegistry":
+    """`registry` itself, or the SQLite registry under the root it names (TrainRequest.registry takes either)."""
+    return registry if isinstance(registry, ConceptRegistry) else ConceptRegistry(registry)
 
-    def __init__(self, root: str | Path):
+
+class ConceptRegistry:
+    """Concepts, versions and the active token of each: files under `root`, rows in SQLite under `root`
+    or, with `database_url`, in PostgreSQL (see the module docstring)."""
+
+    def __init__(self, root: str | Path, database_url: str | None = None):
         self.root = Path(root)
         self.concepts_dir = self.root / "concepts"
         self.concepts_dir.mkdir(parents=True, exist_ok=True)
-        self.db_path = self.concepts_dir / DB_NAME
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+        self.db_path = self.concepts_dir / DB_NAME  # the SQLite file; unused with database_url
+        self.db = open_database(self.db_path, database_url, scope="registry", foreign_keys=True)
+        self.db.create_schema(_SCHEMA)
 
     # ------------------------------------------------------------------ plumbing
 
     def _connect(self):
-        return sqlite_db.connect(self.db_path, foreign_keys=True)
+        return self.db.connect()
 
     def _write(self):
-        """A write transaction taken up front (BEGIN IMMEDIATE): read-then-write sequences are atomic."""
-        return sqlite_db.write(self.db_path, foreign_keys=True)
+        """A write transaction, serialised with the registry's other writers: read-then-write sequences are atomic."""
+        return self.db.write()
 
     def concept_dir(self, placeholder: str) -> Path:
         return self.concepts_dir / concept_name(placeholder)
@@ -248,8 +253,8 @@ class ConceptRegistry:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM concepts WHERE name=?", (name,)).fetchone() is None:
                 raise self._unknown(placeholder)
-            last = conn.execute("SELECT MAX(CAST(SUBSTR(version, 2) AS INTEGER)) FROM versions WHERE name=?",
-                                (name,)).fetchone()[0]
+            last = conn.execute("SELECT MAX(CAST(SUBSTR(version, 2) AS INTEGER)) AS last FROM versions WHERE name=?",
+                                (name,)).fetchone()["last"]
             version = f"v{(last or 0) + 1:04d}"
             conn.execute("INSERT INTO versions (name, version, status, method, backbone_id, created, updated) "
                          "VALUES (?,?,?,?,?,?,?)", (name, version, "training", method, backbone_id, now, now))
@@ -423,7 +428,7 @@ class ConceptRegistry:
         return ConceptError(f"no concept {placeholder!r} is registered; registered: {', '.join(names) or 'none'}. "
                             "Register it first (admin page or `coinage concept train`)")
 
-    def _not_activatable(self, conn: sqlite3.Connection, placeholder: str, version: str) -> ConceptError:
+    def _not_activatable(self, conn: Connection, placeholder: str, version: str) -> ConceptError:
         name = concept_name(placeholder)
         if conn.execute("SELECT 1 FROM concepts WHERE name=?", (name,)).fetchone() is None:
             return self._unknown(placeholder)
@@ -469,14 +474,14 @@ def _to_png(image: ImageSource, index: int) -> bytes:
     return out.getvalue()
 
 
-def _concept(row: sqlite3.Row) -> Concept:
+def _concept(row: Any) -> Concept:
     return Concept(name=row["name"], placeholder=row["placeholder"], parent=row["parent"],
                    attributes=json.loads(row["attributes"]), method=row["method"], num_vectors=row["num_vectors"],
                    status=row["status"], active_version=row["active_version"], created=row["created"],
                    updated=row["updated"], metrics=json.loads(row["metrics"] or "{}"), error=row["error"])
 
 
-def _version(row: sqlite3.Row) -> Version:
+def _version(row: Any) -> Version:
     return Version(name=row["name"], version=row["version"], status=row["status"], method=row["method"],
                    backbone_id=row["backbone_id"], created=row["created"], updated=row["updated"],
                    metrics=json.loads(row["metrics"] or "{}"), error=row["error"])

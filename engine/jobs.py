@@ -1,11 +1,12 @@
-"""Long jobs (training, reindex, previews) in a SQLite job store, and the worker that runs them.
+"""Long jobs (training, reindex, previews) in a job store, and the worker that runs them.
 
-The store is a stdlib `sqlite3` database in WAL mode with one short connection per call, so any
-number of web processes (gunicorn workers) and worker processes share it:
+The store is a SQLite file (WAL mode), or PostgreSQL tables when given a URL (COINAGE_DATABASE_URL),
+with one short connection per call (engine/database.py), so any number of web processes (gunicorn
+workers) and worker processes share it, on one host (SQLite) or several (PostgreSQL):
 
-    jobs = JobStore("var/jobs.sqlite3")
+    jobs = JobStore("var/jobs.sqlite3")                 # or JobStore(path, database_url="postgresql://...")
     job_id = jobs.submit("train", {"placeholder": "<aurora>"})
-    job = jobs.claim("worker-1", kinds=("train",))     # atomic: UPDATE ... WHERE status='queued'
+    job = jobs.claim("worker-1", kinds=("train",))     # atomic: each queued job goes to one worker
     jobs.progress(job.id, {"step": 3, "total": 100})    # also a heartbeat
     jobs.request_cancel(job_id)                          # the worker sees the flag and sets its Event
     jobs.finish(job.id, {"version": "v0001"})            # or fail(job.id, "error text") / cancelled(job.id)
@@ -26,7 +27,6 @@ import json
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 import uuid
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from engine import sqlite as sqlite_db
+from engine.database import Connection, DatabaseError, database_errors, open_database
 from engine.errors import CoinageError
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,10 @@ FINISHED = ("done", "failed", "cancelled")
 #: Buckets (seconds) of the duration histograms the store keeps per job kind (shared by all processes).
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0)
 
+# {rowid}: insertion order, the tie-break of equal `created` times (engine/database.py)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
+    {rowid}id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
     params TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -58,23 +59,23 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     interruptions INTEGER NOT NULL DEFAULT 0,
     worker TEXT,
-    created REAL NOT NULL,
-    started REAL,
-    heartbeat REAL,
-    finished REAL
+    created DOUBLE PRECISION NOT NULL,
+    started DOUBLE PRECISION,
+    heartbeat DOUBLE PRECISION,
+    finished DOUBLE PRECISION
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, kind, created);
 CREATE INDEX IF NOT EXISTS jobs_dedupe ON jobs (dedupe_key, status);
 CREATE TABLE IF NOT EXISTS durations (
     kind TEXT NOT NULL,
-    le REAL NOT NULL,
+    le DOUBLE PRECISION NOT NULL,
     count INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (kind, le)
 );
 CREATE TABLE IF NOT EXISTS duration_sums (
     kind TEXT PRIMARY KEY,
     count INTEGER NOT NULL DEFAULT 0,
-    total REAL NOT NULL DEFAULT 0
+    total DOUBLE PRECISION NOT NULL DEFAULT 0
 );
 """
 
@@ -131,28 +132,32 @@ class Job:
 
 
 class JobStore:
-    """Jobs in one SQLite file, safe to share between threads and processes (see module docstring)."""
+    """Jobs in one SQLite file, or in PostgreSQL tables with `database_url`; safe to share between threads,
+    processes and (PostgreSQL) hosts (see the module docstring)."""
 
-    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time, database_url: str | None = None):
+        self.path = Path(path)  # the SQLite file; unused with database_url
         self.clock = clock
+        self.db = open_database(self.path, database_url, scope="jobs")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as e:
-            raise JobError(f"cannot open the job store {self.path}: {e}; set COINAGE_DATA_DIR to a writable "
-                           "directory") from e
+            self.db.create_schema(_SCHEMA)
+        except (OSError, *database_errors()) as e:
+            detail = str(e) if isinstance(e, DatabaseError) else f"{self.location}: {e}; {self.db.hint}"
+            raise JobError(f"cannot open the job store: {detail}") from e
+
+    @property
+    def location(self) -> str:
+        """Where the jobs are: the SQLite file, or the PostgreSQL URL without its password."""
+        return self.db.location
 
     # ------------------------------------------------------------------ plumbing
 
     def _connect(self):
-        return sqlite_db.connect(self.path)
+        return self.db.connect()
 
-    def _write(self):
-        """A write transaction taken up front (BEGIN IMMEDIATE): read-then-write sequences are atomic."""
-        return sqlite_db.write(self.path)
+    def _write(self, exclusive: bool = True):
+        """A write transaction, serialised with the store's other writers: read-then-write sequences are atomic."""
+        return self.db.write(exclusive)
 
     # ------------------------------------------------------------------ submitting and reading
 
@@ -214,7 +219,7 @@ class JobStore:
             where.append(f"{column} IN ({','.join('?' * len(values))})")
             args.extend(values)
         if params_like is not None:
-            where.append("instr(params, ?) > 0")
+            where.append(f"{self.db.dialect.strpos}(params, ?) > 0")
             args.append(params_like)
         sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
         with self._connect() as conn:
@@ -229,9 +234,9 @@ class JobStore:
         if status is not None:
             where.append("status=?")
             args.append(status)
-        sql = "SELECT COUNT(*) FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql = "SELECT COUNT(*) AS n FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
         with self._connect() as conn:
-            return int(conn.execute(sql, args).fetchone()[0])
+            return int(conn.execute(sql, args).fetchone()["n"])
 
     def counts(self) -> dict[tuple[str, str], int]:
         """(kind, status) -> number of jobs (for /metrics)."""
@@ -244,22 +249,23 @@ class JobStore:
     def claim(self, worker: str, kinds: Sequence[str] | None = None) -> Job | None:
         """Take the oldest queued job (of `kinds`) for `worker`; None when there is none.
 
-        Atomic across processes: the UPDATE only succeeds while the row is still 'queued'.
+        Atomic across processes: SQLite takes the write lock first; PostgreSQL locks the row it reads and
+        skips rows other claims hold (FOR UPDATE SKIP LOCKED), so claims run side by side.
         """
         now = self.clock()
         kind_sql, args = "", []
         if kinds:
             kind_sql = f" AND kind IN ({','.join('?' * len(kinds))})"
             args = list(kinds)
-        with self._write() as conn:
-            row = conn.execute(f"SELECT id FROM jobs WHERE status='queued'{kind_sql} ORDER BY created, rowid LIMIT 1",
-                               args).fetchone()
+        with self._write(exclusive=False) as conn:
+            row = conn.execute(f"SELECT id FROM jobs WHERE status='queued'{kind_sql} ORDER BY created, rowid LIMIT 1"
+                               f"{self.db.dialect.skip_locked}", args).fetchone()
             if row is None:
                 return None
             cur = conn.execute("UPDATE jobs SET status='running', worker=?, started=?, heartbeat=?, "
                                "attempts=attempts+1, error=NULL WHERE id=? AND status='queued'",
                                (worker, now, now, row["id"]))
-            if cur.rowcount != 1:  # cannot happen inside BEGIN IMMEDIATE; kept as the contract
+            if cur.rowcount != 1:  # cannot happen: the row is locked; kept as the contract
                 return None
         return self.get(row["id"])
 
@@ -286,7 +292,8 @@ class JobStore:
         """Ask a job to stop. A queued job is cancelled at once; a running one when its worker sees the flag."""
         now = self.clock()
         with self._write() as conn:
-            row = conn.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = conn.execute(f"SELECT status FROM jobs WHERE id=?{self.db.dialect.for_update}",
+                               (job_id,)).fetchone()
             if row is None:
                 raise JobError(f"no job {job_id!r} to cancel")
             if row["status"] == "queued":
@@ -309,7 +316,8 @@ class JobStore:
         now = self.clock()
         blob = None if result is None else json.dumps(result, default=_jsonable)
         with self._write() as conn:
-            row = conn.execute("SELECT kind, started, status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = conn.execute(f"SELECT kind, started, status FROM jobs WHERE id=?{self.db.dialect.for_update}",
+                               (job_id,)).fetchone()
             if row is None:
                 raise JobError(f"no job {job_id!r} to mark {status}")
             if row["status"] != "running":
@@ -336,7 +344,8 @@ class JobStore:
         requeued = []
         with self._write() as conn:
             rows = conn.execute("SELECT id, attempts, cancel_requested FROM jobs WHERE status='running' "
-                                "AND (heartbeat IS NULL OR heartbeat < ?)", (cutoff,)).fetchall()
+                                f"AND (heartbeat IS NULL OR heartbeat < ?){self.db.dialect.for_update}",
+                                (cutoff,)).fetchall()
             for row in rows:
                 if row["cancel_requested"]:
                     conn.execute("UPDATE jobs SET status='cancelled', finished=?, interruptions=interruptions+1, "
@@ -365,7 +374,7 @@ class JobStore:
         with self._write() as conn:
             cur = conn.execute(f"DELETE FROM jobs WHERE status IN ('done','failed','cancelled') AND finished < ?"
                                f"{kind_sql}", (cutoff, *args))
-        return cur.rowcount
+            return cur.rowcount
 
     def durations(self) -> dict[str, dict[str, Any]]:
         """kind -> {"buckets": [(le, cumulative count)], "count": n, "sum": seconds} of successful runs."""
@@ -379,7 +388,7 @@ class JobStore:
         return out
 
 
-def _observe(conn: sqlite3.Connection, kind: str, seconds: float) -> None:
+def _observe(conn: Connection, kind: str, seconds: float) -> None:
     """Add one run time to the kind's histogram (cumulative buckets, as Prometheus exposes them)."""
     for le in DURATION_BUCKETS:
         conn.execute("INSERT INTO durations (kind, le, count) VALUES (?, ?, 0) ON CONFLICT (kind, le) DO NOTHING",
@@ -387,7 +396,8 @@ def _observe(conn: sqlite3.Connection, kind: str, seconds: float) -> None:
         if seconds <= le:
             conn.execute("UPDATE durations SET count=count+1 WHERE kind=? AND le=?", (kind, le))
     conn.execute("INSERT INTO duration_sums (kind, count, total) VALUES (?, 1, ?) "
-                 "ON CONFLICT (kind) DO UPDATE SET count=count+1, total=total+excluded.total", (kind, seconds))
+                 "ON CONFLICT (kind) DO UPDATE SET count=duration_sums.count+1, "
+                 "total=duration_sums.total+excluded.total", (kind, seconds))
 
 
 def _jsonable(value: Any) -> Any:
@@ -400,7 +410,7 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _job(row: Any) -> Job:
     return Job(id=row["id"], kind=row["kind"], params=json.loads(row["params"]), status=row["status"],
                progress=json.loads(row["progress"] or "{}"),
                result=json.loads(row["result"]) if row["result"] is not None else None, error=row["error"],
@@ -488,11 +498,11 @@ class Worker:
                 last_recovery = time.monotonic()  # jobs of workers that died while this one runs
                 try:
                     self.store.recover_stale(self.stale_after_s, self.max_attempts)
-                except sqlite3.Error as e:
+                except database_errors() as e:
                     log.warning("cannot recover interrupted jobs (%s); retrying later", e)
             try:
                 job = self.store.claim(self.id, lane)
-            except sqlite3.Error as e:
+            except database_errors() as e:
                 log.error("worker lane %s: cannot claim a job (%s); retrying", lane, e)
                 self._stop.wait(max(self.poll_s, 1.0))
                 continue
@@ -537,7 +547,7 @@ class Worker:
     def _progress(self, job_id: str, progress: dict) -> None:
         try:
             self.store.progress(job_id, progress)
-        except sqlite3.Error as e:  # a busy database must not kill the job; the next report will land
+        except database_errors() as e:  # a busy or unreachable database must not kill the job; the next report lands
             log.warning("job %s: progress not recorded (%s)", job_id, e)
 
     def _monitor(self, job_id: str, cancel: threading.Event, done: threading.Event) -> None:
@@ -546,7 +556,7 @@ class Worker:
             try:
                 if self.store.heartbeat(job_id):
                     cancel.set()
-            except sqlite3.Error as e:
+            except database_errors() as e:
                 log.warning("job %s: heartbeat failed (%s)", job_id, e)
             if self._stop.is_set():
                 cancel.set()

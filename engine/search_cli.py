@@ -30,7 +30,7 @@ def register(sub) -> list[str]:
     p.add_argument("--store-url", help="Qdrant server URL for --store-backend server")
     p.add_argument("--collection", default="products", help="collection or alias to search")
     p.add_argument("--root", help="concept registry root: its active tokens and their training-image features "
-                   "(default: $COINAGE_HOME or ./var)")
+                   "(default: $COINAGE_HOME or ./var; its rows in PostgreSQL when COINAGE_DATABASE_URL is set)")
     p.add_argument("--tokens", help="a directory of custom-token files (*.safetensors) instead of the registry")
     p.add_argument("--concept-images", action="append", default=[], metavar="TOKEN=DIR",
                    help="training images of a token for GAIR, e.g. '<aurora>=photos/aurora' (repeatable; "
@@ -138,11 +138,13 @@ def token_sources(args: argparse.Namespace, backbone):
     if args.tokens:
         return load_tokens(args.tokens, backbone), images
     from engine.concepts import DB_NAME, ConceptRegistry, default_root
+    from engine.database import database_url_from_env
 
     root = Path(args.root) if args.root else default_root()
-    if not (root / "concepts" / DB_NAME).is_file():
+    database_url = database_url_from_env()
+    if database_url is None and not (root / "concepts" / DB_NAME).is_file():
         return TokenSet(), images
-    registry = ConceptRegistry(root)
+    registry = ConceptRegistry(root, database_url=database_url)
 
     def features(placeholder: str):
         return images(placeholder) if placeholder in images.dirs else registry.features(placeholder)

@@ -10,6 +10,7 @@ derives every path from `data_dir`, so one directory holds a whole installation:
     <data_dir>/store/          embedded vector store (unless COINAGE_STORE_PATH / a Qdrant server)
     <data_dir>/concepts/       concept registry (SQLite + images + token versions)
     <data_dir>/jobs.sqlite3    job store (engine.jobs)
+      (with COINAGE_DATABASE_URL the rows of both are in PostgreSQL; the concept files stay here)
     <data_dir>/previews/       preview PNGs and GAIR outcomes shared by web and worker processes
     <data_dir>/indexer/        rejected-row files of reindex jobs
     <data_dir>/onnx/           ONNX exports of the backbone's encoders (unless COINAGE_ONNX_CACHE)
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from engine.database import DatabaseError, check_url, database_url_from_env
 from engine.errors import CoinageError
 from engine.query.config import QueryConfig
 from engine.store import StoreConfig
@@ -120,6 +122,9 @@ class AppSettings:
     catalog: Path | None = None
     # Key that signs session cookies (COINAGE_SECRET_KEY). None in dev: generated once into <data_dir>/secret_key.
     secret_key: str | None = field(default=None, repr=False)
+    # PostgreSQL URL holding the job store's and the concept registry's rows (COINAGE_DATABASE_URL), e.g.
+    # postgresql://coinage:PASSWORD@db:5432/coinage. None: SQLite files (jobs_db, <registry_root>/concepts/).
+    database_url: str | None = field(default=None, repr=False)
     # Vector store; None: the embedded store under <data_dir>/store.
     store: StoreConfig | None = None
     # Query service; preview_dir None becomes <data_dir>/previews (shared by web and worker processes).
@@ -138,6 +143,11 @@ class AppSettings:
         if self.env not in ENVIRONMENTS:
             raise SettingsError(f"COINAGE_ENV={self.env!r} is not one of {ENVIRONMENTS}")
         self.data_dir = Path(self.data_dir)
+        if self.database_url is not None:
+            try:
+                check_url(self.database_url)
+            except DatabaseError as e:
+                raise SettingsError(str(e)) from e
         if self.catalog is None:
             self.catalog = self.data_dir / "world" / "catalog.jsonl"
         self.catalog = Path(self.catalog)
@@ -154,6 +164,7 @@ class AppSettings:
 
     @property
     def jobs_db(self) -> Path:
+        """The job store's SQLite file (unused with database_url)."""
         return self.data_dir / "jobs.sqlite3"
 
     @property
@@ -206,6 +217,7 @@ class AppSettings:
                          ("catalog", "COINAGE_CATALOG"), ("secret_key", "COINAGE_SECRET_KEY")):
             if env.get(var):
                 values[key] = env[var]
+        values["database_url"] = database_url_from_env(env)
         values["threads"] = _number(env, "COINAGE_THREADS", int, None)
         values["onnx"] = _flag(env, "COINAGE_ONNX", True)
         values["store"] = store_config_from_env(env)

@@ -84,3 +84,34 @@ def store_config(request):
     """Runs the test once per store backend; store_config(directory, persistent=False, **fields) -> its StoreConfig
     (see _store_config)."""
     return functools.partial(_store_config, request.param)
+
+
+# --- databases: the job store and concept registry tests run on SQLite and on a real PostgreSQL (tests/pg_server.py) --
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server from Debian's package for the session (skipped, naming the install, without one)."""
+    from pg_server import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as e:
+        pytest.skip(str(e))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a fresh, empty database on the session's server, dropped after the test."""
+    name = postgres_server.create_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request):
+    """Runs the test once per database backend: None (the SQLite files) or a fresh PostgreSQL database's URL
+    (the `database_url=` of JobStore and ConceptRegistry)."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")

@@ -1,4 +1,6 @@
-"""The concept registry: registration, versions, atomic activation, live tokens, features, cross-process use."""
+"""The concept registry: registration, versions, atomic activation, live tokens, features, cross-process use.
+
+Every test that takes `reg` runs with the rows in SQLite and in PostgreSQL (`database_url`: tests/conftest.py)."""
 import io
 import json
 import logging
@@ -40,8 +42,8 @@ def finish_version(reg, placeholder, version, seed=0, backbone_id="tiny-random",
 
 
 @pytest.fixture
-def reg(tmp_path):
-    return ConceptRegistry(tmp_path / "root")
+def reg(tmp_path, database_url):
+    return ConceptRegistry(tmp_path / "root", database_url=database_url)
 
 
 def test_register_stores_images_and_lists(reg, tmp_path):
@@ -194,16 +196,21 @@ def test_import_a_diffusers_textual_inversion_file(reg, tmp_path):
     assert reg.get("<toy2>").active_version is None and v2.version == "v0001"
 
 
-def test_registry_is_shared_across_processes(reg):
+def test_registry_is_shared_across_processes(reg, database_url):
     reg.register("<aurora>", "dress", images())
     v = reg.start_version("<aurora>", "ti+ce+proj", "tiny-random")
     finish_version(reg, "<aurora>", v)
-    code = ("import sys, json; from engine.concepts import ConceptRegistry; r = ConceptRegistry(sys.argv[1]); "
+    code = ("import sys, json; from engine.concepts import ConceptRegistry; "
+            "r = ConceptRegistry(sys.argv[1], database_url=sys.argv[3] or None); "
             "r.activate('<aurora>', sys.argv[2]); print(json.dumps([c.active_version for c in r.list()]))")
-    out = subprocess.run([sys.executable, "-c", code, str(reg.root), v], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code, str(reg.root), v, database_url or ""], capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parent.parent, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [v] and reg.get("<aurora>").active_version == v
+    if database_url is not None:
+        assert not reg.db_path.exists()  # the rows are in PostgreSQL; the files are under the root
+        assert (reg.version_dir("<aurora>", v) / TOKEN_FILE).is_file()
+        return
     import sqlite3
 
     conn = sqlite3.connect(reg.db_path)

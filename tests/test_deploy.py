@@ -31,8 +31,9 @@ PACKAGES = ("coinage", "engine", "indexer", "trainer", "web", "world")
 QDRANT_NODES = ("qdrant-0", "qdrant-1", "qdrant-2")
 APP_SERVICES = ("web", "worker", "worker-2")
 # test values for the secrets the example leaves empty
-SECRETS = {"QDRANT_API_KEY": "q" * 64, "COINAGE_SECRET_KEY": "s" * 64,
+SECRETS = {"QDRANT_API_KEY": "q" * 64, "COINAGE_SECRET_KEY": "s" * 64, "POSTGRES_PASSWORD": "p" * 64,
            "COINAGE_ADMIN_PASSWORD_HASH": "scrypt:32768:8:1$salt$0123abcd"}
+POSTGRES_MAJOR = "15"  # the server the tests run against (tests/pg_server.py: Debian's postgresql)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
@@ -221,6 +222,26 @@ def test_app_processes_get_production_settings_from_compose(compose, service):
     assert snapshots.nodes == tuple(f"http://{n}:6333" for n in QDRANT_NODES)
     assert str(snapshots.dir).startswith(str(settings.data_dir))
     assert settings.query.preview_dir.startswith(str(settings.data_dir))  # the preview cache is shared
+    assert settings.database_url == f"postgresql://coinage:{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/coinage"
+
+
+def test_postgres_holds_jobs_and_the_registry(compose, raw_compose):
+    from urllib.parse import urlsplit
+
+    pg = compose["services"]["postgres"]
+    image, _, tag = pg["image"].partition(":")
+    assert image == "postgres" and tag.split(".")[0] == POSTGRES_MAJOR  # the major version the tests run on
+    env = pg["environment"]
+    assert env["POSTGRES_PASSWORD"] == SECRETS["POSTGRES_PASSWORD"]
+    (data,) = pg["volumes"]
+    assert data.split(":")[0] in raw_compose["volumes"] and data.endswith(":/var/lib/postgresql/data")
+    assert pg["healthcheck"]["test"][1] == "pg_isready" and "ports" not in pg  # reachable on the compose network only
+    for name in APP_SERVICES:
+        svc = compose["services"][name]
+        url = urlsplit(app_env(svc)["COINAGE_DATABASE_URL"])
+        assert (url.hostname, url.port, url.username, url.password, url.path) == (
+            "postgres", 5432, env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], "/" + env["POSTGRES_DB"])
+        assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
 def test_every_process_reaches_the_shared_state(compose, raw_compose):
@@ -365,9 +386,17 @@ def test_dockerfiles_are_non_root_with_health_checks_and_volumes(name, role):
 
 def test_cuda_image_installs_the_gpu_runtime():
     runs = " ".join(a for k, a in parse_dockerfile(DEPLOY / "Dockerfile.cuda") if k == "RUN")
-    assert "[gpu]" in runs and "pip uninstall -y onnxruntime" in runs and "onnxruntime-gpu" in runs
+    assert re.search(r'/app\[([a-z]+,)*gpu[],]', runs)
+    assert "pip uninstall -y onnxruntime" in runs and "onnxruntime-gpu" in runs
     extras = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^gpu = \["onnxruntime-gpu', extras, re.M)
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
+def test_images_install_the_postgres_driver(name):
+    runs = " ".join(a for k, a in parse_dockerfile(DEPLOY / name) if k == "RUN")
+    assert re.search(r'pip install -e "/app\[([a-z]+,)*postgres[],]', runs), name
+    assert re.search(r'^postgres = \["psycopg\[binary\]', (ROOT / "pyproject.toml").read_text(), re.M)
 
 
 # --- the health-check script ------------------------------------------------------------------
@@ -395,6 +424,23 @@ def test_worker_healthcheck_reads_the_job_store(tmp_path, monkeypatch):
     assert hc.check_worker() is None
     assert hc.main(["worker"]) == 0
     assert hc.main(["nonsense"]) == 2
+
+
+def test_worker_healthcheck_reads_the_postgres_job_store(tmp_path, monkeypatch, postgres_url):
+    from engine.jobs import JobStore
+
+    hc = load_healthcheck()
+    monkeypatch.setenv("COINAGE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("COINAGE_DATABASE_URL", postgres_url)
+    assert "cannot be read" in hc.check_worker()  # no jobs table yet: no worker has started
+    JobStore(tmp_path / "jobs.sqlite3", database_url=postgres_url)
+    assert hc.check_worker() is None and hc.main(["worker"]) == 0
+    assert not (tmp_path / "jobs.sqlite3").exists()
+    down = "postgresql://coinage:hunter2@127.0.0.1:9/coinage"
+    problem = hc.check_worker(database_url=down)
+    assert "COINAGE_DATABASE_URL" in problem and "hunter2" not in problem
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    assert "pip install 'coinage[postgres]'" in hc.check_worker()
 
 
 def test_web_healthcheck_asks_healthz():

@@ -1,5 +1,8 @@
-"""The SQLite job store and worker: submit/claim (atomic across connections), progress, cancel, failure,
-restart recovery of stale jobs, lanes, and the duration histograms behind /metrics."""
+"""The job store and worker: submit/claim (atomic across connections), progress, cancel, failure,
+restart recovery of stale jobs, lanes, and the duration histograms behind /metrics.
+
+Every test that takes `store` or `make_store` runs on SQLite and on PostgreSQL (`database_url`: tests/conftest.py);
+what only PostgreSQL does is in tests/test_database.py."""
 import threading
 import time
 
@@ -17,8 +20,14 @@ class Clock:
 
 
 @pytest.fixture
-def store(tmp_path):
-    return JobStore(tmp_path / "jobs.sqlite3")
+def make_store(tmp_path, database_url):
+    """make_store(clock=time.time) -> a JobStore on this test's database (each call: another process's view of it)."""
+    return lambda clock=time.time: JobStore(tmp_path / "jobs.sqlite3", clock=clock, database_url=database_url)
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()
 
 
 def wait_for(predicate, timeout=10.0):
@@ -30,7 +39,7 @@ def wait_for(predicate, timeout=10.0):
     return False
 
 
-def test_submit_claim_progress_finish_and_persistence(tmp_path, store):
+def test_submit_claim_progress_finish_and_persistence(make_store, store):
     job_id = store.submit("train", {"placeholder": "<aurora>"})
     job = store.get(job_id)
     assert job.status == "queued" and job.params == {"placeholder": "<aurora>"} and job.attempts == 0
@@ -39,7 +48,7 @@ def test_submit_claim_progress_finish_and_persistence(tmp_path, store):
     assert store.claim("w2", ["train"]) is None
     store.progress(job_id, {"step": 2, "total": 5})
     store.finish(job_id, {"version": "v0001"})
-    again = JobStore(tmp_path / "jobs.sqlite3").get(job_id)  # a new process sees the same state
+    again = make_store().get(job_id)  # a new process sees the same state
     assert again.status == "done" and again.result == {"version": "v0001"} and again.progress["step"] == 2
     assert again.finished is not None and again.seconds is not None
     assert store.durations()["train"]["count"] == 1
@@ -55,13 +64,12 @@ def test_claim_takes_only_the_lanes_kinds_oldest_first(store):
     assert store.claim("w").kind == "train"
 
 
-def test_concurrent_claims_from_many_connections_take_each_job_once(tmp_path):
-    path = tmp_path / "jobs.sqlite3"
-    ids = {JobStore(path).submit("preview", {"i": i}) for i in range(30)}
+def test_concurrent_claims_from_many_connections_take_each_job_once(make_store):
+    ids = {make_store().submit("preview", {"i": i}) for i in range(30)}
     taken, lock = [], threading.Lock()
 
     def grab(n):
-        store = JobStore(path)
+        store = make_store()
         while True:
             job = store.claim(f"w{n}", ["preview"])
             if job is None:
@@ -98,9 +106,9 @@ def test_cancel_queued_is_immediate_and_running_sets_the_flag(store):
         store.request_cancel("nope")
 
 
-def test_recover_stale_requeues_then_gives_up(tmp_path):
+def test_recover_stale_requeues_then_gives_up(make_store):
     clock = Clock()
-    store = JobStore(tmp_path / "jobs.sqlite3", clock=clock)
+    store = make_store(clock)
     job_id = store.submit("train", {"placeholder": "<a>"})
     for attempt in range(1, 4):
         assert store.claim("dead-worker").attempts == attempt
@@ -204,28 +212,26 @@ def test_stopping_the_worker_requeues_its_running_job(store):
     assert job.status == "queued" and job.interruptions == 1  # a restarted worker runs it again
 
 
-def test_restart_recovers_a_job_whose_worker_died(tmp_path):
+def test_restart_recovers_a_job_whose_worker_died(make_store):
     clock = Clock()
-    path = tmp_path / "jobs.sqlite3"
-    JobStore(path, clock=clock).submit("echo", {"v": 1})
-    JobStore(path, clock=clock).claim("crashed-process")  # its process died without finishing
+    make_store(clock).submit("echo", {"v": 1})
+    make_store(clock).claim("crashed-process")  # its process died without finishing
     clock.t += 3600
-    store = JobStore(path, clock=clock)
+    store = make_store(clock)
     worker = Worker(store, {"echo": lambda p, progress, cancel: p}, stale_after_s=30)
     store.recover_stale(worker.stale_after_s)
     job = worker.run_once()
     assert job.status == "done" and job.result == {"v": 1} and job.attempts == 2 and job.interruptions == 1
 
 
-def test_a_running_worker_picks_up_jobs_of_a_worker_that_died_meanwhile(tmp_path):
-    path = tmp_path / "jobs.sqlite3"
-    store = JobStore(path)
+def test_a_running_worker_picks_up_jobs_of_a_worker_that_died_meanwhile(make_store):
+    store = make_store()
     worker = Worker(store, {"echo": lambda p, progress, cancel: p}, poll_s=0.02, heartbeat_s=0.05,
                     stale_after_s=0.5).start()
     try:
         first = store.submit("echo", {"v": 1})
         assert wait_for(lambda: store.get(first).status == "done")
-        other = JobStore(path, clock=lambda: time.time() - 60)  # another worker, whose last heartbeat is old
+        other = make_store(lambda: time.time() - 60)  # another worker, whose last heartbeat is old
         orphan = other.submit("other-kind", {"v": 3})  # a kind only the other worker runs...
         other.claim("dead-worker", ["other-kind"])  # ...and it died while running it
         assert wait_for(lambda: store.get(orphan).status == "queued")

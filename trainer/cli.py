@@ -73,7 +73,8 @@ def register(sub) -> list[str]:
 
 
 def _common(p: argparse.ArgumentParser, backbone: bool = False) -> None:
-    p.add_argument("--root", help="registry root (default: $COINAGE_HOME or ./var)")
+    p.add_argument("--root", help="registry root (default: $COINAGE_HOME or ./var); its rows are in PostgreSQL "
+                   "when COINAGE_DATABASE_URL is set")
     if backbone:
         p.add_argument("--backbone", default="world", help="registry name, local directory or hf-hub:org/repo")
         p.add_argument("--device", default="auto")
@@ -114,8 +115,9 @@ def _placeholder(name: str) -> str:
 
 def _registry(args):
     from engine.concepts import ConceptRegistry, default_root
+    from engine.database import database_url_from_env
 
-    return ConceptRegistry(args.root or default_root())
+    return ConceptRegistry(args.root or default_root(), database_url=database_url_from_env())
 
 
 def _folder_images(folder: str) -> list[Path]:
@@ -175,7 +177,7 @@ def _train(args) -> int:
         registry.register(placeholder, parent, blobs, attributes, config.method, config.num_vectors)
     request = TrainRequest(placeholder=placeholder, parent=parent, images=blobs, backbone=backbone,
                            attributes=attributes, config=config, catalog_negatives=catalog, heldout=heldout,
-                           registry=registry.root, version=args.version, resume=not args.no_resume,
+                           registry=registry, version=args.version, resume=not args.no_resume,
                            activate=not args.no_activate)
     bar = _Bar(config.steps)
     try:

@@ -16,9 +16,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 from engine.errors import CoinageError
+
+if TYPE_CHECKING:
+    from engine.concepts import ConceptRegistry
 
 ImageInput = Any  # a file path, image bytes, a PIL image, or a (3, H, W) tensor in [0, 1]
 
@@ -192,7 +195,8 @@ class TrainRequest:
     config: TrainConfig = field(default_factory=TrainConfig)
     catalog_negatives: Sequence[ImageInput] = ()  # catalog images of the parent category
     heldout: HeldOut | None = None  # held-out images for the AUC diagnostics (skipped when None)
-    registry: Union[str, Path, None] = None  # registry root (engine.concepts.ConceptRegistry)
+    # the concept registry: an open engine.concepts.ConceptRegistry (needed for PostgreSQL rows), or its root
+    registry: Union["ConceptRegistry", str, Path, None] = None
     out_dir: Union[str, Path, None] = None  # version directory when there is no registry
     version: str | None = None  # registry version to resume; None: the newest unfinished compatible one
     resume: bool = True  # continue from a checkpoint of the same request when there is one
@@ -210,7 +214,7 @@ class TrainRequest:
             raise TrainingError(f"training needs {MIN_IMAGES} to {MAX_IMAGES} images of the concept, "
                                 f"got {len(self.images)}")
         if (self.registry is None) == (self.out_dir is None):
-            raise TrainingError("give exactly one of registry (a registry root) or out_dir (a version directory)")
+            raise TrainingError("give exactly one of registry (a registry or its root) or out_dir (a version directory)")
         if self.attributes is not None and self.config.spec.projection and len(self.attributes) < 2:
             raise TrainingError(f"the subspace projection needs at least 2 attribute words, got "
                                 f"{list(self.attributes)}; add attributes or leave them out for automatic selection")

@@ -83,12 +83,15 @@ def train_concept(request: TrainRequest, progress: Progress | None = None,
         raise
 
 
-def request_from_registry(root: str | Path, placeholder: str, backbone: Any = "world",
+def request_from_registry(root: Any, placeholder: str, backbone: Any = "world",
                           config: TrainConfig | None = None, **overrides: Any) -> TrainRequest:
-    """A TrainRequest for a registered concept: its stored images, parent, attributes, method and size."""
-    from engine.concepts import ConceptRegistry
+    """A TrainRequest for a registered concept: its stored images, parent, attributes, method and size.
 
-    registry = ConceptRegistry(root)
+    `root` is an open ConceptRegistry, or the root of a SQLite one (see TrainRequest.registry).
+    """
+    from engine.concepts import as_registry
+
+    registry = as_registry(root)
     concept = registry.get(placeholder)
     config = config or TrainConfig()
     config = replace(config, method=concept.method, num_vectors=concept.num_vectors)
@@ -129,9 +132,9 @@ def _target(request: TrainRequest, backbone, key: str):
         _write_request(work, key, request)
         return None, None, directory
 
-    from engine.concepts import ConceptRegistry
+    from engine.concepts import as_registry
 
-    registry = ConceptRegistry(request.registry)
+    registry = as_registry(request.registry)
     ph = request.placeholder
     registry.get(ph)  # unknown concepts fail here, with the list of registered ones
     if request.version is not None:

@@ -155,8 +155,8 @@ def _worker(args) -> int:
         worker.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
-    print(f"coinage worker {worker.id}: lanes {[list(lane) for lane in worker.lanes]}, jobs in {settings.jobs_db}",
-          flush=True)
+    lanes = [list(lane) for lane in worker.lanes]
+    print(f"coinage worker {worker.id}: lanes {lanes}, jobs in {resources.jobs.location}", flush=True)
     try:
         worker.serve_forever()
     except KeyboardInterrupt:

@@ -43,6 +43,7 @@ def bad_field(name: str, message: str) -> ApiError:
 def from_engine(error: Exception) -> ApiError:
     """An engine error as an ApiError: status and code by type, the engine's own message (it names the fix)."""
     from engine.concepts import ConceptError
+    from engine.database import DatabaseError
     from engine.errors import TokenError, UnknownTokenError
     from engine.jobs import JobError
     from engine.query import IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
@@ -55,7 +56,8 @@ def from_engine(error: Exception) -> ApiError:
     table = ((IndexNotFound, 503, "index_missing"), (IndexMismatch, 503, "index_mismatch"),
              (PreviewUnavailable, 409, "preview_unavailable"), (QueryError, 400, "bad_query"),
              (TokenError, 400, "bad_token"), (TrainingError, 400, "bad_training_request"),
-             (JobError, 404, "job_not_found"), (StoreError, 503, "store_unavailable"))
+             (JobError, 404, "job_not_found"), (StoreError, 503, "store_unavailable"),
+             (DatabaseError, 503, "database_unavailable"))
     for kind, status, code in table:
         if isinstance(error, kind):
             return ApiError(status, code, message)

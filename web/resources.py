@@ -120,8 +120,8 @@ class Resources:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.backbone = backbone if backbone is not None else self._load_backbone(settings)
         self.store = open_store(settings.store)
-        self.registry = ConceptRegistry(settings.registry_root)
-        self.jobs = JobStore(settings.jobs_db)
+        self.registry = ConceptRegistry(settings.registry_root, database_url=settings.database_url)
+        self.jobs = JobStore(settings.jobs_db, database_url=settings.database_url)
         self.tokens = TokenProvider(self.registry, self.backbone)
         self.query = QueryService(self.backbone, self.store, self.tokens, concept_features(self.registry),
                                   settings.query)

@@ -34,7 +34,7 @@ class Runners:
         settings = self.res.settings
         overrides = dict(params.get("config") or {})
         config = dataclasses.replace(settings.train, **overrides)
-        request = request_from_registry(settings.registry_root, params["placeholder"], backbone=self.res.backbone,
+        request = request_from_registry(self.res.registry, params["placeholder"], backbone=self.res.backbone,
                                         config=config)
         history: list[list[float]] = []
 

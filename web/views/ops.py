@@ -23,7 +23,7 @@ def readyz():
     checks["index"] = {"ok": ready, "detail": detail}
     try:
         res.jobs.count()
-        checks["jobs"] = {"ok": True, "detail": str(res.settings.jobs_db)}
+        checks["jobs"] = {"ok": True, "detail": res.jobs.location}
     except Exception as e:  # noqa: BLE001 - any failure means "not ready", reported with its text
         checks["jobs"] = {"ok": False, "detail": f"{type(e).__name__}: {e}"}
     worker = res.worker
