@@ -3,8 +3,8 @@
 Three phases, each seeded, checkpointed and resumable (`--resume` is the default: a killed run
 picks up at its last checkpoint):
 
-1. `clip`: contrastive image/caption training of a small ViT + text transformer (open_clip
-   architecture, the real CLIP BPE tokenizer, context 32), with NegCLIP-style hard negatives:
+1. `clip`: contrastive image/caption training of a small ResNet image tower + text transformer
+   (open_clip architecture, the real CLIP BPE tokenizer, context 32), with NegCLIP-style hard negatives:
    each caption also enters the batch with its product noun swapped and with its colour
    swapped, as extra negatives for its image. Without them a batch of 96 is told apart by
    colour, pattern and background alone and the image tower barely learns shapes (first
@@ -40,6 +40,7 @@ from engine.loading import Backbone, save_backbone
 from engine.text import TextEncoder
 from engine.tiny import build_clip, build_scheduler, build_unet, build_vae
 from engine.tokenizer import TokenLayout
+from world.errors import WorldError
 from world.vocab import CATEGORY_NOUNS, COLOURS
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,11 @@ class WorldTrainConfig:
     vae_batch: int = 16
     vae_lr: float = 1e-3
     vae_kl: float = 1e-6  # KL weight (small: a nearly deterministic autoencoder, as SD's)
-    unet_steps: int = 3000
+    unet_steps: int = 7000
     unet_batch: int = 32
     unet_lr: float = 5e-4
     uncond_prob: float = 0.1  # caption dropout for classifier-free guidance
-    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_channels: tuple[int, ...] = (64, 128, 128)
     vae_channels: tuple[int, ...] = (16, 32, 64)
     threads: int = 2
     ckpt_every: int = 200
@@ -164,20 +165,45 @@ def _ckpt(cfg: WorldTrainConfig, phase: str) -> Path:
     return Path(cfg.work) / f"{phase}.ckpt"
 
 
+_SHARED = ("seed", "pairs", "detail_prob")
+_UPSTREAM = {"clip": (), "vae": (), "unet": ("clip", "vae")}
+
+
+def phase_settings(cfg: WorldTrainConfig, phase: str) -> dict:
+    """The settings a phase's checkpoint depends on: its own fields, the data's, and those of the phases it
+    builds on (the UNet learns on the VAE's latents and the CLIP text tower's states)."""
+    fields = asdict(cfg)
+    own = {k: v for k, v in fields.items() if k in _SHARED or k.startswith(f"{phase}_")
+           or (phase == "clip" and k == "hard_negatives") or (phase == "unet" and k == "uncond_prob")}
+    for up in _UPSTREAM[phase]:
+        own.update(phase_settings(cfg, up))
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(own.items())}
+
+
 def save_ckpt(cfg, phase: str, step: int, modules: dict, done: bool = False, seconds: float = 0.0) -> None:
     path = _ckpt(cfg, phase)
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "done": done, "seconds": seconds, **{k: m.state_dict() for k, m in modules.items()}},
-               tmp)
+    torch.save({"step": step, "done": done, "seconds": seconds, "settings": json.dumps(phase_settings(cfg, phase)),
+                **{k: m.state_dict() for k, m in modules.items()}}, tmp)
     tmp.replace(path)
 
 
 def load_ckpt(cfg, phase: str, modules: dict) -> tuple[int, bool, float]:
-    """(step, done, training seconds so far, over every run that added to this checkpoint)."""
+    """(step, done, training seconds so far, over every run that added to this checkpoint).
+
+    A checkpoint written under other settings (another UNet width, step count, world seed...) is refused: resuming
+    it would mix two trainings or fail on mismatched shapes."""
     path = _ckpt(cfg, phase)
     if not path.is_file():
         return 0, False, 0.0
     state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = json.loads(state["settings"]) if "settings" in state else None
+    wanted = phase_settings(cfg, phase)
+    if saved is not None and saved != wanted:
+        diff = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, now {wanted.get(k)!r}"
+                         for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))
+        raise WorldError(f"{path} was trained with other {phase} settings ({diff}). Delete it to retrain "
+                         f"the {phase} phase (and the phases after it), or pass --work <new directory>.")
     for k, m in modules.items():
         m.load_state_dict(state[k])
     return int(state["step"]), bool(state["done"]), float(state.get("seconds", 0.0))
@@ -300,6 +326,15 @@ def train_unet(cfg, backbone: Backbone, latents: torch.Tensor, captions: list[st
 
 # ---------------------------------------------------------------- driver
 
+def _trained(cfg, phase: str, modules: dict) -> float:
+    """Load a phase trained by an earlier run (`--phases` left it out); its seconds, for the report."""
+    step, done, seconds = load_ckpt(cfg, phase, modules)
+    if not done:
+        raise WorldError(f"{_ckpt(cfg, phase)} is missing or unfinished (step {step}); train the {phase} phase "
+                         f"first: coinage world train --phases {phase} (same settings and --work).")
+    return seconds
+
+
 def train_world(cfg: WorldTrainConfig, phases: tuple[str, ...] = ("clip", "vae", "unet")) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -318,12 +353,12 @@ def train_world(cfg: WorldTrainConfig, phases: tuple[str, ...] = ("clip", "vae",
     if "clip" in phases:
         timings["clip_s"] = round(train_clip(cfg, backbone, images, captions), 1)
     else:
-        load_ckpt(cfg, "clip", {"clip": backbone.clip})
+        timings["clip_s"] = round(_trained(cfg, "clip", {"clip": backbone.clip}), 1)
     backbone.clip.eval().requires_grad_(False)
     if "vae" in phases:
         timings["vae_s"] = round(train_vae(cfg, backbone.vae, images), 1)
     else:
-        load_ckpt(cfg, "vae", {"vae": backbone.vae})
+        timings["vae_s"] = round(_trained(cfg, "vae", {"vae": backbone.vae}), 1)
     backbone.vae.eval().requires_grad_(False)
     if "unet" in phases:
         latents = encode_latents_all(backbone.vae, images)
