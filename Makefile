@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: demo test test-all install browser
+.PHONY: demo test test-all install browser postgres
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,11 +17,15 @@ install: $(VENV)/.installed
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+# Debian's PostgreSQL server: the job store and registry tests also run against a real one (tests/pg_server.py).
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/coinage demo
 
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed browser postgres
 	$(PY) -m pytest -q
 
-test-all: $(VENV)/.installed browser
+test-all: $(VENV)/.installed browser postgres
 	$(PY) -m pytest -q -m "not realweights"

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg  # bound here, so tests may hide the driver from the code under test (sys.modules) meanwhile
 
 USER = "coinage"  # the superuser initdb creates
-INSTALL = "install the server with `apt-get install postgresql` (.ci/run does it)"
+INSTALL = "install the server with `apt-get install postgresql` (`make test` does it)"
 
 
 class PostgresUnavailable(Exception):
