@@ -263,3 +263,30 @@ def test_settings_from_env_read_every_variable(tmp_path):
         AppSettings.from_env({"COINAGE_WORKER": "sometimes"})
     with pytest.raises(SettingsError, match="COINAGE_TRAIN_STEPS"):
         AppSettings.from_env({"COINAGE_TRAIN_STEPS": "many"})
+
+
+def test_web_processes_of_a_worker_deployment_load_no_diffusion_yet_offer_previews(tmp_path, tiny):
+    """COINAGE_WORKER=process: the web process loads the CLIP towers only (a real SD UNet is GBs per gunicorn
+    worker); its searches still queue preview jobs, which `coinage worker` (diffusion loaded) runs."""
+    from engine.query import SearchRequest
+    from web.resources import Resources
+    from web.search_state import ensure_preview
+
+    web = Resources(tiny_settings(tmp_path / "web", worker="process"))
+    try:
+        assert not web.backbone.has_diffusion and web.backbone.diffusion_available
+        assert web.backbone.clip is not None
+        panel = ensure_preview(web, SearchRequest.from_json({"query": "red dress"}))
+        assert panel.state == "queued" and web.jobs.count("preview") == 1
+    finally:
+        web.close()
+    # the worker side of the same deployment loads the whole backbone
+    worker = Resources(tiny_settings(tmp_path / "worker", worker="process"), with_diffusion=True)
+    try:
+        assert worker.backbone.has_diffusion
+    finally:
+        worker.close()
+    # a backbone without any diffusion stack says so, loaded or not
+    from engine.loading import Backbone
+
+    assert not Backbone(tiny.config, tiny.clip, tiny.clip_cfg, tiny.preprocess_cfg).diffusion_available

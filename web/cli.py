@@ -139,7 +139,7 @@ def _worker(args) -> int:
 
     settings = settings_from_args(args)
     try:
-        resources = Resources(settings)
+        resources = Resources(settings, with_diffusion=True)  # the worker generates previews and trains
     except Exception as e:
         from engine.store import StoreUnavailable
 

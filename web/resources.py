@@ -108,7 +108,10 @@ class CatalogFacts:
 class Resources:
     """The loaded backbone, open store, registry, job store and query service of one app."""
 
-    def __init__(self, settings: AppSettings, backbone: Any = None):
+    def __init__(self, settings: AppSettings, backbone: Any = None, with_diffusion: bool | None = None):
+        """`with_diffusion`: load the backbone's UNet and VAE. By default every process does but the web processes
+        of a worker deployment (COINAGE_WORKER=process): they never generate, so they load the CLIP towers only
+        and their previews come from `coinage worker` (which passes True)."""
         import torch
 
         from engine.query import QueryService
@@ -118,7 +121,9 @@ class Resources:
         if settings.threads:
             torch.set_num_threads(settings.threads)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.backbone = backbone if backbone is not None else self._load_backbone(settings)
+        if with_diffusion is None:
+            with_diffusion = settings.worker.mode != "process"
+        self.backbone = backbone if backbone is not None else self._load_backbone(settings, with_diffusion)
         self.store = open_store(settings.store)
         self.registry = ConceptRegistry(settings.registry_root, database_url=settings.database_url)
         self.jobs = JobStore(settings.jobs_db, database_url=settings.database_url)
@@ -130,10 +135,10 @@ class Resources:
         self._closed = False
 
     @staticmethod
-    def _load_backbone(settings: AppSettings):
+    def _load_backbone(settings: AppSettings, with_diffusion: bool):
         from engine.loading import load_backbone
 
-        return load_backbone(settings.backbone, device=settings.device)
+        return load_backbone(settings.backbone, device=settings.device, with_diffusion=with_diffusion)
 
     # ------------------------------------------------------------------ worker
 

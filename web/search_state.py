@@ -246,7 +246,7 @@ def preview_key(res, request) -> tuple[str, dict]:
 
 def ensure_preview(res, request, response=None) -> PreviewPanel:
     """The preview job for this request (reused when one exists or finished), as a panel to render."""
-    if not res.backbone.has_diffusion:
+    if not res.backbone.diffusion_available:
         return PreviewPanel("unavailable", f"backbone {res.backbone.id!r} has no diffusion stack, so there is no "
                                            "preview; the ranked results are not affected")
     key, params = preview_key(res, request)

@@ -325,7 +325,8 @@ class QueryService:
             return None, "none"
         if prep.request.weight is not None:
             return float(prep.request.weight), "request"
-        if self._gair_skip_reason(prep) is None and self.backbone.has_diffusion:
+        if self._gair_skip_reason(prep) is None and self.backbone.diffusion_available:
+            # a w* GAIR chose earlier, here or in a job worker (the preview cache directory is shared)
             cached = self.cache.get_json(self._gair_key(prep))
             if cached is not None:
                 return float(cached["w_star"]), "gair-cache"
