@@ -2,6 +2,8 @@
 diagnostics. Pure formatting of the JSON document, so the tables can be regenerated from a saved report:
 
     python -m bench.quality_tables bench/results/quality.json
+    python -m bench.quality_tables bench/results/quality.json bench/results/quality-world1.json ...
+        (several reports: a table across world seeds first, then each report's tables)
 """
 from __future__ import annotations
 
@@ -210,12 +212,34 @@ def markdown(doc: dict) -> str:
     return "\n".join(out)
 
 
+def across_worlds(docs: list[dict]) -> str:
+    """MRR of every method and the targets, one column per report (world seed), with the mean over them."""
+    head = [f"world seed {d['protocol']['world_seed']} ({len(d['protocol']['concepts'])} concepts)" for d in docs]
+    lines = ["| MRR % (std over training seeds) | " + " | ".join(head) + " | mean over worlds |",
+             "|---|" + "---|" * (len(docs) + 1)]
+    for row in docs[0]["retrieval"]:
+        cells = [_ms(d["retrieval"].get(row, {}).get("mrr")) for d in docs]
+        means = [d["retrieval"][row]["mrr"]["mean"] for d in docs if row in d["retrieval"]]
+        lines.append(f"| {row} | " + " | ".join(cells) + f" | {sum(means) / len(means):.1f} |")
+    ok = lambda flag: "holds" if flag else "fails"  # noqa: E731
+    targets = [("ordering text < text+image < PT <= ours", "ordering_text_lt_textimage_lt_pt_le_ours", ok),
+               ("ours - prompt tuning (>= +5)", "ours_minus_prompt_tuning", lambda v: f"{v:+.1f}"),
+               ("ours + GAIR - ours (>= +2)", "gair_gain_over_ours", lambda v: f"{v:+.1f}"),
+               ("GAIR not worse than ours", "gair_not_worse_than_ours", ok)]
+    for label, key, fmt in targets:
+        lines.append(f"| {label} | " + " | ".join(fmt(d["targets"][key]) for d in docs) + " | |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m bench.quality_tables REPORT.json", file=sys.stderr)
+    if not argv:
+        print("usage: python -m bench.quality_tables REPORT.json [REPORT.json ...]", file=sys.stderr)
         return 2
-    print(markdown(json.loads(Path(argv[0]).read_text())))
+    docs = [json.loads(Path(a).read_text()) for a in argv]
+    if len(docs) > 1:
+        print(across_worlds(docs) + "\n")
+    print("\n".join(markdown(d) for d in docs))
     return 0
 
 

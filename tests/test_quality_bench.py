@@ -96,6 +96,14 @@ def test_quick_run_writes_a_well_formed_report(tmp_path):
     again = json.loads((tmp_path / "again.json").read_text())
     assert (doc["cached_tokens"], again["cached_tokens"]) == (0, len(doc["tokens"]))
     assert again["ranks"] == doc["ranks"] and again["recognition_auc"] == doc["recognition_auc"]
+    # several reports: one MRR column per world, then each report's own tables
+    from bench.quality_tables import across_worlds
+
+    table = across_worlds([doc, again]).splitlines()
+    ours = next(line for line in table if line.startswith("| ti+ce+proj (ours) |")).split(" | ")
+    assert len(ours) == 4 and ours[1] == ours[2] and float(ours[3].rstrip(" |")) == round(
+        doc["retrieval"]["ti+ce+proj (ours)"]["mrr"]["mean"], 1)
+    assert sum(line.startswith("| ours + GAIR - ours") for line in table) == 1
 
 
 @pytest.mark.slow
