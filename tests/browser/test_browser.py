@@ -156,7 +156,7 @@ def test_admin_registers_a_concept_watches_training_and_searches_with_it(server,
     expect(page.locator("#attribute-note")).to_contain_text("Suggested from your images")
     assert len(page.input_value("#attributes").split(",")) == 12
     page.fill("#num_vectors", "2")
-    page.fill("#steps", "40")
+    page.fill("#steps", "150")  # long enough (tens of seconds) that a poll sees it running, even on a loaded machine
     shot(page, "admin-register-concept")
     page.click("text=Register and train")
 
