@@ -17,8 +17,8 @@ first takes the scope's advisory lock (`pg_advisory_xact_lock`), so the writers 
 serialised exactly as SQLite serialises them; `write(exclusive=False)` skips that lock for a
 statement that locks its own rows (`SELECT ... FOR UPDATE SKIP LOCKED`: JobStore.claim).
 
-The SQL is written once, with `?` placeholders (psycopg gets `%s`, so the SQL must not contain `?`
-or `%` in literals) and rows read by column name (alias aggregates: `SELECT COUNT(*) AS n`). What
+The SQL is written once, with `?` placeholders (psycopg gets `%s` and a literal `%` is escaped, so
+only `?` must not appear in literals) and rows read by column name (alias aggregates: `SELECT COUNT(*) AS n`). What
 genuinely differs is named by `db.dialect`: row-lock clauses, the substring-position function, and
 the `{rowid}` token of a schema, which becomes an identity column on PostgreSQL (SQLite's rowid is
 implicit). Types are the ones both read alike: TEXT, INTEGER, DOUBLE PRECISION.
