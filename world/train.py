@@ -1,7 +1,6 @@
 """Train the demo world's backbone: a small open_clip CLIP and a latent diffusion model on it.
 
-Three phases, each seeded, checkpointed and resumable (`--resume` is the default: a killed run
-picks up at its last checkpoint):
+Four phases, each seeded, checkpointed and resumable (a killed run picks up at its last checkpoint):
 
 1. `clip`: contrastive image/caption training of a small ResNet image tower + text transformer
    (open_clip architecture, the real CLIP BPE tokenizer, context 32), with NegCLIP-style hard negatives:
@@ -10,11 +9,15 @@ picks up at its last checkpoint):
    colour, pattern and background alone and the image tower barely learns shapes (first
    run: zero-shot category accuracy 30% on held-out photos; docs/world.md).
 2. `vae`: an AutoencoderKL (4 latent channels, 4x downsampling: 64 px -> 16x16 latents).
-3. `unet`: a UNet2DConditionModel trained on the VAE latents with epsilon prediction, conditioned
+3. `decoder`: the VAE decoder fine-tuned alone on the frozen encoder's latents (as Stable Diffusion's
+   ft-MSE decoder): truer colours, same latent space.
+4. `unet`: a UNet2DConditionModel trained on the VAE latents with epsilon prediction, conditioned
    on the frozen CLIP text tower's hidden states exactly as the sd15 backbone is (TextEncoder).
 
 The result is saved in the local-directory backbone layout (fp16) and loads with
-`load_backbone("world")`. Training captions sometimes name the hidden details (trim colour,
+`load_backbone("world")`. `--phases` trains some phases; the others load from their checkpoints, or with
+`--base <backbone dir>` from a saved backbone (`--base world/backbone --phases decoder` fine-tunes the
+shipped decoder and keeps every other part). Training captions sometimes name the hidden details (trim colour,
 emblem) so that the image tower learns to see them, as web-trained CLIPs do; catalog and query
 captions never do.
 """
@@ -27,7 +30,7 @@ import math
 import random
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +39,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine.backbones import BackboneConfig
-from engine.loading import Backbone, save_backbone
+from engine.loading import CLIP_CONFIG, CLIP_WEIGHTS, Backbone, save_backbone
 from engine.text import TextEncoder
 from engine.tiny import build_clip, build_scheduler, build_unet, build_vae
 from engine.tokenizer import TokenLayout
@@ -79,8 +82,13 @@ class WorldTrainConfig:
     uncond_prob: float = 0.1  # caption dropout for classifier-free guidance
     unet_channels: tuple[int, ...] = (64, 128, 128)
     vae_channels: tuple[int, ...] = (16, 32, 64)
+    decoder_steps: int = 4000  # then fine-tune the VAE decoder alone on the frozen encoder's latents (0: skip)
+    decoder_batch: int = 16
+    decoder_lr: float = 2e-3
     threads: int = 2
     ckpt_every: int = 200
+    phases: tuple[str, ...] = ("clip", "vae", "decoder", "unet")  # what this run trains
+    base: str = ""  # a saved world backbone whose parts stand in for the phases this run leaves out
 
 
 def world_backbone_config(name: str = "world") -> BackboneConfig:
@@ -166,18 +174,72 @@ def _ckpt(cfg: WorldTrainConfig, phase: str) -> Path:
 
 
 _SHARED = ("seed", "pairs", "detail_prob")
-_UPSTREAM = {"clip": (), "vae": (), "unet": ("clip", "vae")}
+PHASES = ("clip", "vae", "decoder", "unet")
+_UPSTREAM = {"clip": (), "vae": (), "decoder": ("vae",), "unet": ("clip", "vae")}
+_PART_WEIGHTS = {"clip": CLIP_WEIGHTS, "vae": "vae/diffusion_pytorch_model.safetensors",
+                 "decoder": "vae/diffusion_pytorch_model.safetensors",
+                 "unet": "unet/diffusion_pytorch_model.safetensors"}
+
+
+def reused(cfg: WorldTrainConfig, phase: str) -> bool:
+    """Whether this run takes `phase`'s part from the base backbone instead of training it or loading its
+    checkpoint."""
+    return bool(cfg.base) and phase not in cfg.phases
 
 
 def phase_settings(cfg: WorldTrainConfig, phase: str) -> dict:
     """The settings a phase's checkpoint depends on: its own fields, the data's, and those of the phases it
-    builds on (the UNet learns on the VAE's latents and the CLIP text tower's states)."""
+    builds on (the UNet learns on the VAE's latents and the CLIP text tower's states; the decoder on the
+    encoder's). A part taken from `base` counts by its weights' digest."""
+    if reused(cfg, phase):
+        return {f"{phase}_from_sha256": _part_digest(cfg.base, phase)}
     fields = asdict(cfg)
     own = {k: v for k, v in fields.items() if k in _SHARED or k.startswith(f"{phase}_")
            or (phase == "clip" and k == "hard_negatives") or (phase == "unet" and k == "uncond_prob")}
     for up in _UPSTREAM[phase]:
         own.update(phase_settings(cfg, up))
     return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(own.items())}
+
+
+def _part_weights(base: str, phase: str) -> Path:
+    weights = Path(base) / _PART_WEIGHTS[phase]
+    if not weights.is_file():
+        raise WorldError(f"--base {base}: no {_PART_WEIGHTS[phase]} there for the {phase} phase. Give a backbone "
+                         f"directory that `coinage world train` saved (the shipped one is world/backbone), or "
+                         f"add {phase} to --phases to train it.")
+    return weights
+
+
+def _part_digest(base: str, phase: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(_part_weights(base, phase).read_bytes()).hexdigest()
+
+
+def load_base_part(cfg: WorldTrainConfig, backbone: Backbone, phase: str) -> None:
+    """Put the base backbone's part for `phase` (fp16 on disk) into `backbone`, in fp32."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    weights = _part_weights(cfg.base, phase)
+    if phase == "clip":
+        saved = json.loads((Path(cfg.base) / CLIP_CONFIG).read_text())["model_cfg"]
+        if saved != json.loads(json.dumps(WORLD_CLIP_CFG)):
+            raise WorldError(f"--base {cfg.base}: its CLIP architecture {saved} is not this trainer's "
+                             f"({WORLD_CLIP_CFG}); add clip to --phases to train one.")
+        backbone.clip.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
+        return
+    cls, field = (AutoencoderKL, "vae_channels") if phase in ("vae", "decoder") else (UNet2DConditionModel,
+                                                                                     "unet_channels")
+    loaded = cls.from_pretrained(weights.parent, torch_dtype=torch.float32)
+    # rebuilt from its config without `_name_or_path`: the saved backbone must not record where its base lay
+    module = cls.from_config({k: v for k, v in loaded.config.items() if k != "_name_or_path"})
+    module.load_state_dict(loaded.state_dict())
+    if tuple(module.config.block_out_channels) != tuple(getattr(cfg, field)):
+        raise WorldError(f"--base {cfg.base}: its {phase} has blocks {tuple(module.config.block_out_channels)}, "
+                         f"not --{field.replace('_', '-')} {' '.join(map(str, getattr(cfg, field)))}; pass "
+                         f"those, or add {phase} to --phases to train it.")
+    setattr(backbone, "vae" if phase in ("vae", "decoder") else "unet", module)
 
 
 def save_ckpt(cfg, phase: str, step: int, modules: dict, done: bool = False, seconds: float = 0.0) -> None:
@@ -291,6 +353,30 @@ def train_vae(cfg, vae, images: np.ndarray) -> float:
     return seconds
 
 
+def train_decoder(cfg, vae, images: np.ndarray) -> float:
+    """Fine-tune the decoder alone on the frozen encoder's latents, as Stable Diffusion's ft-MSE VAE decoder was:
+    sharper, truer colours, and the latent space the UNet learns on (or learned on) stays the same."""
+    vae.eval().requires_grad_(False)
+    trained = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in trained:
+        p.requires_grad_(True)
+    vae.decoder.train()
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    opt = torch.optim.AdamW(trained, lr=cfg.decoder_lr, weight_decay=0.0)
+
+    def step_fn(step):
+        idx = torch.randint(0, len(images), (cfg.decoder_batch,), generator=gen)
+        x = to_tensor(images[idx.numpy()]) * 2 - 1
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample(gen)
+        recon = vae.decode(z).sample
+        return F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+
+    seconds = _loop(cfg, "decoder", cfg.decoder_steps, {"vae": vae}, opt, cfg.decoder_lr, step_fn)
+    vae.eval().requires_grad_(False)
+    return seconds
+
+
 @torch.no_grad()
 def encode_latents_all(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
     out = [vae.encode(to_tensor(images[i:i + batch]) * 2 - 1).latent_dist.mean
@@ -335,7 +421,21 @@ def _trained(cfg, phase: str, modules: dict) -> float:
     return seconds
 
 
-def train_world(cfg: WorldTrainConfig, phases: tuple[str, ...] = ("clip", "vae", "unet")) -> dict:
+def train_world(cfg: WorldTrainConfig, phases: tuple[str, ...] | None = None) -> dict:
+    """Train `cfg.phases` (or `phases`); the others come from their finished checkpoints, or from `cfg.base`.
+
+    Without a base, a run that leaves out the UNet saves checkpoints only (phases trained in separate
+    processes); with one, every run saves a whole backbone to `cfg.out`."""
+    if phases is not None:
+        cfg = replace(cfg, phases=tuple(phases))
+    unknown = set(cfg.phases) - set(PHASES)
+    if unknown:
+        raise WorldError(f"unknown phases {sorted(unknown)}; the phases are {', '.join(PHASES)}")
+    for phase in PHASES:  # a reused part must not stand on a part this run retrains
+        retrained = [up for up in _UPSTREAM[phase] if up in cfg.phases]
+        if reused(cfg, phase) and retrained:
+            raise WorldError(f"--base {cfg.base}: its {phase} learned on its own {retrained[0]}, which this run "
+                             f"retrains; add {phase} to --phases too.")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t_all = time.time()
@@ -350,25 +450,37 @@ def train_world(cfg: WorldTrainConfig, phases: tuple[str, ...] = ("clip", "vae",
                                block_out_channels=tuple(cfg.unet_channels), layers_per_block=1,
                                attention_head_dim=32, norm_num_groups=16)
     backbone.scheduler = build_scheduler()
-    if "clip" in phases:
-        timings["clip_s"] = round(train_clip(cfg, backbone, images, captions), 1)
-    else:
-        timings["clip_s"] = round(_trained(cfg, "clip", {"clip": backbone.clip}), 1)
+
+    def phase(name: str, train) -> None:
+        if name in cfg.phases:
+            timings[f"{name}_s"] = round(train(), 1)
+        elif reused(cfg, name):
+            load_base_part(cfg, backbone, name)
+            timings[f"{name}_s"] = 0.0
+        else:
+            module = {"clip": "clip", "vae": "vae", "decoder": "vae", "unet": "unet"}[name]
+            timings[f"{name}_s"] = round(_trained(cfg, name, {module: getattr(backbone, module)}), 1)
+
+    phase("clip", lambda: train_clip(cfg, backbone, images, captions))
     backbone.clip.eval().requires_grad_(False)
-    if "vae" in phases:
-        timings["vae_s"] = round(train_vae(cfg, backbone.vae, images), 1)
-    else:
-        timings["vae_s"] = round(_trained(cfg, "vae", {"vae": backbone.vae}), 1)
+    phase("vae", lambda: train_vae(cfg, backbone.vae, images))
+    if cfg.decoder_steps and not reused(cfg, "decoder"):  # a reused decoder came with the base's VAE
+        phase("decoder", lambda: train_decoder(cfg, backbone.vae, images))
     backbone.vae.eval().requires_grad_(False)
-    if "unet" in phases:
+    if "unet" in cfg.phases:
         latents = encode_latents_all(backbone.vae, images)
         backbone.vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
         timings["unet_s"] = round(train_unet(cfg, backbone, latents, captions), 1)
+    elif cfg.base:
+        phase("unet", None)
     timings["total_s"] = round(time.time() - t_all, 1)
-    if "unet" not in phases:  # a partial run (phases trained in separate processes) saves checkpoints only
-        return {"config": asdict(cfg), "timings": timings, "threads": torch.get_num_threads()}
-    out = save_backbone(backbone.eval(), cfg.out, dtype="fp16", name="world")
     report = {"config": asdict(cfg), "timings": timings, "threads": torch.get_num_threads()}
+    base_report = Path(cfg.base) / "train_report.json" if cfg.base else None
+    if base_report is not None and base_report.is_file():  # provenance of the reused parts
+        report["base_report"] = json.loads(base_report.read_text())
+    if "unet" not in cfg.phases and not cfg.base:  # a partial run (phases in separate processes): checkpoints only
+        return report
+    out = save_backbone(backbone.eval(), cfg.out, dtype="fp16", name="world")
     (out / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -377,14 +489,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="coinage world train", description=__doc__.splitlines()[0])
     defaults = WorldTrainConfig()
     for name, value in asdict(defaults).items():
-        if isinstance(value, tuple):
+        if name == "phases":
+            p.add_argument("--phases", nargs="+", default=list(value), choices=PHASES,
+                           help="the phases this run trains; the others load from their checkpoints in --work, "
+                                "or from --base")
+        elif isinstance(value, tuple):
             p.add_argument(f"--{name.replace('_', '-')}", type=int, nargs="+", default=list(value))
         else:
             p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    p.add_argument("--phases", nargs="+", default=["clip", "vae", "unet"], choices=["clip", "vae", "unet"])
     args = vars(p.parse_args(argv))
-    phases = tuple(args.pop("phases"))
     cfg = WorldTrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
-    report = train_world(cfg, phases)
+    report = train_world(cfg)
     print(json.dumps(report["timings"]))
     return 0
