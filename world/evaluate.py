@@ -72,14 +72,22 @@ def _truth(photo) -> dict:
     return {"category": p.category, "colour": p.colour, "pattern": p.pattern, "context": photo.context}
 
 
-@torch.no_grad()
-def zero_shot(backbone, world: World, judge: Judge) -> dict:
+def accuracy(judge: Judge, feats: torch.Tensor, truth: list[dict], attributes=tuple(CHOICES)) -> dict:
+    return {a: float(np.mean([p == t[a] for p, t in zip(judge.classify(feats, truth, a), truth)])) for a in attributes}
+
+
+def heldout_photos(world: World) -> tuple[list, torch.Tensor, list[dict]]:
+    """The photos of the held-out products, as images in [0, 1] (N, 3, 64, 64), and their true attributes."""
     photos = [ph for pid in world.splits.heldout for ph in world.photos_of(pid)]
     images = torch.from_numpy(np.stack([render_array(ph, 64) for ph in photos])).permute(0, 3, 1, 2).float() / 255
+    return photos, images, [_truth(ph) for ph in photos]
+
+
+@torch.no_grad()
+def zero_shot(backbone, world: World, judge: Judge, heldout=None) -> dict:
+    photos, images, truth = heldout or heldout_photos(world)
     feats = judge.image.encode_tensor(images)
-    truth = [_truth(ph) for ph in photos]
-    acc = {a: float(np.mean([p == t[a] for p, t in zip(judge.classify(feats, truth, a), truth)]))
-           for a in CHOICES}
+    acc = accuracy(judge, feats, truth)
     # text -> image retrieval with held-out templates: is the photo in the top 10 of 384?
     rng = random.Random(0)
     queries = [caption(ph, rng, heldout=True) for ph in photos]
@@ -94,19 +102,15 @@ def zero_shot(backbone, world: World, judge: Judge) -> dict:
 
 
 @torch.no_grad()
-def autoencoder(backbone, world: World, judge: Judge) -> dict:
+def autoencoder(backbone, world: World, judge: Judge, heldout=None) -> dict:
     """The VAE alone: held-out photos encoded and decoded, then judged like generations. A generation can be
     no truer than this round trip (its colours are the decoder's)."""
-    photos = [ph for pid in world.splits.heldout for ph in world.photos_of(pid)]
-    images = torch.from_numpy(np.stack([render_array(ph, 64) for ph in photos])).permute(0, 3, 1, 2).float() / 255
+    photos, images, truth = heldout or heldout_photos(world)
     vae = backbone.vae
     latents = vae.encode((images * 2 - 1).to(backbone.device, vae.dtype)).latent_dist.mean
     recon = ((vae.decode(latents).sample.float().cpu() + 1) / 2).clamp(0, 1)
-    feats = judge.image.encode_tensor(recon)
-    truth = [_truth(ph) for ph in photos]
     return {"photos": len(photos), "mse": float(((recon - images) ** 2).mean()),
-            "accuracy": {a: float(np.mean([p == t[a] for p, t in zip(judge.classify(feats, truth, a), truth)]))
-                         for a in CHOICES}}
+            "accuracy": accuracy(judge, judge.image.encode_tensor(recon), truth)}
 
 
 @torch.no_grad()
@@ -124,8 +128,7 @@ def generation(backbone, world: World, judge: Judge, n: int, out_png: Path | Non
     feats = judge.image.encode_tensor(images)
     truth = [_truth(ph) for ph, _ in pairs]
     result = {"samples": n, "captions": [c for _, c in pairs[:16]]}
-    result["accuracy"] = {a: float(np.mean([p == t[a] for p, t in zip(judge.classify(feats, truth, a), truth)]))
-                          for a in ("category", "colour", "context", "pattern")}
+    result["accuracy"] = accuracy(judge, feats, truth, ("category", "colour", "context", "pattern"))
     result["chance"] = {a: 1 / len(CHOICES[a]) for a in CHOICES}
     if out_png is not None:
         save_grid(images[:32], out_png, cols=8)
@@ -159,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     world = make_world(args.seed)
     judge = Judge(backbone)
     t0 = time.time()
-    report = {"backbone": backbone.id, "world_seed": args.seed, "zero_shot": zero_shot(backbone, world, judge)}
-    report["autoencoder"] = autoencoder(backbone, world, judge)
+    heldout = heldout_photos(world)  # rendered once for both measures
+    report = {"backbone": backbone.id, "world_seed": args.seed, "zero_shot": zero_shot(backbone, world, judge, heldout)}
+    report["autoencoder"] = autoencoder(backbone, world, judge, heldout)
     report["generation"] = generation(backbone, world, judge, args.samples, Path(args.grid) if args.grid else None)
     # a second draw of captions and noise: how much the figures above move by chance alone
     report["generation_validation"] = generation(backbone, world, judge, args.samples, None, seed=1)

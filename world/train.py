@@ -24,6 +24,7 @@ captions never do.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -176,9 +177,9 @@ def _ckpt(cfg: WorldTrainConfig, phase: str) -> Path:
 _SHARED = ("seed", "pairs", "detail_prob")
 PHASES = ("clip", "vae", "decoder", "unet")
 _UPSTREAM = {"clip": (), "vae": (), "decoder": ("vae",), "unet": ("clip", "vae")}
-_PART_WEIGHTS = {"clip": CLIP_WEIGHTS, "vae": "vae/diffusion_pytorch_model.safetensors",
-                 "decoder": "vae/diffusion_pytorch_model.safetensors",
-                 "unet": "unet/diffusion_pytorch_model.safetensors"}
+_MODULE = {"clip": "clip", "vae": "vae", "decoder": "vae", "unet": "unet"}  # the Backbone attribute a phase trains
+_PART_WEIGHTS = {p: CLIP_WEIGHTS if m == "clip" else f"{m}/diffusion_pytorch_model.safetensors"
+                 for p, m in _MODULE.items()}
 
 
 def reused(cfg: WorldTrainConfig, phase: str) -> bool:
@@ -211,9 +212,17 @@ def _part_weights(base: str, phase: str) -> Path:
 
 
 def _part_digest(base: str, phase: str) -> str:
+    weights = _part_weights(base, phase)
+    stat = weights.stat()
+    return _sha256(str(weights.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    """A file's digest, once per version of it (phase settings are asked for at every checkpoint)."""
     import hashlib
 
-    return hashlib.sha256(_part_weights(base, phase).read_bytes()).hexdigest()
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_base_part(cfg: WorldTrainConfig, backbone: Backbone, phase: str) -> None:
@@ -229,8 +238,8 @@ def load_base_part(cfg: WorldTrainConfig, backbone: Backbone, phase: str) -> Non
                              f"({WORLD_CLIP_CFG}); add clip to --phases to train one.")
         backbone.clip.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
         return
-    cls, field = (AutoencoderKL, "vae_channels") if phase in ("vae", "decoder") else (UNet2DConditionModel,
-                                                                                     "unet_channels")
+    attr = _MODULE[phase]
+    cls, field = (AutoencoderKL, "vae_channels") if attr == "vae" else (UNet2DConditionModel, "unet_channels")
     loaded = cls.from_pretrained(weights.parent, torch_dtype=torch.float32)
     # rebuilt from its config without `_name_or_path`: the saved backbone must not record where its base lay
     module = cls.from_config({k: v for k, v in loaded.config.items() if k != "_name_or_path"})
@@ -239,7 +248,7 @@ def load_base_part(cfg: WorldTrainConfig, backbone: Backbone, phase: str) -> Non
         raise WorldError(f"--base {cfg.base}: its {phase} has blocks {tuple(module.config.block_out_channels)}, "
                          f"not --{field.replace('_', '-')} {' '.join(map(str, getattr(cfg, field)))}; pass "
                          f"those, or add {phase} to --phases to train it.")
-    setattr(backbone, "vae" if phase in ("vae", "decoder") else "unet", module)
+    setattr(backbone, attr, module)
 
 
 def save_ckpt(cfg, phase: str, step: int, modules: dict, done: bool = False, seconds: float = 0.0) -> None:
@@ -458,7 +467,7 @@ def train_world(cfg: WorldTrainConfig, phases: tuple[str, ...] | None = None) ->
             load_base_part(cfg, backbone, name)
             timings[f"{name}_s"] = 0.0
         else:
-            module = {"clip": "clip", "vae": "vae", "decoder": "vae", "unet": "unet"}[name]
+            module = _MODULE[name]
             timings[f"{name}_s"] = round(_trained(cfg, name, {module: getattr(backbone, module)}), 1)
 
     phase("clip", lambda: train_clip(cfg, backbone, images, captions))
