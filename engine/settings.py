@@ -111,7 +111,9 @@ def _default_train() -> "TrainConfig":
 class AppSettings:
     # 'dev' (generated admin password and secret key, worker thread) or 'production' (COINAGE_ENV).
     env: str = "dev"
-    # Root of everything the app writes (COINAGE_DATA_DIR); see the module docstring for the layout.
+    # Root of everything the app writes (COINAGE_DATA_DIR); see the module docstring for the layout. A relative
+    # path is made absolute against the working directory once, here (Flask's send_file would otherwise resolve
+    # it against the web package).
     data_dir: Path = Path("var")
     # Backbone identifier: registry name, local directory or hf-hub:org/repo (COINAGE_BACKBONE).
     backbone: str = "world"
@@ -142,7 +144,7 @@ class AppSettings:
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
             raise SettingsError(f"COINAGE_ENV={self.env!r} is not one of {ENVIRONMENTS}")
-        self.data_dir = Path(self.data_dir)
+        self.data_dir = absolute_path(self.data_dir)
         if self.database_url is not None:
             try:
                 check_url(self.database_url)
@@ -150,7 +152,7 @@ class AppSettings:
                 raise SettingsError(str(e)) from e
         if self.catalog is None:
             self.catalog = self.data_dir / "world" / "catalog.jsonl"
-        self.catalog = Path(self.catalog)
+        self.catalog = absolute_path(self.catalog)
         if self.store is None:
             self.store = StoreConfig(path=str(self.data_dir / "store"))
         if self.query.preview_dir is None:
@@ -248,9 +250,14 @@ class AppSettings:
 
 
 def data_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
-    """COINAGE_DATA_DIR, or var."""
+    """COINAGE_DATA_DIR, or var, as an absolute path (relative to the working directory)."""
     env = os.environ if env is None else env
-    return Path(env.get("COINAGE_DATA_DIR") or "var")
+    return absolute_path(env.get("COINAGE_DATA_DIR") or "var")
+
+
+def absolute_path(path: str | os.PathLike) -> Path:
+    """`path` made absolute against the working directory and normalised, without resolving symlinks."""
+    return Path(os.path.abspath(path))
 
 
 def store_config_from_env(env: Mapping[str, str] | None = None) -> StoreConfig:

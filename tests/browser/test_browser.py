@@ -28,6 +28,10 @@ new MutationObserver(() => {
 }).observe(document, {subtree: true, childList: true, attributes: true, attributeFilter: ['data-state']});
 """
 
+# True once every image matching the selector (at least one) has loaded (a broken image has naturalWidth 0).
+LOADED = "sel => { const els = [...document.querySelectorAll(sel)]; " \
+         "return els.length > 0 && els.every(i => i.complete && i.naturalWidth > 0); }"
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -42,16 +46,19 @@ def server(tmp_path_factory):
                     "`apt-get update && apt-get install -y chromium`)")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("browser")
+    cwd = tmp_path_factory.mktemp("browser")
+    root = cwd / "var"
     # the demo backbone (world/backbone/), so rankings, previews and the trained token mean something
     build_catalog(root, backbone="world", size=64)
-    app = create_app(tiny_settings(root, password=PASSWORD, worker="thread", backbone="world"))
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}", app, root
-    httpd.shutdown()
-    app.extensions["coinage"].close()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)  # as README's `make demo` runs: the default relative data dir `var` in the working directory
+        app = create_app(tiny_settings(Path("var"), password=PASSWORD, worker="thread", backbone="world"))
+        httpd = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        yield f"http://127.0.0.1:{httpd.server_port}", app, root
+        httpd.shutdown()
+        app.extensions["coinage"].close()
     torch.set_num_threads(threads)
 
 
@@ -126,6 +133,7 @@ def test_search_shows_results_first_then_the_preview(server, page):
     page.click("#photo-form button[type=submit]")
     expect(page.locator(".photo-query")).to_be_visible()
     expect(page.locator(".card")).to_have_count(6)
+    page.wait_for_function(LOADED, arg=".photo-query img")  # the thumbnail of the uploaded photo
     shot(page, "search-by-photo")
 
 
@@ -166,6 +174,7 @@ def test_admin_registers_a_concept_watches_training_and_searches_with_it(server,
     shot(page, "admin-concept-training")
     expect(page.locator("#training-done")).to_be_visible(timeout=90_000)
     expect(page.locator("#samples")).to_be_visible()
+    page.wait_for_function(LOADED, arg=".thumbs img, #samples")  # the concept's photos and sample generations
     expect(page.locator("#live-version")).to_have_text("v0001")
     expect(page.locator("svg.curve")).to_be_visible()
     shot(page, "admin-concept-trained")
