@@ -24,6 +24,7 @@ import time
 from collections import deque
 from pathlib import Path
 from typing import Callable
+from urllib.parse import unquote, urlsplit
 
 from flask import Flask, g, redirect, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -195,11 +196,35 @@ class LoginThrottle:
             self._recent(key).append(time.monotonic())
 
 
-def safe_next(target: str | None) -> str:
-    """Only same-site paths after login (no open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("admin.concepts")
+def is_site_path(target: str | None) -> bool:
+    r"""Whether `target` is a path on this site and nothing a browser could read as another host: no scheme, no
+    host, one leading slash, no whitespace, control character or backslash anywhere, and none of these in the
+    path once percent-decoded either (browsers drop tabs and newlines and read a backslash as a slash, so
+    `/\t/evil.example`, `/\\evil.example` and `/%2F/evil.example` all lead towards //evil.example)."""
+    if not target or any(_unsafe(c) for c in target):
+        return False
+    path = target
+    for _ in range(3):  # double and triple encodings (%252F) are decoded too
+        path = path.split("?", 1)[0].split("#", 1)[0]
+        parts = urlsplit(path)
+        if (parts.scheme or parts.netloc or not path.startswith("/") or path.startswith("//")
+                or any(_unsafe(c) for c in path)):
+            return False
+        decoded = unquote(path)
+        if decoded == path:
+            return True
+        path = decoded
+    return False
+
+
+def _unsafe(c: str) -> bool:
+    return c == "\\" or c.isspace() or not c.isprintable()
+
+
+def safe_next(target: str | None, default: str = "admin.concepts") -> str:
+    """Where to go after login (or another admin action): `target` if it is a path on this site, else the
+    `default` endpoint's page (no open redirect)."""
+    return target if is_site_path(target) else url_for(default)
 
 
 # ---------------------------------------------------------------------------- wiring

@@ -8,7 +8,7 @@ from flask import (Blueprint, Response, abort, current_app, make_response, redir
 
 from .. import concepts_admin as ca
 from ..errors import ApiError, from_engine
-from ..security import admin_required, login, logout, safe_next
+from ..security import admin_required, is_site_path, login, logout, safe_next
 from ..uploads import check_images, form_files
 from . import is_htmx, resources
 
@@ -60,7 +60,8 @@ def login_page():
         throttle.failed(client)
         error = "Wrong user name or password."
     status = 401 if error else 200
-    return render_template("admin/login.html", error=error, next=request.values.get("next", ""),
+    target = request.values.get("next", "")
+    return render_template("admin/login.html", error=error, next=target if is_site_path(target) else "",
                            user=request.form.get("user", "")), status
 
 
