@@ -221,10 +221,9 @@ def _unsafe(c: str) -> bool:
     return c == "\\" or c.isspace() or not c.isprintable()
 
 
-def safe_next(target: str | None, default: str = "admin.concepts") -> str:
-    """Where to go after login (or another admin action): `target` if it is a path on this site, else the
-    `default` endpoint's page (no open redirect)."""
-    return target if is_site_path(target) else url_for(default)
+def safe_next(target: str | None) -> str:
+    """Where to go after login: `target` if it is a path on this site, else the concepts page (no open redirect)."""
+    return target if is_site_path(target) else url_for("admin.concepts")
 
 
 # ---------------------------------------------------------------------------- wiring
