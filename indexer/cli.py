@@ -9,20 +9,28 @@ from pathlib import Path
 
 
 def register(sub) -> list[str]:
+    from .config import IndexerConfig as C  # the defaults the help texts quote
+
     index = sub.add_parser("index", help="ingest a catalog into the live collection (incremental, resumable)",
                            description="Embed a catalog's images into the collection behind --collection; "
                                        "unchanged rows are skipped, a killed run resumes when run again.")
     _common(index)
     index.add_argument("--prune", action="store_true",
                        help="after a complete run, delete points whose id is no longer in the catalog")
+    index.add_argument("--max-prune-fraction", type=float, default=C.max_prune_fraction,
+                       help="refuse to prune more than this fraction of the collection in one run "
+                            f"(default {C.max_prune_fraction})")
+    index.add_argument("--force", action="store_true",
+                       help="run even if the catalog yields no usable row, and prune past --max-prune-fraction")
     index.set_defaults(func=_index)
     reindex = sub.add_parser("reindex", help="rebuild the index in a new collection and switch the alias (blue/green)",
                              description="Build a new collection from the catalog, switch the alias to it "
                                          "atomically, then drop the old one. A failed job leaves the alias untouched.")
     _common(reindex)
     reindex.add_argument("--keep-old", action="store_true", help="keep the previous collection after the switch")
-    reindex.add_argument("--max-reject-fraction", type=float, default=0.2,
-                         help="do not switch when more than this fraction of rows is rejected (default 0.2)")
+    reindex.add_argument("--max-reject-fraction", type=float, default=C.max_reject_fraction,
+                         help="do not switch when more than this fraction of rows is rejected "
+                              f"(default {C.max_reject_fraction})")
     reindex.set_defaults(func=_reindex)
     return ["index", "reindex"]
 
@@ -70,7 +78,9 @@ def config_from_args(args: argparse.Namespace):
         url_timeout_s=args.url_timeout, image_root=args.image_root, onnx=args.onnx, quantize=args.quantize,
         min_recall=args.min_recall, onnx_cache=args.onnx_cache, threads=args.threads, device=args.device,
         rejects_path=args.rejects, prune=getattr(args, "prune", False),
-        max_reject_fraction=getattr(args, "max_reject_fraction", 0.2), keep_old=getattr(args, "keep_old", False),
+        max_reject_fraction=getattr(args, "max_reject_fraction", IndexerConfig.max_reject_fraction),
+        keep_old=getattr(args, "keep_old", False), force=getattr(args, "force", False),
+        max_prune_fraction=getattr(args, "max_prune_fraction", IndexerConfig.max_prune_fraction),
         progress_bar=args.progress,
     )
 

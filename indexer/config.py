@@ -51,6 +51,11 @@ class IndexerConfig:
     rejects_path: Path | None = None
     # index: after a complete run, delete points whose id no longer appears in the catalog.
     prune: bool = False
+    # index --prune: refuse to delete more than this fraction of the live collection's points in one run (a
+    # truncated or wrong catalog would otherwise empty the index searches use); `force` overrides it.
+    max_prune_fraction: float = 0.5
+    # index: run even when the catalog yields no usable row, and prune past max_prune_fraction (deliberately).
+    force: bool = False
     # reindex: do not switch the alias when more than this fraction of the rows was rejected.
     max_reject_fraction: float = 0.2
     # reindex: keep the previous collection after the switch (default: drop it).
@@ -74,8 +79,9 @@ class IndexerConfig:
         if self.quantize is not None and not self.onnx:
             raise ValueError("IndexerConfig.quantize needs onnx=True (quantised encoders are ONNX variants); "
                              "drop --quantize or --no-onnx")
-        if not 0.0 <= self.max_reject_fraction <= 1.0:
-            raise ValueError(f"IndexerConfig.max_reject_fraction must be in [0, 1], got {self.max_reject_fraction}")
+        for name in ("max_reject_fraction", "max_prune_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"IndexerConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.url_timeout_s > 0:
             raise ValueError(f"IndexerConfig.url_timeout_s must be > 0 seconds, got {self.url_timeout_s}")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -47,7 +47,7 @@ def run_index(config: IndexerConfig, progress: ProgressFn | None = None, cancel:
     with _open(config, store) as st:
         embedder = build_embedder(config, backbone)
         collection = resolve_target(st, config.alias, embedder.dim)
-        return ingest(config, st, collection, embedder, progress, cancel, prune=config.prune)
+        return ingest(config, st, collection, embedder, progress, cancel, prune=config.prune, live=True)
 
 
 @contextlib.contextmanager
@@ -126,8 +126,12 @@ def check_dimension(store: VectorStore, collection: str, dim: int) -> None:
 
 def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder: Embedder,
            progress: ProgressFn | None = None, cancel: threading.Event | None = None, prune: bool = False,
-           stage: str = "index") -> IngestReport:
-    """One pass over the catalog into `collection` (a collection name, not an alias)."""
+           stage: str = "index", live: bool = False) -> IngestReport:
+    """One pass over the catalog into `collection` (a collection name, not an alias).
+
+    `live`: `collection` is the one searches use (`coinage index`), so the pass refuses, unless `config.force`,
+    to end with a catalog that yielded no usable row, and to prune more than `config.max_prune_fraction` of it.
+    """
     reader = open_catalog(config.catalog)
     report = IngestReport(collection=collection, catalog=str(config.catalog), embedder=embedder.description)
     rejects_path = config.rejects_path or Path("var/indexer") / f"rejects-{collection}-{int(time.time())}.jsonl"
@@ -137,9 +141,17 @@ def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder:
     start = time.perf_counter()
     try:
         run.consume_catalog(reader)
+        guarded = live and not config.force
+        if guarded:
+            check_rows_kept(config, report, ("nothing was pruned: pruning now would delete every point of "
+                                             f"{collection!r}. Fix the catalog, or pass --force to prune deliberately")
+                            if prune else "fix the catalog (or pass --force to accept an empty run)")
         if prune:
             t0 = time.perf_counter()
-            report.pruned = run.writer.prune(run.catalog_ids)
+            stale = run.writer.stale(run.catalog_ids)
+            if guarded:
+                check_prune_share(config, collection, len(stale), store.count(collection))
+            report.pruned = run.writer.delete(stale)
             report.stage_seconds["write"] += time.perf_counter() - t0
     except IndexCancelled as e:
         e.report = report
@@ -153,6 +165,24 @@ def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder:
     log.info("ingested %s into %s: %d embedded, %d unchanged, %d rejected in %.1fs", config.catalog, collection,
              report.accepted, report.unchanged, report.rejected, report.seconds)
     return report
+
+
+def check_rows_kept(config: IndexerConfig, report: IngestReport, consequence: str) -> None:
+    """Refuse a pass whose catalog yielded no usable row (empty, or every row rejected): acting on it (pruning
+    the live index, switching the alias to an empty build) would empty the index searches use."""
+    if report.accepted + report.unchanged == 0:
+        where = f", see {report.rejects_path}" if report.rejected else ""
+        raise IndexerError(f"no row of {config.catalog} could be indexed ({report.rows} rows read, "
+                           f"{report.rejected} rejected{where}); {consequence}", report)
+
+
+def check_prune_share(config: IndexerConfig, collection: str, stale: int, total: int) -> None:
+    """Refuse to prune more than `config.max_prune_fraction` of the live collection in one run."""
+    if total and stale > config.max_prune_fraction * total:
+        raise IndexerError(f"pruning would delete {stale} of the {total} points of {collection!r} "
+                           f"({stale / total:.0%}), over max_prune_fraction={config.max_prune_fraction:.0%}; "
+                           "nothing was pruned. Check the catalog is complete, or pass --force (or raise "
+                           "--max-prune-fraction) to prune deliberately")
 
 
 class _Run:

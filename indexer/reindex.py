@@ -19,7 +19,8 @@ from engine.store import VectorStore
 
 from .config import IndexerConfig
 from .errors import IndexCancelled, IndexerError
-from .pipeline import ProgressFn, _open, build_embedder, check_dimension, ingest, load_backbone_for, new_collection_name
+from .pipeline import (ProgressFn, _open, build_embedder, check_dimension, check_rows_kept, ingest, load_backbone_for,
+                       new_collection_name)
 from .report import IngestReport
 from .write import PAYLOAD_INDEXES
 
@@ -147,10 +148,7 @@ def _build_target(store: VectorStore, alias: str, dim: int) -> tuple[str, bool]:
 
 
 def _check_quality(config: IndexerConfig, ingest_report: IngestReport) -> None:
-    kept = ingest_report.accepted + ingest_report.unchanged
-    if kept == 0:
-        raise IndexerError(f"no row of {config.catalog} could be indexed ({ingest_report.rejected} rejected, see "
-                           f"{ingest_report.rejects_path}); the alias was not switched")
+    check_rows_kept(config, ingest_report, "the alias was not switched")
     fraction = ingest_report.rejected / max(ingest_report.rows, 1)
     if fraction > config.max_reject_fraction:
         raise IndexerError(f"{ingest_report.rejected} of {ingest_report.rows} rows ({fraction:.0%}) were rejected, "

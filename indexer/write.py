@@ -46,9 +46,12 @@ class Writer:
         self.store.upsert(self.collection, make_points(rows, vectors))
         self.written += len(rows)
 
-    def prune(self, keep: set[str]) -> int:
-        """Delete points whose id is not in `keep`; returns how many."""
-        stale = [pid for pid in self.store.scroll_ids(self.collection) if pid not in keep]
+    def stale(self, keep: set[str]) -> list[str]:
+        """Ids of the points whose id is not in `keep` (what pruning would delete)."""
+        return [pid for pid in self.store.scroll_ids(self.collection) if pid not in keep]
+
+    def delete(self, stale: list[str]) -> int:
+        """Delete the `stale` points (from `stale()`); returns how many."""
         if stale:
             self.store.delete(self.collection, stale)
             log.info("pruned %d points of %s that are no longer in the catalog", len(stale), self.collection)

@@ -414,6 +414,44 @@ print("finished", flush=True)
 """
 
 
+def test_index_refuses_to_prune_the_live_collection_from_an_empty_or_truncated_catalog(
+        catalog, tmp_path, onnx_cache, store_cfg, capsys):
+    """`coinage index --prune` with a catalog of zero rows (or only rejected rows, or a third of the products) would
+    empty the index searches use: it exits non-zero naming --force and deletes nothing; --force does it."""
+    from coinage.cli import main
+
+    assert run_index(config(catalog, tmp_path, onnx_cache, store_cfg)).accepted == ROWS
+    where = ["--store-url", store_cfg.url] if store_cfg.backend == "server" else ["--store-path", store_cfg.path]
+    common = ["--backbone", "tiny-random", *where, "--onnx-cache", str(onnx_cache), "--rejects",
+              str(tmp_path / "r.jsonl"), "--no-progress", "--device", "cpu"]
+
+    def index(lines: list[str], *flags: str) -> tuple[int, str]:
+        path = catalog.parent / "part.jsonl"
+        path.write_text("".join(line + "\n" for line in lines))
+        code = main(["index", "--catalog", str(path), *common, *flags])
+        return code, capsys.readouterr().err
+
+    def count() -> int:
+        with open_store(store_cfg) as store:
+            return store.count("products")
+
+    rows = catalog.read_text().splitlines()
+    for lines, needle in (([], "0 rows read, 0 rejected"),
+                          (['{"id": "a"}', "not json"], "2 rows read, 2 rejected")):
+        code, err = index(lines, "--prune")
+        assert code == 1 and needle in err and "nothing was pruned" in err and "--force" in err, err
+        assert count() == ROWS
+        code, err = index(lines)  # without --prune: still an error, nothing indexed
+        assert code == 1 and "could be indexed" in err, err
+    code, err = index(rows[:ROWS // 3], "--prune")
+    assert code == 1 and f"delete {ROWS - ROWS // 3} of the {ROWS} points" in err and "--force" in err, err
+    assert count() == ROWS
+    assert index(rows[:ROWS // 3], "--prune", "--max-prune-fraction", "0.7")[0] == 0
+    assert count() == ROWS // 3
+    assert index([], "--prune", "--force")[0] == 0  # deliberately
+    assert count() == 0
+
+
 def test_killed_ingest_resumes_to_exactly_the_clean_result(catalog, tmp_path, onnx_cache, store_cfg, store_config,
                                                             embedder):
     """SIGKILL a subprocess mid-ingest three times, then resume: same ids, payloads and vectors as a clean run."""
