@@ -133,10 +133,11 @@ def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder:
     to end with a catalog that yielded no usable row, and to prune more than `config.max_prune_fraction` of it.
     """
     reader = open_catalog(config.catalog)
+    total = reader.count()  # before the rejects file is opened: an unreadable catalog leaves nothing open
     report = IngestReport(collection=collection, catalog=str(config.catalog), embedder=embedder.description)
     rejects_path = config.rejects_path or Path("var/indexer") / f"rejects-{collection}-{int(time.time())}.jsonl"
     rejects = RejectLog(rejects_path, report)
-    bar = Progress(report, reader.count(), progress, config.progress_bar, stage)
+    bar = Progress(report, total, progress, config.progress_bar, stage)
     run = _Run(config, report, rejects, bar, Writer(store, collection), embedder, cancel)
     start = time.perf_counter()
     try:

@@ -10,6 +10,7 @@ Formats (chosen by extension):
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ class RawRow:
 
 
 class CatalogReader:
-    """Iterate raw rows of one catalog file; `count()` gives the number of rows for progress and ETA."""
+    """Iterate raw rows of one catalog file; `count()` gives the number of rows for progress and ETA.
+    A file that cannot be read (permissions, I/O error) is an IndexerError naming it; subclasses implement
+    `_count` and `_rows`."""
 
     format = ""
 
@@ -37,9 +40,25 @@ class CatalogReader:
         self.path = Path(path)
 
     def count(self) -> int:
-        raise NotImplementedError
+        with self._reading():
+            return self._count()
 
     def __iter__(self) -> Iterator[RawRow]:
+        with self._reading():
+            yield from self._rows()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            raise IndexerError(f"catalog {self.path} cannot be read ({e.strerror or e}); make it readable by "
+                               "this user (check its permissions and the disk) and run again") from e
+
+    def _count(self) -> int:
+        raise NotImplementedError
+
+    def _rows(self) -> Iterator[RawRow]:
         raise NotImplementedError
 
 
@@ -50,10 +69,10 @@ class CsvReader(CatalogReader):
         # utf-8-sig drops a BOM; undecodable bytes become U+FFFD instead of stopping the whole file
         return open(self.path, newline="", encoding="utf-8-sig", errors="replace")
 
-    def count(self) -> int:
+    def _count(self) -> int:
         return sum(1 for _ in self)  # exactly the rows __iter__ yields (records the csv module rejects included)
 
-    def __iter__(self) -> Iterator[RawRow]:
+    def _rows(self) -> Iterator[RawRow]:
         with self._open() as f:
             records = _csv_records(f)
             header = next((r for r in records if r != ([], None)), None)  # leading blank lines are skipped
@@ -91,11 +110,11 @@ def _csv_records(f) -> Iterator[tuple[list[str], str | None]]:
 class JsonlReader(CatalogReader):
     format = "jsonl"
 
-    def count(self) -> int:
+    def _count(self) -> int:
         with open(self.path, "rb") as f:
             return sum(1 for line in f if line.strip())
 
-    def __iter__(self) -> Iterator[RawRow]:
+    def _rows(self) -> Iterator[RawRow]:
         with open(self.path, "rb") as f:
             for n, line in enumerate(f, start=1):
                 if not line.strip():
@@ -122,10 +141,10 @@ class ParquetReader(CatalogReader):
         except Exception as e:  # pyarrow raises ArrowInvalid/OSError for non-Parquet files
             raise IndexerError(f"{self.path} is not a readable Parquet file: {e}") from e
 
-    def count(self) -> int:
+    def _count(self) -> int:
         return int(self._file().metadata.num_rows)
 
-    def __iter__(self) -> Iterator[RawRow]:
+    def _rows(self) -> Iterator[RawRow]:
         n = 0
         for batch in self._file().iter_batches(batch_size=1024):
             for record in batch.to_pylist():

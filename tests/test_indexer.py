@@ -132,6 +132,54 @@ def test_readers_agree_on_csv_jsonl_and_parquet(world, tmp_path):
     assert first["attributes"] == records[0]["attributes"]
 
 
+def test_an_unreadable_catalog_is_a_one_line_error_naming_the_file(world, tmp_path, monkeypatch, capsys):
+    """Tests run as root, where chmod 000 still reads: the readers' open() fails the way it does for a user
+    without permission (and a read error mid-file the way a failing disk does)."""
+    import builtins
+
+    from coinage.cli import main
+    from indexer import readers
+
+    real_open = builtins.open
+
+    def denied(path, *args, **kwargs):
+        if Path(path).name.startswith("catalog."):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(readers, "open", denied, raising=False)  # the readers' name for the builtin
+    for path in (world / "catalog.jsonl", world / "catalog.csv"):
+        reader = open_catalog(path)
+        for action in (reader.count, lambda: next(iter(reader))):
+            with pytest.raises(IndexerError, match=f"catalog {path} cannot be read \\(Permission denied\\)"):
+                action()
+    code = main(["index", "--catalog", str(world / "catalog.csv"), "--backbone", "tiny-random", "--no-onnx",
+                 "--store-path", str(tmp_path / "store"), "--rejects", str(tmp_path / "r.jsonl"), "--no-progress",
+                 "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and f"catalog {world / 'catalog.csv'} cannot be read" in err, err
+
+    class FailingDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def __iter__(self):
+            yield next(self.f)
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(readers, "open", lambda *a, **k: FailingDisk(real_open(*a, **k)), raising=False)
+    rows = iter(open_catalog(world / "catalog.jsonl"))
+    assert next(rows).fields is not None
+    with pytest.raises(IndexerError, match="cannot be read \\(Input/output error\\)"):
+        next(rows)
+
+
 def test_parquet_struct_and_map_attributes(tmp_path):
     rows = [{"id": "a", "title": "t", "image": "a.png", "attributes": {"colour": "red"}},
             {"id": "b", "title": "t", "image": "b.png", "attributes": {"size": "M"}}]
