@@ -455,7 +455,9 @@ def _save_features(path: Path, features: torch.Tensor) -> Path:
 
 
 def _to_png(image: ImageSource, index: int) -> bytes:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from engine.image_files import pil_error, pil_open_errors
 
     label = str(image) if isinstance(image, (str, Path)) else f"image #{index}"
     if isinstance(image, (str, Path)):
@@ -467,8 +469,9 @@ def _to_png(image: ImageSource, index: int) -> bytes:
     try:
         with Image.open(source) as pil:
             rgb = pil.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise ConceptError(f"{label} is not an image PIL can read ({e}); upload PNG, JPEG or WebP files") from e
+    except pil_open_errors() as e:
+        raise ConceptError(f"{label} is not an image Coinage can read ({pil_error(e)}); upload PNG, JPEG or WebP "
+                           "files") from e
     out = io.BytesIO()
     rgb.save(out, format="PNG")
     return out.getvalue()

@@ -179,6 +179,7 @@ class ConceptImages:
     def __call__(self, placeholder: str):
         from PIL import Image
 
+        from engine.image_files import pil_error, pil_open_errors
         from engine.images import ImageEncoder
         from engine.query import QueryError
 
@@ -190,8 +191,12 @@ class ConceptImages:
             raise QueryError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {self.dirs[placeholder]} for {placeholder}")
         images = []
         for f in files:
-            with Image.open(f) as im:
-                images.append(im.convert("RGB"))
+            try:
+                with Image.open(f) as im:
+                    images.append(im.convert("RGB"))
+            except pil_open_errors() as e:
+                raise QueryError(f"{f} is not an image Coinage can read ({pil_error(e)}); GAIR needs the "
+                                 f"training images of {placeholder}: remove or replace it") from e
         return ImageEncoder(self.backbone).encode_pil(images)
 
 

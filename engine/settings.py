@@ -73,6 +73,14 @@ class LimitSettings:
     # Results per page on the search page.
     results_per_page: int = 12
 
+    def __post_init__(self) -> None:
+        from engine.image_files import check_pixel_limit
+
+        try:
+            check_pixel_limit(self.max_image_pixels, "COINAGE_MAX_IMAGE_PIXELS")
+        except ValueError as e:
+            raise SettingsError(str(e)) from e
+
 
 @dataclass(frozen=True)
 class WorkerSettings:

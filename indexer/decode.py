@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from engine.image_files import check_pixel_limit, is_bomb, pil_error
 from engine.store import point_id
 
 from .readers import RawRow
@@ -43,6 +44,9 @@ class ImageLimits:
     max_pixels: int = 40_000_000  # width x height above this is refused before decoding (decompression bombs)
     max_side: int = 16_384  # longest side in pixels
     min_side: int = 8  # shortest side in pixels; smaller images carry no usable content
+
+    def __post_init__(self) -> None:
+        check_pixel_limit(self.max_pixels, "ImageLimits.max_pixels")
 
 
 @dataclass
@@ -256,10 +260,10 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
         raise Reject(f"not an image in a supported format ({', '.join(ALLOWED_FORMATS)})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise Reject(f"decompression bomb refused: {e}") from None
     except Exception as e:  # PIL raises many types (SyntaxError, struct.error, ...) for malformed headers
-        raise Reject(f"corrupt image header: {type(e).__name__}: {e}") from None
+        limit = f"the limit of {limits.max_pixels:,} pixels (IndexerConfig.limits.max_pixels)"
+        raise Reject(f"image refused: {pil_error(e, limit)}" if is_bomb(e)
+                     else f"corrupt image header ({pil_error(e)})") from None
     w, h = image.size
     if w * h > limits.max_pixels or max(w, h) > limits.max_side:
         raise Reject(f"image is {w}x{h} ({w * h} pixels), over the limits ({limits.max_pixels} pixels, "

@@ -157,7 +157,7 @@ def test_registration_refuses_non_images_and_oversized_ones(admin, app):
     data = {"placeholder": "typed", "parent": "mug",
             "images": images(2) + [(io.BytesIO(b"GIF89a" + b"\0" * 100), "x.gif")]}
     r = post(admin, "/admin/concepts", data, content_type="multipart/form-data")
-    assert r.status_code == 400 and "not an image PIL can read" in r.get_data(as_text=True)
+    assert r.status_code == 400 and "not an image Coinage can read" in r.get_data(as_text=True)
     gif = io.BytesIO()
     __import__("PIL.Image").Image.new("RGB", (32, 32)).save(gif, format="GIF")
     data["images"] = images(2) + [(io.BytesIO(gif.getvalue()), "x.gif")]

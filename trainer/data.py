@@ -15,7 +15,9 @@ from .config import ImageInput, TrainingError
 
 def to_pil(image: ImageInput, label: str = "image"):
     """A path, bytes, PIL image or (3, H, W) [0, 1] tensor -> RGB PIL image."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from engine.image_files import pil_error, pil_open_errors
 
     if isinstance(image, Image.Image):
         return image.convert("RGB")
@@ -33,9 +35,9 @@ def to_pil(image: ImageInput, label: str = "image"):
     try:
         with Image.open(source) as pil:
             return pil.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
+    except pil_open_errors() as e:
         raise TrainingError(f"{label} ({image if isinstance(image, (str, Path)) else 'bytes'}) is not a readable "
-                            f"image: {e}") from e
+                            f"image: {pil_error(e)}") from e
 
 
 def pil_batch(images: Sequence, size: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ import io
 from dataclasses import dataclass
 from typing import Sequence
 
+from engine.image_files import is_bomb, pil_error, pil_open_errors
 from engine.settings import LimitSettings
 
 from .errors import ApiError
@@ -34,9 +35,10 @@ class CheckedImage:
 
 def check_image(name: str, data: bytes, limits: LimitSettings, field: str = "images") -> CheckedImage:
     """One image file, or ApiError naming the file, the problem and the limit."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     label = f"{name!r}" if name else "the uploaded file"
+    pixel_limit = f"the limit of {limits.max_image_pixels:,} pixels (COINAGE_MAX_IMAGE_PIXELS)"
     allowed = ", ".join(limits.image_formats)
     if not data:
         raise ApiError(400, "empty_file", f"{label} is empty; choose an image file ({allowed})", field=field)
@@ -51,18 +53,20 @@ def check_image(name: str, data: bytes, limits: LimitSettings, field: str = "ima
                 raise ApiError(400, "unsupported_image", f"{label} is a {fmt or 'unknown'} image; upload {allowed}",
                                field=field)
             if width * height > limits.max_image_pixels:
-                raise ApiError(400, "image_too_many_pixels", f"{label} is {width}x{height} pixels, over the limit of "
-                               f"{limits.max_image_pixels:,} pixels (COINAGE_MAX_IMAGE_PIXELS); scale it down",
-                               field=field)
+                raise ApiError(400, "image_too_many_pixels", f"{label} is {width}x{height} pixels, over "
+                               f"{pixel_limit}: scale it down", field=field)
             if min(width, height) < limits.min_image_side:
                 raise ApiError(400, "image_too_small", f"{label} is {width}x{height} pixels; images need at least "
                                f"{limits.min_image_side} pixels on each side", field=field)
             image.load()  # full decode: truncated or corrupt files fail here
     except ApiError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ApiError(400, "not_an_image", f"{label} is not an image PIL can read ({e}); upload {allowed}",
-                       field=field) from e
+    except pil_open_errors() as e:
+        if is_bomb(e):
+            raise ApiError(400, "image_too_many_pixels", f"{label} is over {pixel_limit}: scale it down",
+                           field=field) from e
+        raise ApiError(400, "not_an_image", f"{label} is not an image Coinage can read ({pil_error(e)}); upload "
+                       f"{allowed}", field=field) from e
     return CheckedImage(name, data, fmt, width, height)
 
 

@@ -245,14 +245,17 @@ class QueryService:
         return _Prepared(request, parsed, used, {t.placeholder: t.version for t in used}, image, notes, seed)
 
     def _image_feature(self, image: Any) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
+
+        from engine.image_files import pil_error, pil_open_errors
 
         if isinstance(image, (bytes, bytearray)):
             try:
                 image = Image.open(io.BytesIO(image))
                 image.load()
-            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-                raise QueryError(f"could not read the uploaded image ({e}); upload a PNG, JPEG or WebP file") from e
+            except pil_open_errors() as e:
+                raise QueryError(f"could not read the uploaded image ({pil_error(e)}); upload a PNG, JPEG or "
+                                 "WebP file") from e
         if not isinstance(image, Image.Image):
             raise QueryError(f"field 'image' must be a PIL image or image file bytes, got {type(image).__name__}")
         return self.images.encode_pil([image])[0].float().cpu()

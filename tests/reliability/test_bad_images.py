@@ -44,7 +44,8 @@ CASES = {
     "zero-byte": ("z.png", b"", "empty (0 bytes)", (400, "empty_file|missing_field")),  # JSON: "" = no image
     "text-named-png": ("x.png", b"just some text, not an image", "not an image", (400, "not_an_image")),
     "png-named-jpg": ("x.jpg", GOOD_PNG, None, 200),
-    "header-bomb-20000": ("b.png", png_header_only(20_000, 20_000), "decompression bomb", (400, "not_an_image")),
+    "header-bomb-20000": ("b.png", png_header_only(20_000, 20_000), "decompression bomb",
+                          (400, "image_too_many_pixels")),
     "header-bomb-wide": ("w.png", png_header_only(400_000, 100), "refused as a possible decompression bomb",
                          (400, "image_too_many_pixels")),
     "deflate-bomb-7000": ("d.png", encode(Image.new("L", (7000, 7000)), "PNG", optimize=True),
@@ -99,3 +100,60 @@ def test_web_search_by_photo(name, client):
         assert r.json["error"]["message"] and r.json["error"]["field"] in ("image", "query")
         html = page.get_data(as_text=True)
         assert page.status_code == status and any(f'data-code="{c}"' in html for c in codes.split("|")), html
+
+
+# Over PIL's own guard (twice PIL.Image.MAX_IMAGE_PIXELS): PIL refuses it inside Image.open, before Coinage reads
+# the size; and a file no image format knows (PIL names the in-memory buffer, "<_io.BytesIO object at 0x...>").
+BOMB = png_header_only(20_000, 20_000)
+TEXT = b"just some text, not an image"
+PIL_WORDS = ("BytesIO", "0x", "178956970", "178,956,970", "exceeds limit", "decompression bomb DOS")
+
+
+def _clean(message: str) -> str:
+    assert not [w for w in PIL_WORDS if w in message], message
+    return message
+
+
+def test_refusals_name_the_file_and_coinage_limit_never_pil_internals(client, tmp_path):
+    """Every door that opens a user's image: uploads (search by photo, the JSON API; concept uploads use the same
+    check), the indexer's decoder, the concept registry and the trainer."""
+    from engine.concepts import ConceptError, ConceptRegistry
+    from indexer.decode import decode_image, ImageLimits, Reject
+    from trainer.config import TrainingError
+    from trainer.data import to_pil
+
+    token = client.get("/api/session").json["csrf_token"]
+    for data, code, needle in ((BOMB, "image_too_many_pixels", "over the limit of 25,000,000 pixels "
+                                                                "(COINAGE_MAX_IMAGE_PIXELS)"),
+                               (TEXT, "not_an_image", "not in an image format")):
+        page = client.post("/search/photo", data={"photo": (io.BytesIO(data), "holiday.png"), "csrf_token": token},
+                           content_type="multipart/form-data", headers={"HX-Request": "true"})
+        html = _clean(page.get_data(as_text=True))
+        assert page.status_code == 400 and f'data-code="{code}"' in html and "&#39;holiday.png&#39;" in html, html
+        assert needle in html, html
+        r = client.post("/api/search", json={"image": base64.b64encode(data).decode()})
+        assert r.json["error"]["code"] == code and needle in _clean(r.json["error"]["message"]), r.json
+
+    with pytest.raises(Reject) as e:
+        decode_image(BOMB, ImageLimits())
+    assert "the limit of 40,000,000 pixels (IndexerConfig.limits.max_pixels)" in _clean(str(e.value))
+    registry = ConceptRegistry(tmp_path)
+    for data, needle in ((BOMB, "more pixels than"), (TEXT, "not in an image format")):
+        with pytest.raises(ConceptError, match=needle) as e:
+            registry.register("<aurora>", "dress", [data] * 3, ["red", "dark"])
+        _clean(str(e.value))
+        (tmp_path / "photo.png").write_bytes(data)
+        with pytest.raises(TrainingError, match=needle) as e:
+            to_pil(tmp_path / "photo.png")
+        assert str(tmp_path / "photo.png") in _clean(str(e.value))
+
+
+def test_pixel_limits_stay_within_pils_guard():
+    """Coinage's limits may not exceed PIL's guard, or PIL's message would speak for an image Coinage allows."""
+    from engine.settings import AppSettings, SettingsError
+    from indexer.decode import ImageLimits
+
+    with pytest.raises(SettingsError, match="COINAGE_MAX_IMAGE_PIXELS=200000000 must be from 1 to 89,478,485"):
+        AppSettings.from_env({"COINAGE_MAX_IMAGE_PIXELS": "200000000"})
+    with pytest.raises(ValueError, match="ImageLimits.max_pixels"):
+        ImageLimits(max_pixels=10**9)
