@@ -145,6 +145,10 @@ class AppSettings:
     onnx: bool = True
     # Torch CPU threads for this process; None: torch's default (COINAGE_THREADS).
     threads: int | None = None
+    # Reverse proxies in front of the app that set X-Forwarded-For / X-Forwarded-Proto (COINAGE_PROXY_HOPS).
+    # 0: the headers are ignored and the client address is the connection's (a client could forge them). N > 0:
+    # werkzeug's ProxyFix trusts the last N values, so the login throttle counts per real client, not per proxy.
+    proxy_hops: int = 0
     admin: AdminSettings = field(default_factory=AdminSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
@@ -152,6 +156,8 @@ class AppSettings:
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
             raise SettingsError(f"COINAGE_ENV={self.env!r} is not one of {ENVIRONMENTS}")
+        if self.proxy_hops < 0:
+            raise SettingsError(f"COINAGE_PROXY_HOPS={self.proxy_hops} must be >= 0 (0: no proxy in front)")
         self.data_dir = absolute_path(self.data_dir)
         if self.database_url is not None:
             try:
@@ -229,6 +235,7 @@ class AppSettings:
                 values[key] = env[var]
         values["database_url"] = database_url_from_env(env)
         values["threads"] = _number(env, "COINAGE_THREADS", int, None)
+        values["proxy_hops"] = _number(env, "COINAGE_PROXY_HOPS", int, 0, minimum=0)
         values["onnx"] = _flag(env, "COINAGE_ONNX", True)
         values["store"] = store_config_from_env(env)
         query: dict[str, Any] = {"text_runtime": "auto" if values["onnx"] else "torch"}
@@ -289,7 +296,8 @@ def _choice(env: Mapping[str, str], var: str, choices: tuple[str, ...], default:
     return value
 
 
-def _number(env: Mapping[str, str], var: str, kind: Callable, default: Any) -> Any:
+def _number(env: Mapping[str, str], var: str, kind: Callable, default: Any, minimum: float | None = None) -> Any:
+    """`var` as a `kind` number; it must be > 0, or >= `minimum` when given."""
     raw = env.get(var)
     if not raw:
         return default
@@ -297,8 +305,8 @@ def _number(env: Mapping[str, str], var: str, kind: Callable, default: Any) -> A
         value = kind(raw)
     except ValueError as e:
         raise SettingsError(f"{var}={raw!r} is not a{'n integer' if kind is int else ' number'}") from e
-    if value <= 0:
-        raise SettingsError(f"{var}={raw!r} must be > 0")
+    if value <= 0 if minimum is None else value < minimum:
+        raise SettingsError(f"{var}={raw!r} must be {'> 0' if minimum is None else f'>= {minimum}'}")
     return value
 
 

@@ -139,6 +139,31 @@ def test_login_is_throttled_after_many_failures(app):
     assert codes[:10] == [401] * 10 and codes[10] == 429
 
 
+@pytest.mark.parametrize("hops", [0, 1])
+def test_login_throttle_counts_per_forwarded_client_only_behind_a_configured_proxy(tmp_path, hops):
+    """COINAGE_PROXY_HOPS=1 (deploy/): two clients behind the same proxy get their own buckets, so an attacker
+    cannot lock the admin out; 0 (no proxy): X-Forwarded-For is ignored, or a client could pick its own bucket."""
+    from engine.settings import AppSettings
+
+    assert AppSettings.from_env({"COINAGE_PROXY_HOPS": str(hops)}, data_dir=tmp_path).proxy_hops == hops
+    app = create_app(tiny_settings(tmp_path, password=PASSWORD, proxy_hops=hops))
+    try:
+        client = app.test_client()
+        token = csrf(client)
+
+        def attempt(forwarded_for: str) -> int:
+            return client.post("/admin/login", data={"user": "admin", "password": "no", "csrf_token": token},
+                               headers={"X-Forwarded-For": forwarded_for},
+                               environ_base={"REMOTE_ADDR": "10.0.0.2"}).status_code  # the proxy
+
+        assert [attempt("203.0.113.7") for _ in range(11)] == [401] * 10 + [429]
+        assert attempt("198.51.100.9") == (401 if hops else 429)
+        # a forged first value does not help: the proxy appends the address it saw, and only that one is trusted
+        assert attempt("198.51.100.9, 203.0.113.7") == 429
+    finally:
+        app.extensions["coinage"].close()
+
+
 @pytest.mark.parametrize("fields,n,code,needle", [
     ({"parent": ""}, 3, 400, "missing field &#39;parent&#39;"),
     ({"placeholder": "Bad Name"}, 3, 400, "malformed placeholder"),

@@ -39,6 +39,11 @@ def create_app(config: AppSettings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
         COINAGE_SETTINGS=settings,
     )
+    if settings.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # the client address and scheme the proxies saw (X-Forwarded-For/-Proto), trusting the last proxy_hops values
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
     resources = Resources(settings)
     app.extensions["coinage"] = resources
     try:
