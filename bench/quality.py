@@ -3,7 +3,7 @@
     coinage bench quality [--world-seed 0] [--concepts 20] [--seeds 0 1 2] [--steps 300] [--jobs 2]
     coinage bench quality --quick            # CI smoke run: small sizes, same code path, same output format
 
-Protocol (METHOD.md "Retrieval evaluation", PerVL-like), from a world seed:
+Protocol (docs/method.md "Retrieval evaluation", PerVL-like), from a world seed:
 - concepts: held-out products of the world (round-robin over the categories), 5 training photos each
   (the world's concept split), trained as custom tokens by every method for each training seed;
 - queries: one caption per query photo of a concept, "a photo of a <p0042> dress on a brick wall"

@@ -1,4 +1,4 @@
-"""Composition of custom-token and attribute queries (METHOD.md, "Composition and GAIR").
+"""Composition of custom-token and attribute queries (docs/method.md, "Composition and GAIR").
 
 q(w) = w * g([t, *, c]) + (1 - w) * mean_i g([t, a_i, c])
 

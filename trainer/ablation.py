@@ -1,4 +1,4 @@
-"""Method ablation on the demo world: the figures of METHOD.md "What training should show".
+"""Method ablation on the demo world: the figures of docs/method.md "What training should show".
 
 For each held-out product and each method, train a token (same seed, same settings otherwise)
 and collect: token norm vs attribute-word norms, cosine similarity to the attribute words, and

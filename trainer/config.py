@@ -1,7 +1,7 @@
 """What a training run is asked to do: the method, its hyperparameters and the request around them.
 
 Every method comes from the one training loop; a method only switches loss terms and the
-projection on or off (METHOD.md, "Training losses"):
+projection on or off (docs/method.md, "Training losses"):
 
 | method              | diffusion loss | classification loss | subspace projection |
 |---------------------|----------------|---------------------|---------------------|

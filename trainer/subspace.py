@@ -1,6 +1,6 @@
 """Word embeddings, automatic attribute selection, the attribute subspace and token initialisation.
 
-Subspace projection (METHOD.md, "Training losses" 4): the input embeddings of the attribute
+Subspace projection (docs/method.md, "Training losses" 4): the input embeddings of the attribute
 words (multi-piece words averaged) form a matrix E; with mean mu and the top-r principal
 directions P (r x width, orthonormal rows), the token rows e are used as P^T P (e - mu) + mu.
 """

@@ -1,4 +1,4 @@
-"""The query service (METHOD.md, "Composition and GAIR"): parsing, composed retrieval, GAIR and previews.
+"""The query service (docs/method.md, "Composition and GAIR"): parsing, composed retrieval, GAIR and previews.
 
 Used by the web app, the JSON API and `coinage search`. See engine/query/service.py for the flow.
 """
