@@ -130,6 +130,10 @@ def test_filters_limit_category_and_price(client, res):
     ("/search?q=dress&min_price=cheap", 400, "Min price must be a number"),
     ("/search?q=dress&min_price=50&max_price=10", 400, "swap them"),
     ("/search?q=dress&page=0", 400, "page must be a whole number"),
+    ("/search?q=dress&page=" + "9" * 5000, 400, "page must be a whole number"),
+    ("/search?q=dress&page=%C2%B2", 400, "page must be a whole number"),  # a unicode digit
+    # the API's offset bound (QueryConfig.max_offset 10000), in pages of 6: page 1667 starts at offset 9996
+    ("/search?q=dress&page=1668", 400, "past the deepest page served (1667: offsets up to 10000)"),
     ("/search?q=a+<broken", 400, "unbalanced"),
 ])
 def test_bad_queries_get_a_clear_message(client, query, status, needle):

@@ -107,6 +107,21 @@ def test_search_get_errors(client):
     assert unknown.json["error"]["token"] == "<nope>" and "suggestions" in unknown.json["error"]
 
 
+@pytest.mark.parametrize("field,value,bound", [
+    ("offset", 99999999999999999999999, "from 0 to 10000"), ("offset", 10001, "from 0 to 10000"),
+    ("offset", -1, "from 0 to 10000"), ("limit", 99999999999999999999999, "from 1 to 100"),
+    ("limit", 0, "from 1 to 100"),
+])
+def test_search_pages_beyond_the_bounds_are_a_400_naming_the_bound(client, res, field, value, bound):
+    assert (res.query.config.max_offset, res.query.config.max_limit) == (10000, 100)  # the one definition
+    for r in (client.get(f"/api/search?q=dress&{field}={value}&preview=0"),
+              client.post("/api/search", json={"query": "dress", field: value, "preview": False})):
+        assert r.status_code == 400 and r.json["error"]["code"] == "bad_query", r.json
+        assert f"field {field!r} must be an integer {bound}" in r.json["error"]["message"]
+    deepest = client.get(f"/api/search?q=dress&{field}={10000 if field == 'offset' else 100}&preview=0")
+    assert deepest.status_code == 200
+
+
 def test_errors_are_json_never_html(client, res, monkeypatch):
     missing = client.get("/api/nothing-here")
     assert missing.status_code == 404 and missing.json["error"]["code"] == "not_found"
@@ -164,6 +179,27 @@ def test_register_a_concept_by_json_and_follow_its_job(admin, res):
     assert {j["status"] for j in listed} == {"done", "cancelled"}
     assert admin.delete("/api/concepts/basil").json == {"deleted": "<basil>"}
     assert admin.get("/api/concepts/basil").status_code == 404
+
+
+def test_missing_concepts_and_versions_are_404_and_a_lost_registration_race_is_409(admin, res,
+                                                                                    lose_registration_race):
+    for r in (admin.post("/api/concepts/nope/activate"), admin.post("/api/concepts/nope/activate", json={})):
+        assert r.status_code == 404 and r.json["error"]["code"] == "concept_not_found", r.json
+    body = {"placeholder": "<racer>", "parent": "mug", "images": [b64(png_bytes(i)) for i in range(3)]}
+    assert admin.post("/api/concepts", json=body).status_code == 202
+    try:
+        for r in (admin.post("/api/concepts/racer/activate", json={"version": "v0099"}),
+                  admin.get("/api/concepts/racer/token?version=v0099"), admin.get("/api/concepts/racer/token")):
+            assert r.status_code == 404 and r.json["error"]["code"] == "concept_not_found", r.json
+        sequential = admin.post("/api/concepts", json=body)
+        lose_registration_race(res.registry)
+        raced = admin.post("/api/concepts", json=body)
+        for r in (sequential, raced):
+            assert r.status_code == 409 and r.json["error"]["code"] == "concept_exists", r.json
+            assert r.json["error"]["field"] == "placeholder"
+        assert raced.json == sequential.json
+    finally:
+        assert admin.delete("/api/concepts/racer").status_code == 200  # cancels its queued training too
 
 
 @pytest.mark.parametrize("body,field", [

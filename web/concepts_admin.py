@@ -99,10 +99,8 @@ def parse_concept_form(data: Mapping[str, Any], train_defaults, max_steps: int =
 
 
 def register_concept(res, form: ConceptForm, images: Sequence[CheckedImage]) -> tuple[Concept, str]:
-    """Store the concept and its images, queue its training; returns (concept, job id)."""
-    if form.placeholder in res.registry:
-        raise ApiError(409, "concept_exists", f"{form.placeholder} is already registered; pick another name, or "
-                       "delete the existing concept first", field="placeholder")
+    """Store the concept and its images, queue its training; returns (concept, job id). A placeholder already
+    registered (also by a concurrent request) raises engine.concepts.ConceptExists: 409 concept_exists."""
     concept = res.registry.register(form.placeholder, form.parent, [im.data for im in images],
                                     attributes=form.attributes, method=form.method, num_vectors=form.num_vectors)
     return concept, start_training(res, form.placeholder, form.steps)

@@ -39,10 +39,10 @@ class SearchForm:
         form.min_price = form._number(args, "min_price", "Min price")
         form.max_price = form._number(args, "max_price", "Max price")
         page = (args.get("page") or "1").strip()
-        if page.isdigit() and int(page) >= 1:
-            form.page = min(int(page), 10_000)
+        if page.isascii() and page.isdigit() and len(page) <= 9 and int(page) >= 1:  # the bound: run_search
+            form.page = int(page)
         else:
-            form.errors.append(f"page must be a whole number from 1, got {page!r}")
+            form.errors.append(f"page must be a whole number from 1, got {page[:20]!r}")
         w = form._number(args, "w", "w")
         if w is not None and not 0.0 <= w <= 1.0:
             form.errors.append(f"w must be between 0 and 1, got {w}")
@@ -122,6 +122,7 @@ class SearchOutcome:
     corrections: list[tuple[str, str]] = field(default_factory=list)  # (suggested query, url) for unknown tokens
     preview: "PreviewPanel | None" = None
     per_page: int = 12
+    last_page: int | None = None  # the deepest page served (QueryConfig.max_offset); None: not known yet
 
     @property
     def status(self) -> int:
@@ -135,6 +136,8 @@ class SearchOutcome:
     def next_url(self) -> str | None:
         if self.response is None or self.response.next_offset is None:
             return None
+        if self.last_page is not None and self.form.page >= self.last_page:
+            return None
         return self.form.url(page=self.form.page + 1)
 
 
@@ -147,7 +150,11 @@ def run_search(res, form: SearchForm, image: bytes | None = None, with_preview: 
     from .errors import from_engine
 
     per_page = res.settings.limits.results_per_page
-    out = SearchOutcome(form=form, per_page=per_page)
+    last_page = res.query.config.max_offset // per_page + 1  # the API's offset bound, in pages
+    out = SearchOutcome(form=form, per_page=per_page, last_page=last_page)
+    if form.page > last_page:
+        form.errors.append(f"page {form.page} is past the deepest page served ({last_page}: offsets up to "
+                           f"{res.query.config.max_offset}); narrow the search with filters instead")
     if form.errors:
         out.error = ApiError(400, "invalid_field", "; ".join(form.errors))
         return out

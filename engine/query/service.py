@@ -229,7 +229,7 @@ class QueryService:
         if not isinstance(request, SearchRequest):
             raise QueryError(f"expected a SearchRequest, got {type(request).__name__}; build one with "
                              "SearchRequest(query=...) or SearchRequest.from_json(body)")
-        request.validate(self.config.max_limit)
+        request.validate(self.config)
         image = self._image_feature(request.image) if request.image is not None else None
         notes: list[str] = []
         parsed = None

@@ -83,7 +83,7 @@ def _search_response(data: Mapping[str, Any], want_preview: bool):
     from engine.query import SearchRequest
 
     res = resources()
-    request_obj = SearchRequest.from_json(data)
+    request_obj = SearchRequest.from_json(data, res.query.config)  # its page bounds too
     if request_obj.limit is None:
         request_obj.limit = res.settings.limits.results_per_page
     response = res.query.search(request_obj)
@@ -220,6 +220,7 @@ def delete_concept(name: str):
 def activate(name: str):
     res = resources()
     placeholder = _placeholder(name)
+    res.registry.get(placeholder)  # an unknown concept: 404, before looking for its versions
     data = _json() or {}
     version = data.get("version") if isinstance(data, dict) else None
     if version is None:
