@@ -202,6 +202,25 @@ def test_missing_concepts_and_versions_are_404_and_a_lost_registration_race_is_4
         assert admin.delete("/api/concepts/racer").status_code == 200  # cancels its queued training too
 
 
+def test_registration_words_are_checked_once_deduplicated_and_warned_about(admin, res):
+    body = {"placeholder": "<dress>", "parent": "Dress ", "images": [b64(png_bytes(i)) for i in range(3)]}
+    same = admin.post("/api/concepts", json=body)
+    assert same.status_code == 400 and same.json["error"]["field"] == "placeholder"
+    assert "is its own parent word 'Dress'" in same.json["error"]["message"]
+    body.update(placeholder="<pinafore>", attributes=["red", " RED", "red  "])
+    repeated = admin.post("/api/concepts", json=body)
+    assert repeated.status_code == 400 and repeated.json["error"]["field"] == "attributes"
+    assert "at least 2 distinct attribute words; got 1 distinct attribute word (red)" in repeated.json["error"]["message"]
+    assert "<pinafore>" not in res.registry
+    body.update(parent="xqzvb", attributes=["Red", "red", "old"])
+    r = admin.post("/api/concepts", json=body)
+    try:
+        assert r.status_code == 202 and r.json["concept"]["attributes"] == ["red", "old"]
+        assert len(r.json["warnings"]) == 1 and "'xqzvb' is spelled with 4 sub-word pieces" in r.json["warnings"][0]
+    finally:
+        admin.delete("/api/concepts/pinafore")
+
+
 @pytest.mark.parametrize("body,field", [
     ({"parent": "mug", "images": []}, "placeholder"),
     ({"placeholder": "x", "images": []}, "parent"),
