@@ -100,6 +100,25 @@ def test_cancel_a_preview(client, res):
     assert states(again) == ["queued"]  # searching again generates a new preview
 
 
+def test_a_shared_preview_is_cancelled_for_one_shopper_until_the_last_one_cancels(app, res):
+    alice, bob = app.test_client(), app.test_client()
+    html = alice.get("/search?q=grey+teapot", headers=HX).get_data(as_text=True)
+    job_id = re.search(r"/jobs/([0-9a-f]+)/cancel", html).group(1)
+    assert re.search(r"/jobs/([0-9a-f]+)/cancel", bob.get("/search?q=grey+teapot", headers=HX)
+                     .get_data(as_text=True)).group(1) == job_id  # identical queries share one job
+
+    def cancel(client):
+        token = client.get("/api/session").json["csrf_token"]
+        return client.post(f"/jobs/{job_id}/cancel", data={"q": "grey teapot"}, headers={**HX, "X-CSRF-Token": token})
+
+    first = cancel(alice).get_data(as_text=True)
+    assert states(first) == ["cancelled"] and "1 other shopper still waits for it" in first
+    assert res.jobs.get(job_id).status == "queued"  # bob's preview goes on
+    assert states(bob.get("/search?q=grey+teapot", headers=HX).get_data(as_text=True)) == ["queued"]
+    assert states(cancel(bob).get_data(as_text=True)) == ["cancelled"]
+    assert res.jobs.get(job_id).status == "cancelled"  # the last one waiting cancelled it
+
+
 def test_cancel_needs_csrf_and_only_cancels_previews(client, res):
     job_id = res.jobs.submit("train", {"placeholder": "<x>"})
     assert client.post(f"/jobs/{job_id}/cancel").status_code == 400  # no CSRF token

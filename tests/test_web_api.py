@@ -74,6 +74,23 @@ def test_search_get_returns_results_image_urls_and_the_preview_job(client, res):
     assert done["status"] == "done" and done["panel"]["image"]["url"].startswith("/previews/")
 
 
+def test_a_shared_preview_job_is_cancelled_only_when_no_other_client_waits(app, admin):
+    clients = [app.test_client(), app.test_client()]
+    tokens = [c.get("/api/session").json["csrf_token"] for c in clients]
+    jobs = [c.get("/api/search?q=old+backpack").json["preview"]["job"] for c in clients]
+    assert jobs[0] == jobs[1]
+    first = clients[0].post(f"/api/jobs/{jobs[0]}/cancel", headers={"X-CSRF-Token": tokens[0]})
+    assert first.status_code == 200 and first.json["detached"] and first.json["status"] == "queued"
+    assert first.json["panel"]["state"] == "cancelled" and "still waits" in first.json["panel"]["message"]
+    assert clients[1].get(f"/api/jobs/{jobs[0]}").json["status"] == "queued"
+    last = clients[1].post(f"/api/jobs/{jobs[0]}/cancel", headers={"X-CSRF-Token": tokens[1]})
+    assert last.status_code == 200 and not last.json["detached"] and last.json["status"] == "cancelled"
+    shared = clients[0].get("/api/search?q=old+red+backpack").json["preview"]["job"]
+    assert clients[1].get("/api/search?q=old+red+backpack").json["preview"]["job"] == shared
+    forced = admin.post(f"/api/jobs/{shared}/cancel")  # the admin's cancel stops it for everyone
+    assert forced.json["status"] == "cancelled" and not forced.json["detached"]
+
+
 def test_search_post_by_photo_needs_no_csrf(client):
     r = client.post("/api/search", json={"image": b64(png_bytes(5)), "limit": 3})
     assert r.status_code == 200 and len(r.json["results"]) == 3 and r.json["preview"] is None

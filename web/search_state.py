@@ -256,6 +256,11 @@ def ensure_preview(res, request, response=None) -> PreviewPanel:
     if not res.backbone.diffusion_available:
         return PreviewPanel("unavailable", f"backbone {res.backbone.id!r} has no diffusion stack, so there is no "
                                            "preview; the ranked results are not affected")
+    from flask import has_request_context
+
+    from .security import visitor_id
+
+    waiter = visitor_id() if has_request_context() else None  # who waits on it (scripts: nobody in particular)
     key, params = preview_key(res, request)
     job = res.jobs.latest("preview", key)
     usable = job is not None and ((job.active and not job.cancel_requested)
@@ -264,8 +269,23 @@ def ensure_preview(res, request, response=None) -> PreviewPanel:
         if res.jobs.count("preview", "queued") >= res.settings.limits.max_queued_previews:
             return PreviewPanel("unavailable", "the preview generator is busy; the results are ready, search again "
                                                "in a moment for a preview")
-        job = res.jobs.get(res.jobs.submit("preview", params, dedupe_key=key))
+        job = res.jobs.get(res.jobs.submit("preview", params, dedupe_key=key, waiter=waiter))
+    elif job.active and waiter is not None:
+        res.jobs.wait(job.id, waiter)  # this shopper shares the job: another's cancel does not stop it
     return panel_for(job, request.weight, response.weight_source if response is not None else "")
+
+
+def cancel_preview(res, job: Job) -> tuple[Job, PreviewPanel | None]:
+    """This visitor stops waiting on a preview job: the job is cancelled only when nobody else waits on it.
+    Returns the job and, when others still wait, the panel this visitor sees (cancelled for them only)."""
+    from .security import visitor_id
+
+    job, others = res.jobs.release(job.id, visitor_id())
+    if others == 0:
+        return job, None
+    return job, PreviewPanel("cancelled", f"preview cancelled for you; {others} other shopper"
+                                          f"{'s' if others != 1 else ''} still wait{'' if others != 1 else 's'} "
+                                          "for it, so it keeps running for them", job=job)
 
 
 def _pngs_present(res, job: Job) -> bool:

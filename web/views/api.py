@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, jsonify, request, send_file, session, 
 
 from .. import concepts_admin as ca
 from ..errors import ApiError, bad_field, missing_field
-from ..search_state import ensure_preview, panel_for
+from ..search_state import cancel_preview, ensure_preview, panel_for
 from ..security import admin_required, csrf_exempt, csrf_token, is_admin, login, logout
 from ..uploads import check_image, check_images, form_files
 from . import resources
@@ -297,9 +297,17 @@ def get_job(job_id: str):
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):
+    """The admin cancels any job; a shopper cancels a preview for themself (it stops when nobody else waits)."""
     res = resources()
-    _visible(res.jobs.get(job_id))
-    return jsonify(_job_json(res.jobs.request_cancel(job_id)))
+    job = res.jobs.get(job_id)
+    _visible(job)
+    if job.kind != "preview" or is_admin():
+        return jsonify({**_job_json(res.jobs.request_cancel(job_id)), "detached": False})
+    job, detached = cancel_preview(res, job)
+    out = _job_json(job)
+    if detached is not None:
+        out["panel"] = detached.to_json()
+    return jsonify({**out, "detached": detached is not None})
 
 
 @bp.post("/reindex")
