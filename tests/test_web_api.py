@@ -57,6 +57,28 @@ def test_openapi_document_is_valid_and_matches_the_routes(client, app):
     served = {(rule.rule.replace("<path:", "<"), method) for rule in app.url_map.iter_rules()
               if rule.rule.startswith("/api/") for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert described == served
+    # what the server requires is what the document says: the CSRF token (with the session cookie) exactly where
+    # the app checks it, the page bounds of the app's own settings
+    views = {(rule.rule.replace("<path:", "<"), method): app.view_functions[rule.endpoint]
+             for rule in app.url_map.iter_rules() for method in rule.methods}
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            csrf = method in ("post", "delete") and not getattr(
+                views[(re.sub(r"\{(\w+)\}", r"<\1>", path), method.upper())], "csrf_exempt", False)
+            assert any("csrfToken" in req for req in op.get("security", [])) == csrf, (method, path)
+            if csrf:
+                assert op["security"] == [{"cookieSession": [], "csrfToken": []}], (method, path)
+    schemes = spec["components"]["securitySchemes"]
+    assert (schemes["csrfToken"]["in"], schemes["csrfToken"]["name"]) == ("header", "X-CSRF-Token")
+    assert (schemes["cookieSession"]["in"], schemes["cookieSession"]["name"]) == ("cookie", "session")
+    params = {p["name"]: p for p in spec["paths"]["/api/search"]["get"]["parameters"]}
+    config = app.extensions["coinage"].query.config
+    assert params["q"]["required"] and params["q"]["schema"]["minLength"] == 1
+    assert (params["limit"]["schema"]["maximum"], params["offset"]["schema"]["maximum"]) == (config.max_limit,
+                                                                                               config.max_offset)
+    body = spec["components"]["schemas"]["SearchRequest"]
+    assert body["properties"]["image"]["oneOf"][0]["minLength"] > 0 and body["additionalProperties"] is False
+    assert body["properties"]["offset"]["maximum"] == config.max_offset
 
 
 def test_search_get_returns_results_image_urls_and_the_preview_job(client, res):

@@ -17,11 +17,13 @@ from .config import TrainConfig, TrainingError
 
 
 class ConceptWordError(TrainingError):
-    """A placeholder, parent or attribute set that cannot be trained; `field` names the one at fault."""
+    """A placeholder, parent or attribute set that cannot be trained; `field` names the one at fault and `code`
+    the reason (the web's error code): 'invalid_field' for a malformed word, 'own_parent_word' and
+    'too_few_attributes' for well-formed words that do not go together."""
 
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str, message: str, code: str = "invalid_field"):
         super().__init__(message)
-        self.field = field
+        self.field, self.code = field, code
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def check_concept_words(placeholder: str, parent: str, attributes: Sequence[str]
         raise ConceptWordError("placeholder", f"the placeholder {placeholder} is its own parent word {parent.strip()!r}: "
                                f"every plain {parent.strip()!r} search would read as the custom token; name the "
                                f"concept with a new word (e.g. <{placeholder[1:-1]}-1> or <aurora>) and keep "
-                               f"{parent.strip()!r} as its parent")
+                               f"{parent.strip()!r} as its parent", "own_parent_word")
     words = distinct_words(attributes) if attributes is not None else []
     needed = min_attributes(config)
     if words and len(words) < needed:
@@ -84,10 +86,12 @@ def check_concept_words(placeholder: str, parent: str, attributes: Sequence[str]
         raise ConceptWordError("attributes", f"method {config.method} projects the token onto the attribute words' "
                                f"subspace of rank {config.rank or 'min(|A| - 1, 32)'}, which needs at least {needed} "
                                f"distinct attribute words; got {given} (repeats, case and spacing do not count). "
-                               "Add different attributes, or leave the field empty to choose them automatically")
+                               "Add different attributes, or leave the field empty to choose them automatically",
+                               "too_few_attributes")
     if not words and needed > config.num_attributes:
         raise ConceptWordError("attributes", f"the projection rank {config.rank} needs {needed} attribute words, but "
-                               f"num_attributes chooses {config.num_attributes}; raise num_attributes or lower rank")
+                               f"num_attributes chooses {config.num_attributes}; raise num_attributes or lower rank",
+                               "too_few_attributes")
     return ConceptWords(placeholder, parent.strip(), words or None, parent_warnings(parent))
 
 

@@ -17,7 +17,8 @@ from engine.jobs import Job
 from .errors import ApiError, bad_field, missing_field
 from .uploads import CheckedImage
 
-MAX_VECTORS = 16
+MAX_VECTORS = 16  # token rows a registration may ask for
+MAX_STEPS = 100_000  # training steps a registration or retrain may ask for
 SUGGESTED_ATTRIBUTES = 12
 METRIC_SUMMARY = ("norm_ratio", "cos_attributes_mean", "auc_target_vs_parent", "auc_target_vs_others",
                   "train_seconds", "steps")
@@ -58,7 +59,7 @@ def int_field(data: Mapping[str, Any], name: str, default: int, lo: int, hi: int
     return value
 
 
-def parse_concept_form(data: Mapping[str, Any], train_defaults, max_steps: int = 100_000) -> ConceptForm:
+def parse_concept_form(data: Mapping[str, Any], train_defaults, max_steps: int = MAX_STEPS) -> ConceptForm:
     """Validate registration fields (form or JSON); ApiError names the field and the fix. The words themselves
     (placeholder vs parent, distinct attributes for the projection, the parent's warning) are trainer.words'."""
     from trainer import METHODS
@@ -90,7 +91,7 @@ def parse_concept_form(data: Mapping[str, Any], train_defaults, max_steps: int =
     try:
         words = check_concept_words(placeholder, parent, attributes, with_method(train_defaults, method))
     except ConceptWordError as e:
-        raise bad_field(e.field, str(e)) from e
+        raise ApiError(400, e.code, f"field {e.field!r}: {e}", field=e.field) from e
     return ConceptForm(placeholder, words.parent, words.attributes, method,
                        int_field(data, "num_vectors", train_defaults.num_vectors, 1, MAX_VECTORS),
                        int_field(data, "steps", train_defaults.steps, 1, max_steps), words.warnings)

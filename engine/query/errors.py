@@ -18,3 +18,7 @@ class IndexMismatch(QueryError):
 
 class PreviewUnavailable(QueryError):
     """A preview or GAIR was asked for where none can be generated (no diffusion stack, image-only query)."""
+
+
+class EmptyRange(QueryError):
+    """Bounds that exclude everything (min_price above max_price): well-formed fields, contradictory together."""

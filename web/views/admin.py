@@ -253,7 +253,7 @@ def deactivate(name: str):
 def retrain(name: str):
     res = resources()
     c = _concept(name)
-    steps = ca.int_field(request.form, "steps", res.settings.train.steps, 1, 100_000)
+    steps = ca.int_field(request.form, "steps", res.settings.train.steps, 1, ca.MAX_STEPS)
     ca.start_training(res, c.placeholder, steps)
     return _go(url_for("admin.concept", name=name))
 

@@ -244,7 +244,7 @@ def deactivate(name: str):
 def retrain(name: str):
     res = resources()
     data = _json() or {}
-    steps = ca.int_field(data if isinstance(data, dict) else {}, "steps", res.settings.train.steps, 1, 100_000)
+    steps = ca.int_field(data if isinstance(data, dict) else {}, "steps", res.settings.train.steps, 1, ca.MAX_STEPS)
     job_id = ca.start_training(res, _placeholder(name), steps)
     return jsonify({"job": res.jobs.get(job_id).to_json(), "job_url": url_for("api.get_job", job_id=job_id)}), 202
 
