@@ -268,6 +268,18 @@ def test_requests_are_checked_at_the_boundary(tmp_path, tiny):
         train_concept(replace(request(tmp_path, tiny), out_dir=None))
 
 
+def test_a_parent_word_the_tokenizer_splits_trains_with_a_warning_in_the_log_progress_and_metrics(tmp_path, tiny,
+                                                                                                   caplog):
+    events = []
+    result = train_concept(replace(request(tmp_path, tiny, "prompt-tuning", steps=1), parent="xqzvb"),
+                           progress=events.append)
+    assert result.status == "ready"
+    prepare = next(e for e in events if e["phase"] == "prepare")
+    assert len(prepare["warnings"]) == 1 and "'xqzvb' is spelled with 4 sub-word pieces" in prepare["warnings"][0]
+    assert result.metrics["warnings"] == prepare["warnings"]
+    assert any("xqzvb" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
 def test_best_intercept_minimises_the_balanced_bce():
     from trainer.loop import balanced_bce, best_intercept
 

@@ -281,7 +281,7 @@ def cancel_preview(res, job: Job) -> tuple[Job, PreviewPanel | None]:
     from .security import visitor_id
 
     job, others = res.jobs.release(job.id, visitor_id())
-    if others == 0:
+    if others == 0 or not job.active:  # cancelled for all, or finished anyway: the job's own panel
         return job, None
     return job, PreviewPanel("cancelled", f"preview cancelled for you; {others} other shopper"
                                           f"{'s' if others != 1 else ''} still wait{'' if others != 1 else 's'} "
