@@ -161,6 +161,14 @@ def test_search_pages_beyond_the_bounds_are_a_400_naming_the_bound(client, res, 
     assert deepest.status_code == 200
 
 
+def test_integral_json_numbers_count_as_integers_as_in_json_schema(client):
+    r = client.post("/api/search", json={"query": "dress", "limit": 3.0, "offset": 1.0, "seed": 2.0,
+                                         "filters": {"stock": [5.0, 6]}, "preview": False})
+    assert r.status_code == 200 and (r.json["limit"], r.json["offset"]) == (3, 1), r.json
+    fractional = client.post("/api/search", json={"query": "dress", "limit": 3.5})
+    assert fractional.status_code == 400 and "field 'limit' must be an integer" in fractional.json["error"]["message"]
+
+
 def test_errors_are_json_never_html(client, res, monkeypatch):
     missing = client.get("/api/nothing-here")
     assert missing.status_code == 404 and missing.json["error"]["code"] == "not_found"
@@ -249,7 +257,8 @@ def test_registration_words_are_checked_once_deduplicated_and_warned_about(admin
     body.update(placeholder="<pinafore>", attributes=["red", " RED", "red  "])
     repeated = admin.post("/api/concepts", json=body)
     assert repeated.status_code == 400 and repeated.json["error"]["field"] == "attributes"
-    assert "at least 2 distinct attribute words; got 1 distinct attribute word (red)" in repeated.json["error"]["message"]
+    message = repeated.json["error"]["message"]
+    assert "at least 2 distinct attribute words; got 1 distinct attribute word (red)" in message
     assert "<pinafore>" not in res.registry
     body.update(parent="xqzvb", attributes=["Red", "red", "old"])
     r = admin.post("/api/concepts", json=body)

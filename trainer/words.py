@@ -75,10 +75,10 @@ def check_concept_words(placeholder: str, parent: str, attributes: Sequence[str]
     if not parent or not parent.strip():
         raise ConceptWordError("parent", "parent must be the word naming the concept's category, e.g. 'dress'")
     if normalise(parent) == placeholder[1:-1]:
-        raise ConceptWordError("placeholder", f"the placeholder {placeholder} is its own parent word {parent.strip()!r}: "
-                               f"every plain {parent.strip()!r} search would read as the custom token; name the "
-                               f"concept with a new word (e.g. <{placeholder[1:-1]}-1> or <aurora>) and keep "
-                               f"{parent.strip()!r} as its parent", "own_parent_word")
+        raise ConceptWordError("placeholder", f"the placeholder {placeholder} is its own parent word "
+                               f"{parent.strip()!r}: every plain {parent.strip()!r} search would read as the custom "
+                               f"token; name the concept with a new word (e.g. <{placeholder[1:-1]}-1> or <aurora>) "
+                               f"and keep {parent.strip()!r} as its parent", "own_parent_word")
     words = distinct_words(attributes) if attributes is not None else []
     needed = min_attributes(config)
     if words and len(words) < needed:

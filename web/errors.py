@@ -46,7 +46,7 @@ def from_engine(error: Exception) -> ApiError:
     from engine.database import DatabaseError
     from engine.errors import TokenError, UnknownTokenError
     from engine.jobs import JobError
-    from engine.query import EmptyRange, IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
+    from engine.query import ConflictingFields, IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
     from engine.store import StoreError
     from trainer import TrainingError
 
@@ -57,7 +57,7 @@ def from_engine(error: Exception) -> ApiError:
         return ApiError(409, "concept_exists", message, field="placeholder")
     table = ((ConceptNotFound, 404, "concept_not_found"), (VersionNotReady, 409, "version_not_ready"),
              (IndexNotFound, 503, "index_missing"), (IndexMismatch, 503, "index_mismatch"),
-             (PreviewUnavailable, 409, "preview_unavailable"), (EmptyRange, 400, "empty_range"),
+             (PreviewUnavailable, 409, "preview_unavailable"), (ConflictingFields, 400, "conflicting_fields"),
              (QueryError, 400, "bad_query"),
              (TokenError, 400, "bad_token"), (TrainingError, 400, "bad_training_request"),
              (JobError, 404, "job_not_found"), (StoreError, 503, "store_unavailable"),

@@ -119,24 +119,25 @@ def _search_request(query, limits) -> dict[str, Any]:
     """SearchRequest: `query` (QueryConfig) and `limits` (LimitSettings) give the bounds the server applies."""
     text = {"type": "string", "maxLength": query.max_query_chars, "pattern": QUERY_TEXT,
             "description": "text; custom tokens as <name>, e.g. '<aurora> dress on a beach'"}
-    value = {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": -2**53, "maximum": 2**53}]}
+    integer = {"type": "integer", "minimum": -2**53, "maximum": 2**53}
+    value = {"oneOf": [{"type": "string"}, integer]}
+    field_name = {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}
+    open_price = {"oneOf": [PRICE, {"type": "null"}]}
     return {"type": "object", "additionalProperties": False, "properties": {
         "query": text,
         "image": {"oneOf": [{**BASE64, "description": "base64 of a PNG/JPEG/WebP photo to search by (at most "
                                                       f"{limits.max_image_bytes} bytes decoded)"}, {"type": "null"}]},
         "category": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "string"}},
                                {"type": "null"}]},
-        "min_price": {"oneOf": [PRICE, {"type": "null"}]}, "max_price": {"oneOf": [PRICE, {"type": "null"}]},
         "filters": {"type": "object", "description": "payload field -> exact value or a non-empty list of them",
-                    "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
-                    "additionalProperties": {"oneOf": [value, {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                                                       {"type": "array", "minItems": 1, "items": value["oneOf"][1]}]}},
+                    "propertyNames": field_name, "additionalProperties": {"oneOf": [
+                        value, {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                        {"type": "array", "minItems": 1, "items": integer}]}},
         "ranges": {"type": "object", "description": "payload field -> [min, max] (null leaves a side open)",
-                   "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
-                   "additionalProperties": {"oneOf": [{"type": "array", "prefixItems": [PRICE, {"oneOf": [PRICE, {"type": "null"}]}],
-                                                       "minItems": 2, "maxItems": 2},
-                                                      {"type": "array", "prefixItems": [{"type": "null"}, PRICE],
-                                                       "minItems": 2, "maxItems": 2}]}},
+                   "propertyNames": field_name, "additionalProperties": {"oneOf": [
+                       {"type": "array", "prefixItems": [PRICE, open_price], "minItems": 2, "maxItems": 2},
+                       {"type": "array", "prefixItems": [{"type": "null"}, PRICE], "minItems": 2, "maxItems": 2}]}},
+        "min_price": open_price, "max_price": open_price,
         "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": query.max_limit},
         "offset": {"type": "integer", "minimum": 0, "maximum": query.max_offset},
         "gair": {"type": ["boolean", "null"]},
@@ -253,7 +254,8 @@ def spec(query=None, limits=None) -> dict[str, Any]:
             "responses": {"200": _json(_ref("Concept"), "activated"), **_errors(400, 401, 404, 409)}}},
         "/api/concepts/{name}/deactivate": {"post": {
             "summary": "Stop serving the concept's token", "operationId": "deactivateConcept", "security": STATE_CHANGE,
-            "parameters": [NAME], "responses": {"200": _json(_ref("Concept"), "deactivated"), **_errors(400, 401, 404)}}},
+            "parameters": [NAME],
+            "responses": {"200": _json(_ref("Concept"), "deactivated"), **_errors(400, 401, 404)}}},
         "/api/concepts/{name}/retrain": {"post": {
             "summary": "Queue a new training run (resumes an interrupted compatible one)",
             "operationId": "retrainConcept", "security": STATE_CHANGE, "parameters": [NAME],
@@ -280,8 +282,8 @@ def spec(query=None, limits=None) -> dict[str, Any]:
         "/api/jobs/{job_id}/cancel": {"post": {
             "summary": "Ask a job to stop (the admin: any job, for everyone; anyone else: a preview, for themself: "
                        "it stops when no one else waits on it)", "operationId": "cancelJob",
-            "security": STATE_CHANGE, "parameters": [JOB_ID], "responses": {"200": _json(_ref("Job"), "cancellation requested"),
-                                                        **_errors(400, 401, 404)}}},
+            "security": STATE_CHANGE, "parameters": [JOB_ID],
+            "responses": {"200": _json(_ref("Job"), "cancellation requested"), **_errors(400, 401, 404)}}},
         "/api/reindex": {"post": {
             "summary": "Rebuild the product index from the configured catalog (blue/green)",
             "operationId": "reindex", "security": STATE_CHANGE,

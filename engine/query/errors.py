@@ -20,5 +20,6 @@ class PreviewUnavailable(QueryError):
     """A preview or GAIR was asked for where none can be generated (no diffusion stack, image-only query)."""
 
 
-class EmptyRange(QueryError):
-    """Bounds that exclude everything (min_price above max_price): well-formed fields, contradictory together."""
+class ConflictingFields(QueryError):
+    """Fields each well formed that do not go together: min_price above max_price, method 'text+image' without
+    a custom token in the query."""

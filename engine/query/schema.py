@@ -8,7 +8,7 @@ import numbers
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .errors import EmptyRange, QueryError
+from .errors import ConflictingFields, QueryError
 from .gair import GairOutcome, WeightScore
 from .previews import Preview
 
@@ -64,9 +64,12 @@ class SearchRequest:
             raise QueryError("field 'image' must be a base64 string of an image file (or null)")
         else:
             values["image"] = None
-        for name in ("limit", "offset", "seed"):  # JSON (Schema) integers include 3.0: integral numbers are integers
-            if isinstance(values.get(name), float) and values[name].is_integer() and math.isfinite(values[name]):
-                values[name] = int(values[name])
+        for name in ("limit", "offset", "seed"):
+            if name in values:
+                values[name] = _json_int(values[name])
+        if isinstance(values.get("filters"), Mapping):
+            values["filters"] = {k: [_json_int(x) for x in v] if isinstance(v, list) else _json_int(v)
+                                 for k, v in values["filters"].items()}
         if isinstance(values.get("ranges"), Mapping):
             values["ranges"] = {k: _pair(k, v) for k, v in values["ranges"].items()}
         request = cls(**values)
@@ -82,7 +85,7 @@ class SearchRequest:
         _expect_optional_number("min_price", self.min_price)
         _expect_optional_number("max_price", self.max_price)
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
-            raise EmptyRange(f"min_price {self.min_price} is above max_price {self.max_price}; swap or drop one")
+            raise ConflictingFields(f"min_price {self.min_price} is above max_price {self.max_price}; swap or drop one")
         if self.category is not None and not (isinstance(self.category, str) or (
                 isinstance(self.category, list) and self.category and all(isinstance(c, str) for c in self.category))):
             raise QueryError(f"field 'category' must be a string or a non-empty list of strings, got {self.category!r}")
@@ -170,6 +173,11 @@ class GairResult:
         if include_png and self.preview is not None:
             out["preview"]["png_base64"] = base64.b64encode(self.preview.png).decode()
         return out
+
+
+def _json_int(value: Any) -> Any:
+    """An integral float as the int it is (JSON and JSON Schema count 3.0 as an integer); anything else as is."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _is_int(value: Any) -> bool:
