@@ -32,7 +32,7 @@ from typing import Any, Sequence, Union
 
 import torch
 
-from .database import Connection, open_database
+from .database import Connection, is_unique_violation, open_database
 from .errors import CoinageError, TokenError
 from .tokenizer import validate_placeholder
 from .tokens import CustomToken, TokenSet, load_token, save_token
@@ -82,6 +82,18 @@ CREATE TABLE IF NOT EXISTS versions (
 
 class ConceptError(CoinageError):
     """A registry problem: unknown concept or version, bad images, a version that is not ready."""
+
+
+class ConceptNotFound(ConceptError):
+    """No such concept, version or live version (the web answers 404)."""
+
+
+class ConceptExists(ConceptError):
+    """The placeholder is already registered, also when another process registered it a moment ago (409)."""
+
+
+class VersionNotReady(ConceptError):
+    """The version exists but its training has not finished (409)."""
 
 
 @dataclass
@@ -185,19 +197,23 @@ class ConceptRegistry:
         now = _now()
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM concepts WHERE name=?", (name,)).fetchone():
-                raise ConceptError(f"concept {placeholder} is already registered; delete it first "
-                                   f"(`coinage concept delete {placeholder}`) or pick another placeholder")
+                raise self._exists(placeholder)
+            try:  # the row first: the loser of a race (a unique violation) must not touch the winner's files
+                conn.execute(
+                    "INSERT INTO concepts (name, placeholder, parent, attributes, method, num_vectors, status, "
+                    "active_version, created, updated, metrics, error) VALUES (?,?,?,?,?,?,?,NULL,?,?,'{}',NULL)",
+                    (name, placeholder, parent.strip(), json.dumps(list(attributes or [])), method,
+                     int(num_vectors), "registered", now, now))
+            except Exception as e:
+                if is_unique_violation(e):
+                    raise self._exists(placeholder) from e
+                raise
             folder = self.concept_dir(placeholder) / "images"
             if folder.parent.exists():  # leftovers of a concept deleted while its files were open
                 shutil.rmtree(folder.parent)
             folder.mkdir(parents=True)
             for i, data in enumerate(pngs):
                 (folder / f"{i:03d}.png").write_bytes(data)
-            conn.execute(
-                "INSERT INTO concepts (name, placeholder, parent, attributes, method, num_vectors, status, "
-                "active_version, created, updated, metrics, error) VALUES (?,?,?,?,?,?,?,NULL,?,?,'{}',NULL)",
-                (name, placeholder, parent.strip(), json.dumps(list(attributes or [])), method, int(num_vectors),
-                 "registered", now, now))
         return self.get(placeholder)
 
     def list(self) -> list[Concept]:
@@ -375,11 +391,13 @@ class ConceptRegistry:
         if version is None:
             version = self.get(placeholder).active_version
             if version is None:
-                raise ConceptError(f"{placeholder} has no active version; activate one "
+                raise ConceptNotFound(f"{placeholder} has no active version; activate one "
                                    f"(`coinage concept activate {placeholder} VERSION`) or name the version")
         path = self.version_dir(placeholder, version) / TOKEN_FILE
         if not path.is_file():
-            raise ConceptError(f"{placeholder} version {version} has no token file (training unfinished?)")
+            status = self.version(placeholder, version).status  # an unknown version: ConceptNotFound
+            raise VersionNotReady(f"{placeholder} version {version} is {status} and has no token file; only a "
+                                  "finished training run has one")
         return path
 
     def active_tokens(self, backbone_id: str, width: int, strict: bool = False) -> TokenSet:
@@ -420,13 +438,18 @@ class ConceptRegistry:
 
     # ------------------------------------------------------------------ errors
 
-    def _unknown(self, placeholder: str, version: str | None = None) -> ConceptError:
+    def _unknown(self, placeholder: str, version: str | None = None) -> ConceptNotFound:
         if version is not None:
             known = [v.version for v in self.versions(placeholder)] if placeholder in self else []
-            return ConceptError(f"{placeholder} has no version {version!r}; versions: {', '.join(known) or 'none'}")
+            return ConceptNotFound(f"{placeholder} has no version {version!r}; versions: {', '.join(known) or 'none'}")
         names = [c.placeholder for c in self.list()]
-        return ConceptError(f"no concept {placeholder!r} is registered; registered: {', '.join(names) or 'none'}. "
-                            "Register it first (admin page or `coinage concept train`)")
+        return ConceptNotFound(f"no concept {placeholder!r} is registered; registered: {', '.join(names) or 'none'}. "
+                               "Register it first (admin page or `coinage concept train`)")
+
+    @staticmethod
+    def _exists(placeholder: str) -> ConceptExists:
+        return ConceptExists(f"concept {placeholder} is already registered; pick another placeholder, or delete the "
+                             f"existing concept first (admin page or `coinage concept delete {placeholder}`)")
 
     def _not_activatable(self, conn: Connection, placeholder: str, version: str) -> ConceptError:
         name = concept_name(placeholder)
@@ -435,8 +458,8 @@ class ConceptRegistry:
         row = conn.execute("SELECT status FROM versions WHERE name=? AND version=?", (name, version)).fetchone()
         if row is None:
             return self._unknown(placeholder, version)
-        return ConceptError(f"{placeholder} version {version} is {row['status']}, not ready; only a finished "
-                            "training run can be activated")
+        return VersionNotReady(f"{placeholder} version {version} is {row['status']}, not ready; only a finished "
+                               "training run can be activated")
 
 
 def save_features(path: str | Path, features: torch.Tensor) -> Path:

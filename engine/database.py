@@ -89,6 +89,15 @@ def database_errors() -> tuple[type[BaseException], ...]:
     return (sqlite3.Error, DatabaseError) + ((psycopg.Error,) if psycopg is not None else ())
 
 
+def is_unique_violation(error: BaseException) -> bool:
+    """Whether `error` is an INSERT that broke a UNIQUE or PRIMARY KEY constraint (the loser of a race to create
+    the same row): sqlite3.IntegrityError 'UNIQUE constraint failed', or psycopg's UniqueViolation."""
+    if isinstance(error, sqlite3.IntegrityError):
+        return "UNIQUE constraint failed" in str(error)
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(error, psycopg.errors.UniqueViolation)
+
+
 def check_url(url: str) -> str:
     """`url` if it is a PostgreSQL URL; else a DatabaseError naming the variable and the fix."""
     try:

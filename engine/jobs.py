@@ -72,6 +72,11 @@ CREATE TABLE IF NOT EXISTS durations (
     count INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (kind, le)
 );
+CREATE TABLE IF NOT EXISTS job_waiters (
+    job_id TEXT NOT NULL,
+    waiter TEXT NOT NULL,
+    PRIMARY KEY (job_id, waiter)
+);
 CREATE TABLE IF NOT EXISTS duration_sums (
     kind TEXT PRIMARY KEY,
     count INTEGER NOT NULL DEFAULT 0,
@@ -162,11 +167,12 @@ class JobStore:
     # ------------------------------------------------------------------ submitting and reading
 
     def submit(self, kind: str, params: Mapping[str, Any] | None = None, dedupe_key: str | None = None,
-               reuse_done: bool = False) -> str:
+               reuse_done: bool = False, waiter: str | None = None) -> str:
         """Queue a job; returns its id.
 
         With `dedupe_key`, a queued or running job with the same key is returned instead of a new
         one (and, with `reuse_done`, a finished successful one too), so identical requests share a run.
+        With `waiter`, that client is recorded as waiting on the job (see `release`).
         """
         if not kind or not isinstance(kind, str):
             raise JobError(f"job kind must be a non-empty string, got {kind!r}")
@@ -181,11 +187,32 @@ class JobStore:
                     f"SELECT id FROM jobs WHERE dedupe_key=? AND kind=? AND status IN ({','.join('?' * len(wanted))}) "
                     "AND cancel_requested=0 ORDER BY created DESC LIMIT 1", (dedupe_key, kind, *wanted)).fetchone()
                 if row is not None:
+                    _add_waiter(conn, row["id"], waiter)
                     return row["id"]
             job_id = uuid.uuid4().hex[:16]
             conn.execute("INSERT INTO jobs (id, kind, params, status, dedupe_key, created) VALUES (?,?,?,?,?,?)",
                          (job_id, kind, blob, "queued", dedupe_key, self.clock()))
+            _add_waiter(conn, job_id, waiter)
         return job_id
+
+    def wait(self, job_id: str, waiter: str) -> None:
+        """Record that `waiter` (a client id) waits on the job: a shared job outlives one waiter's cancel."""
+        with self._write() as conn:
+            _add_waiter(conn, job_id, waiter)
+
+    def release(self, job_id: str, waiter: str) -> tuple[Job, int]:
+        """`waiter` stops waiting on the job; the job is cancelled (as by request_cancel) only when no other
+        waiter is left. Returns (the job, how many others still wait); a job nobody was recorded waiting on is
+        cancelled."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM job_waiters WHERE job_id=? AND waiter=?", (job_id, waiter))
+            others = int(conn.execute("SELECT COUNT(*) AS n FROM job_waiters WHERE job_id=?",
+                                      (job_id,)).fetchone()["n"])
+            if others == 0:
+                self._cancel(conn, job_id)
+            elif conn.execute("SELECT 1 FROM jobs WHERE id=?", (job_id,)).fetchone() is None:
+                raise JobError(f"no job {job_id!r} to cancel")
+        return self.get(job_id), others
 
     def get(self, job_id: str) -> Job:
         with self._connect() as conn:
@@ -289,19 +316,21 @@ class JobStore:
         return bool(row and row["cancel_requested"])
 
     def request_cancel(self, job_id: str) -> Job:
-        """Ask a job to stop. A queued job is cancelled at once; a running one when its worker sees the flag."""
-        now = self.clock()
+        """Ask a job to stop, whoever waits on it (the admin's cancel). A queued job is cancelled at once; a
+        running one when its worker sees the flag."""
         with self._write() as conn:
-            row = conn.execute(f"SELECT status FROM jobs WHERE id=?{self.db.dialect.for_update}",
-                               (job_id,)).fetchone()
-            if row is None:
-                raise JobError(f"no job {job_id!r} to cancel")
-            if row["status"] == "queued":
-                conn.execute("UPDATE jobs SET status='cancelled', cancel_requested=1, finished=?, "
-                             "error='cancelled before it started' WHERE id=?", (now, job_id))
-            elif row["status"] == "running":
-                conn.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+            self._cancel(conn, job_id)
         return self.get(job_id)
+
+    def _cancel(self, conn: Connection, job_id: str) -> None:
+        row = conn.execute(f"SELECT status FROM jobs WHERE id=?{self.db.dialect.for_update}", (job_id,)).fetchone()
+        if row is None:
+            raise JobError(f"no job {job_id!r} to cancel")
+        if row["status"] == "queued":
+            conn.execute("UPDATE jobs SET status='cancelled', cancel_requested=1, finished=?, "
+                         "error='cancelled before it started' WHERE id=?", (self.clock(), job_id))
+        elif row["status"] == "running":
+            conn.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
 
     def finish(self, job_id: str, result: Any = None) -> None:
         self._end(job_id, "done", result=result)
@@ -374,7 +403,9 @@ class JobStore:
         with self._write() as conn:
             cur = conn.execute(f"DELETE FROM jobs WHERE status IN ('done','failed','cancelled') AND finished < ?"
                                f"{kind_sql}", (cutoff, *args))
-            return cur.rowcount
+            pruned = cur.rowcount
+            conn.execute("DELETE FROM job_waiters WHERE job_id NOT IN (SELECT id FROM jobs)")
+        return pruned
 
     def durations(self) -> dict[str, dict[str, Any]]:
         """kind -> {"buckets": [(le, cumulative count)], "count": n, "sum": seconds} of successful runs."""
@@ -386,6 +417,12 @@ class JobStore:
             out.setdefault(r["kind"], {"buckets": [], "count": 0, "sum": 0.0})["buckets"].append(
                 (float(r["le"]), int(r["count"])))
         return out
+
+
+def _add_waiter(conn: Connection, job_id: str, waiter: str | None) -> None:
+    if waiter is not None:
+        conn.execute("INSERT INTO job_waiters (job_id, waiter) VALUES (?, ?) ON CONFLICT (job_id, waiter) DO NOTHING",
+                     (job_id, waiter))
 
 
 def _observe(conn: Connection, kind: str, seconds: float) -> None:

@@ -68,6 +68,24 @@ def bpe_tokenizer():
     return SimpleTokenizer()
 
 
+def split_words(text: str) -> dict[str, list[str]]:
+    """The words of `text` that the BPE vocabulary does not hold whole: word -> the pieces it is spelled with.
+
+    The tokenizer is byte-level BPE, so it has no unknown-token id: every string encodes. A word missing from
+    its vocabulary is instead spelled out as several sub-word pieces (raw UTF-8 byte pieces for most non-Latin
+    text and emoji), whose embeddings say little about what the word means. Punctuation splits words first, as
+    in the tokenizer ('t-shirt' is 't', '-', 'shirt', each whole). Undecodable byte pieces are shown escaped.
+    """
+    bpe = bpe_tokenizer()
+    out: dict[str, list[str]] = {}
+    for word in bpe.pat.findall(bpe.clean_fn(text)):
+        pieces = bpe.bpe("".join(bpe.byte_encoder[b] for b in word.encode("utf-8"))).split(" ")
+        if len(pieces) > 1:
+            out[word] = [bytes(bpe.byte_decoder[c] for c in p.removesuffix("</w>")).decode("utf-8", "backslashreplace")
+                         for p in pieces]
+    return out
+
+
 @dataclass(frozen=True)
 class TokenLayout:
     """Where each placeholder's vectors sit after the base vocabulary."""

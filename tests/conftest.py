@@ -1,6 +1,7 @@
 """Test setup: offline hub, no network beyond loopback, tiny seeded backbones built once per session."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import os
@@ -115,3 +116,40 @@ def database_url(request):
     """Runs the test once per database backend: None (the SQLite files) or a fresh PostgreSQL database's URL
     (the `database_url=` of JobStore and ConceptRegistry)."""
     return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def lose_registration_race(monkeypatch):
+    """lose_registration_race(registry): the registry's registrations lose a race from now on. Their check for an
+    existing row sees none, as when another process inserts the same concept between that check and the INSERT,
+    so the INSERT meets the database's own unique violation (on SQLite and PostgreSQL alike)."""
+
+    class _NoRow:
+        rowcount = 0
+
+        def fetchone(self):
+            return None
+
+        def fetchall(self):
+            return []
+
+    class _MissesExisting:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def execute(self, sql, params=()):
+            if sql.startswith("SELECT 1 FROM concepts WHERE name=?"):
+                return _NoRow()
+            return self.conn.execute(sql, params)
+
+    def arm(registry):
+        real = registry.db.write
+
+        @contextlib.contextmanager
+        def write(*args, **kwargs):
+            with real(*args, **kwargs) as conn:
+                yield _MissesExisting(conn)
+
+        monkeypatch.setattr(registry.db, "write", write)
+
+    return arm

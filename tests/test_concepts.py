@@ -61,6 +61,21 @@ def test_register_stores_images_and_lists(reg, tmp_path):
         reg.register("<aurora>", "dress", images())
 
 
+def test_the_loser_of_a_registration_race_gets_concept_exists_and_leaves_the_winners_files(reg,
+                                                                                         lose_registration_race):
+    from engine.concepts import ConceptExists
+
+    reg.register("<aurora>", "dress", images())
+    winner = [p.read_bytes() for p in reg.images("<aurora>")]
+    with pytest.raises(ConceptExists, match="already registered") as sequential:
+        reg.register("<aurora>", "dress", images())
+    lose_registration_race(reg)
+    with pytest.raises(ConceptExists) as raced:  # the INSERT's unique violation, not a raw database error
+        reg.register("<aurora>", "coat", [png((9, 9, 9))] * 4)
+    assert str(raced.value) == str(sequential.value)
+    assert reg.get("<aurora>").parent == "dress" and [p.read_bytes() for p in reg.images("<aurora>")] == winner
+
+
 def test_registration_checks_its_inputs(reg):
     with pytest.raises(ConceptError, match="3 to 50"):
         reg.register("<a>", "dress", images(2))

@@ -144,7 +144,7 @@ def test_schema_creation_races_between_processes(postgres_url, tmp_path):
     procs = [spawn(code, str(tmp_path), str(n), postgres_url) for n in range(2)]
     start_together(procs, tmp_path)
     tables = {r[0] for r in rows(postgres_url, "SELECT tablename FROM pg_tables WHERE schemaname='public'")}
-    assert tables == {"jobs", "durations", "duration_sums", "concepts", "versions"}
+    assert tables == {"jobs", "job_waiters", "durations", "duration_sums", "concepts", "versions"}
     assert not (tmp_path / "jobs.sqlite3").exists()
     assert not (tmp_path / "root" / "concepts" / "registry.sqlite3").exists()
 

@@ -106,6 +106,27 @@ def test_cancel_queued_is_immediate_and_running_sets_the_flag(store):
         store.request_cancel("nope")
 
 
+def test_a_shared_job_is_cancelled_only_when_its_last_waiter_releases_it(make_store):
+    one, other = make_store(), make_store()  # two web processes
+    job = one.submit("preview", {"q": 1}, dedupe_key="k", waiter="alice")
+    assert other.submit("preview", {"q": 1}, dedupe_key="k", waiter="bob") == job
+    other.wait(job, "carol")
+    other.wait(job, "carol")  # joining twice is one waiter
+    one.claim("w")
+    released, others = one.release(job, "alice")
+    assert (released.status, released.cancel_requested, others) == ("running", False, 2)
+    assert one.release(job, "alice")[1] == 2  # releasing again changes nothing
+    assert other.release(job, "bob")[1] == 1 and not one.get(job).cancel_requested
+    last, others = other.release(job, "carol")
+    assert others == 0 and last.cancel_requested and one.heartbeat(job) is True
+    lone = one.submit("preview", {"q": 2}, dedupe_key="k2")  # nobody recorded as waiting: cancelled at once
+    assert one.release(lone, "anyone")[0].status == "cancelled"
+    with pytest.raises(JobError, match="no job"):
+        one.release("nope", "alice")
+    one.cancelled(job)
+    assert one.prune(-1) == 2
+
+
 def test_recover_stale_requeues_then_gives_up(make_store):
     clock = Clock()
     store = make_store(clock)

@@ -133,3 +133,12 @@ def test_plain_diffusers_file_needs_a_parent_word(tmp_path):
 def test_malformed_placeholder_names(tiny, name):
     with pytest.raises(TokenError, match="malformed placeholder"):
         make_token(tiny, name)
+
+
+def test_split_words_names_the_words_the_vocabulary_does_not_hold_whole():
+    from engine.tokenizer import split_words
+
+    assert split_words("dress") == {} and split_words("T-Shirt  ") == {} and split_words("coffee mug") == {}
+    assert split_words("Dungarees") == {"dungarees": ["dun", "gare", "es"]}
+    emoji = split_words("\N{DRESS}")  # raw UTF-8 byte pieces, shown escaped where they do not decode alone
+    assert len(emoji) == 1 and len(next(iter(emoji.values()))) > 1

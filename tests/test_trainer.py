@@ -161,6 +161,26 @@ def test_cancel_stops_between_steps_and_leaves_the_active_token(tmp_path, tiny):
     assert reg.get("<aurora>").active_version == "v0002"
 
 
+@pytest.mark.parametrize("cancel_seen", [True, False])  # whether the worker relayed the delete's cancel in time
+def test_a_concept_deleted_while_it_trains_stops_the_run_and_leaves_no_files(tmp_path, tiny, cancel_seen):
+    root, req = registered(tmp_path, tiny)
+    reg = ConceptRegistry(root)
+    cancel = threading.Event()
+
+    def progress(event):
+        if event["phase"] == "train" and event["step"] == 1:
+            reg.delete("<aurora>")  # what the admin's delete does (web/concepts_admin.py), from another process
+            if cancel_seen:
+                cancel.set()
+
+    result = train_concept(replace(req, config=replace(req.config, steps=4, checkpoint_every=1)),
+                           progress=progress, cancel=cancel)
+    assert result.status == "cancelled" and result.concept_deleted and result.steps_done == 1
+    assert "<aurora> was deleted while it trained" in result.message and "resume" not in result.message
+    assert not reg.concept_dir("<aurora>").exists(), sorted(reg.concept_dir("<aurora>").rglob("*"))
+    assert "<aurora>" not in reg
+
+
 def test_a_failed_job_leaves_live_tokens_untouched(tmp_path, tiny):
     root, req = registered(tmp_path, tiny)
     reg = ConceptRegistry(root)
@@ -230,8 +250,14 @@ def test_outputs_features_diagnostics_and_samples(tmp_path, tiny):
 def test_requests_are_checked_at_the_boundary(tmp_path, tiny):
     with pytest.raises(TrainingError, match="3 to 50 images"):
         train_concept(replace(request(tmp_path, tiny), images=POS[:2]))
-    with pytest.raises(TrainingError, match="at least 2 attribute words"):
+    with pytest.raises(TrainingError, match="at least 2 distinct attribute words"):
         train_concept(replace(request(tmp_path, tiny), attributes=["red"]))
+    with pytest.raises(TrainingError, match="at least 2 distinct attribute words; got 1 .*red"):
+        train_concept(replace(request(tmp_path, tiny), attributes=["red", "Red", " red "]))
+    with pytest.raises(TrainingError, match="rank 3, which needs at least 4 distinct"):
+        train_concept(replace(request(tmp_path, tiny, rank=3), attributes=["red", "old", "worn", "RED"]))
+    with pytest.raises(TrainingError, match="is its own parent word"):
+        train_concept(replace(request(tmp_path, tiny), placeholder="<dress>", parent=" DRESS"))
     with pytest.raises(TrainingError, match="method 'dreambooth' is not one of"):
         TrainConfig(method="dreambooth")
     with pytest.raises(TrainingError, match="lambda_ce is 0"):
@@ -240,6 +266,18 @@ def test_requests_are_checked_at_the_boundary(tmp_path, tiny):
         train_concept(replace(request(tmp_path, tiny, negatives="catalog"), catalog_negatives=()))
     with pytest.raises(TrainingError, match="exactly one of registry"):
         train_concept(replace(request(tmp_path, tiny), out_dir=None))
+
+
+def test_a_parent_word_the_tokenizer_splits_trains_with_a_warning_in_the_log_progress_and_metrics(tmp_path, tiny,
+                                                                                                   caplog):
+    events = []
+    result = train_concept(replace(request(tmp_path, tiny, "prompt-tuning", steps=1), parent="xqzvb"),
+                           progress=events.append)
+    assert result.status == "ready"
+    prepare = next(e for e in events if e["phase"] == "prepare")
+    assert len(prepare["warnings"]) == 1 and "'xqzvb' is spelled with 4 sub-word pieces" in prepare["warnings"][0]
+    assert result.metrics["warnings"] == prepare["warnings"]
+    assert any("xqzvb" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 
 def test_best_intercept_minimises_the_balanced_bce():

@@ -64,6 +64,23 @@ def test_train_needs_a_source_and_a_parent(tmp_path, capsys):
     assert "--parent is required" in capsys.readouterr().err
 
 
+def test_train_refuses_its_own_parent_word_and_repeated_attributes_and_warns_about_an_unknown_parent(tmp_path,
+                                                                                                        capsys):
+    shots = folder(tmp_path / "dress", (200, 40, 40))
+    common = ["--root", str(tmp_path / "root"), "--backbone", "tiny-random", "--device", "cpu"]
+    assert main(["concept", "train", str(shots), "--parent", "Dress", *common]) == 1
+    assert "is its own parent word 'Dress'" in capsys.readouterr().err
+    assert main(["concept", "train", str(shots), "--placeholder", "frock", "--parent", "dress",
+                 "--attributes", "red, Red,red", *common]) == 1
+    assert "at least 2 distinct attribute words" in capsys.readouterr().err
+    assert main(["concept", "list", "--root", str(tmp_path / "root")]) == 0
+    assert "no concepts registered" in capsys.readouterr().out  # nothing registered by the refused runs
+    assert main(["concept", "train", str(shots), "--placeholder", "frock", "--parent", "xqzvb", "--attributes",
+                 "red,old", "--steps", "1", "--batch-size", "1", "--negatives", "generated",
+                 "--generated-negatives", "1", "--no-samples", *common]) == 0
+    assert "warning: the parent word 'xqzvb' is not in the backbone tokenizer's vocabulary" in capsys.readouterr().err
+
+
 def test_world_concept_uses_the_world_splits():
     from trainer.config import TrainingError
     from trainer.world_concept import heldout_products, world_concept

@@ -100,6 +100,25 @@ def test_cancel_a_preview(client, res):
     assert states(again) == ["queued"]  # searching again generates a new preview
 
 
+def test_a_shared_preview_is_cancelled_for_one_shopper_until_the_last_one_cancels(app, res):
+    alice, bob = app.test_client(), app.test_client()
+    html = alice.get("/search?q=grey+teapot", headers=HX).get_data(as_text=True)
+    job_id = re.search(r"/jobs/([0-9a-f]+)/cancel", html).group(1)
+    assert re.search(r"/jobs/([0-9a-f]+)/cancel", bob.get("/search?q=grey+teapot", headers=HX)
+                     .get_data(as_text=True)).group(1) == job_id  # identical queries share one job
+
+    def cancel(client):
+        token = client.get("/api/session").json["csrf_token"]
+        return client.post(f"/jobs/{job_id}/cancel", data={"q": "grey teapot"}, headers={**HX, "X-CSRF-Token": token})
+
+    first = cancel(alice).get_data(as_text=True)
+    assert states(first) == ["cancelled"] and "1 other shopper still waits for it" in first
+    assert res.jobs.get(job_id).status == "queued"  # bob's preview goes on
+    assert states(bob.get("/search?q=grey+teapot", headers=HX).get_data(as_text=True)) == ["queued"]
+    assert states(cancel(bob).get_data(as_text=True)) == ["cancelled"]
+    assert res.jobs.get(job_id).status == "cancelled"  # the last one waiting cancelled it
+
+
 def test_cancel_needs_csrf_and_only_cancels_previews(client, res):
     job_id = res.jobs.submit("train", {"placeholder": "<x>"})
     assert client.post(f"/jobs/{job_id}/cancel").status_code == 400  # no CSRF token
@@ -130,6 +149,10 @@ def test_filters_limit_category_and_price(client, res):
     ("/search?q=dress&min_price=cheap", 400, "Min price must be a number"),
     ("/search?q=dress&min_price=50&max_price=10", 400, "swap them"),
     ("/search?q=dress&page=0", 400, "page must be a whole number"),
+    ("/search?q=dress&page=" + "9" * 5000, 400, "page must be a whole number"),
+    ("/search?q=dress&page=%C2%B2", 400, "page must be a whole number"),  # a unicode digit
+    # the API's offset bound (QueryConfig.max_offset 10000), in pages of 6: page 1667 starts at offset 9996
+    ("/search?q=dress&page=1668", 400, "past the deepest page served (1667: offsets up to 10000)"),
     ("/search?q=a+<broken", 400, "unbalanced"),
 ])
 def test_bad_queries_get_a_clear_message(client, query, status, needle):

@@ -169,13 +169,44 @@ def test_login_throttle_counts_per_forwarded_client_only_behind_a_configured_pro
     ({"placeholder": "Bad Name"}, 3, 400, "malformed placeholder"),
     ({"method": "magic"}, 3, 400, "must be one of"),
     ({"num_vectors": "99"}, 3, 400, "must be from 1 to 16"),
-    ({"attributes": "red"}, 3, 400, "at least 2 attribute words"),
+    ({"attributes": "red"}, 3, 400, "at least 2 distinct attribute words"),
+    ({"attributes": "red, red, red"}, 3, 400, "at least 2 distinct attribute words; got 1 distinct attribute word"),
+    ({"attributes": "Red,  red ,RED"}, 3, 400, "repeats, case and spacing do not count"),
+    ({"placeholder": "dress", "parent": " Dress "}, 3, 400, "is its own parent word"),
     ({}, 2, 400, "upload 3 to 50 images"),
 ])
 def test_registration_checks_fields_and_images(admin, fields, n, code, needle):
     r = register(admin, "checked", n=n, **fields)
     html = r.get_data(as_text=True)
     assert r.status_code == code and needle in html and 'id="concept-form"' in html
+
+
+def test_registration_deduplicates_attributes_and_warns_about_an_unknown_parent_word(admin, res):
+    r = register(admin, "deduped", parent="dungarees", attributes="Red, red,  dark  blue, Dark Blue")
+    assert r.status_code == 303, r.get_data(as_text=True)
+    try:
+        assert res.registry.get("<deduped>").attributes == ["red", "dark blue"]
+        page = admin.get("/admin/concepts/deduped").get_data(as_text=True)
+        assert "Warning: the parent word &#39;dungarees&#39; is not in the backbone tokenizer&#39;s vocabulary" in page
+        assert "3 sub-word pieces (dun | gare | es)" in page
+    finally:
+        post(admin, "/admin/concepts/deduped/delete")
+
+
+def test_deleting_a_concept_while_it_trains_stops_its_job_without_orphan_files(admin, res, monkeypatch):
+    assert register(admin, "doomed").status_code == 303
+    folder = res.registry.concept_dir("<doomed>")
+    real = res.jobs.progress
+
+    def progress(job_id, event):
+        if event.get("phase") == "train" and event.get("step") == 1:
+            assert post(admin, "/admin/concepts/doomed/delete").status_code == 303
+        real(job_id, event)
+
+    monkeypatch.setattr(res.jobs, "progress", progress)
+    job = res.make_worker().run_once(["train"])
+    assert job.status == "cancelled" and "<doomed> was deleted while it trained" in job.error, job.error
+    assert "retrain" not in job.error.lower() and not folder.exists()
 
 
 def test_registration_refuses_non_images_and_oversized_ones(admin, app):

@@ -57,6 +57,28 @@ def test_openapi_document_is_valid_and_matches_the_routes(client, app):
     served = {(rule.rule.replace("<path:", "<"), method) for rule in app.url_map.iter_rules()
               if rule.rule.startswith("/api/") for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert described == served
+    # what the server requires is what the document says: the CSRF token (with the session cookie) exactly where
+    # the app checks it, the page bounds of the app's own settings
+    views = {(rule.rule.replace("<path:", "<"), method): app.view_functions[rule.endpoint]
+             for rule in app.url_map.iter_rules() for method in rule.methods}
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            csrf = method in ("post", "delete") and not getattr(
+                views[(re.sub(r"\{(\w+)\}", r"<\1>", path), method.upper())], "csrf_exempt", False)
+            assert any("csrfToken" in req for req in op.get("security", [])) == csrf, (method, path)
+            if csrf:
+                assert op["security"] == [{"cookieSession": [], "csrfToken": []}], (method, path)
+    schemes = spec["components"]["securitySchemes"]
+    assert (schemes["csrfToken"]["in"], schemes["csrfToken"]["name"]) == ("header", "X-CSRF-Token")
+    assert (schemes["cookieSession"]["in"], schemes["cookieSession"]["name"]) == ("cookie", "session")
+    params = {p["name"]: p for p in spec["paths"]["/api/search"]["get"]["parameters"]}
+    config = app.extensions["coinage"].query.config
+    assert params["q"]["required"] and params["q"]["schema"]["minLength"] == 1
+    assert (params["limit"]["schema"]["maximum"], params["offset"]["schema"]["maximum"]) == (config.max_limit,
+                                                                                               config.max_offset)
+    body = spec["components"]["schemas"]["SearchRequest"]
+    assert body["properties"]["image"]["oneOf"][0]["minLength"] > 0 and body["additionalProperties"] is False
+    assert body["properties"]["offset"]["maximum"] == config.max_offset
 
 
 def test_search_get_returns_results_image_urls_and_the_preview_job(client, res):
@@ -72,6 +94,23 @@ def test_search_get_returns_results_image_urls_and_the_preview_job(client, res):
     res.make_worker().run_once(["preview"])
     done = client.get(preview["url"]).json
     assert done["status"] == "done" and done["panel"]["image"]["url"].startswith("/previews/")
+
+
+def test_a_shared_preview_job_is_cancelled_only_when_no_other_client_waits(app, admin):
+    clients = [app.test_client(), app.test_client()]
+    tokens = [c.get("/api/session").json["csrf_token"] for c in clients]
+    jobs = [c.get("/api/search?q=old+backpack").json["preview"]["job"] for c in clients]
+    assert jobs[0] == jobs[1]
+    first = clients[0].post(f"/api/jobs/{jobs[0]}/cancel", headers={"X-CSRF-Token": tokens[0]})
+    assert first.status_code == 200 and first.json["detached"] and first.json["status"] == "queued"
+    assert first.json["panel"]["state"] == "cancelled" and "still waits" in first.json["panel"]["message"]
+    assert clients[1].get(f"/api/jobs/{jobs[0]}").json["status"] == "queued"
+    last = clients[1].post(f"/api/jobs/{jobs[0]}/cancel", headers={"X-CSRF-Token": tokens[1]})
+    assert last.status_code == 200 and not last.json["detached"] and last.json["status"] == "cancelled"
+    shared = clients[0].get("/api/search?q=old+red+backpack").json["preview"]["job"]
+    assert clients[1].get("/api/search?q=old+red+backpack").json["preview"]["job"] == shared
+    forced = admin.post(f"/api/jobs/{shared}/cancel")  # the admin's cancel stops it for everyone
+    assert forced.json["status"] == "cancelled" and not forced.json["detached"]
 
 
 def test_search_post_by_photo_needs_no_csrf(client):
@@ -105,6 +144,29 @@ def test_search_get_errors(client):
     unknown = client.get("/api/search?q=<nope>+dress")
     assert unknown.status_code == 400 and unknown.json["error"]["code"] == "unknown_token"
     assert unknown.json["error"]["token"] == "<nope>" and "suggestions" in unknown.json["error"]
+
+
+@pytest.mark.parametrize("field,value,bound", [
+    ("offset", 99999999999999999999999, "from 0 to 10000"), ("offset", 10001, "from 0 to 10000"),
+    ("offset", -1, "from 0 to 10000"), ("limit", 99999999999999999999999, "from 1 to 100"),
+    ("limit", 0, "from 1 to 100"),
+])
+def test_search_pages_beyond_the_bounds_are_a_400_naming_the_bound(client, res, field, value, bound):
+    assert (res.query.config.max_offset, res.query.config.max_limit) == (10000, 100)  # the one definition
+    for r in (client.get(f"/api/search?q=dress&{field}={value}&preview=0"),
+              client.post("/api/search", json={"query": "dress", field: value, "preview": False})):
+        assert r.status_code == 400 and r.json["error"]["code"] == "bad_query", r.json
+        assert f"field {field!r} must be an integer {bound}" in r.json["error"]["message"]
+    deepest = client.get(f"/api/search?q=dress&{field}={10000 if field == 'offset' else 100}&preview=0")
+    assert deepest.status_code == 200
+
+
+def test_integral_json_numbers_count_as_integers_as_in_json_schema(client):
+    r = client.post("/api/search", json={"query": "dress", "limit": 3.0, "offset": 1.0, "seed": 2.0,
+                                         "filters": {"stock": [5.0, 6]}, "preview": False})
+    assert r.status_code == 200 and (r.json["limit"], r.json["offset"]) == (3, 1), r.json
+    fractional = client.post("/api/search", json={"query": "dress", "limit": 3.5})
+    assert fractional.status_code == 400 and "field 'limit' must be an integer" in fractional.json["error"]["message"]
 
 
 def test_errors_are_json_never_html(client, res, monkeypatch):
@@ -164,6 +226,47 @@ def test_register_a_concept_by_json_and_follow_its_job(admin, res):
     assert {j["status"] for j in listed} == {"done", "cancelled"}
     assert admin.delete("/api/concepts/basil").json == {"deleted": "<basil>"}
     assert admin.get("/api/concepts/basil").status_code == 404
+
+
+def test_missing_concepts_and_versions_are_404_and_a_lost_registration_race_is_409(admin, res,
+                                                                                    lose_registration_race):
+    for r in (admin.post("/api/concepts/nope/activate"), admin.post("/api/concepts/nope/activate", json={})):
+        assert r.status_code == 404 and r.json["error"]["code"] == "concept_not_found", r.json
+    body = {"placeholder": "<racer>", "parent": "mug", "images": [b64(png_bytes(i)) for i in range(3)]}
+    assert admin.post("/api/concepts", json=body).status_code == 202
+    try:
+        for r in (admin.post("/api/concepts/racer/activate", json={"version": "v0099"}),
+                  admin.get("/api/concepts/racer/token?version=v0099"), admin.get("/api/concepts/racer/token")):
+            assert r.status_code == 404 and r.json["error"]["code"] == "concept_not_found", r.json
+        sequential = admin.post("/api/concepts", json=body)
+        lose_registration_race(res.registry)
+        raced = admin.post("/api/concepts", json=body)
+        for r in (sequential, raced):
+            assert r.status_code == 409 and r.json["error"]["code"] == "concept_exists", r.json
+            assert r.json["error"]["field"] == "placeholder"
+        assert raced.json == sequential.json
+    finally:
+        assert admin.delete("/api/concepts/racer").status_code == 200  # cancels its queued training too
+
+
+def test_registration_words_are_checked_once_deduplicated_and_warned_about(admin, res):
+    body = {"placeholder": "<dress>", "parent": "Dress ", "images": [b64(png_bytes(i)) for i in range(3)]}
+    same = admin.post("/api/concepts", json=body)
+    assert same.status_code == 400 and same.json["error"]["field"] == "placeholder"
+    assert "is its own parent word 'Dress'" in same.json["error"]["message"]
+    body.update(placeholder="<pinafore>", attributes=["red", " RED", "red  "])
+    repeated = admin.post("/api/concepts", json=body)
+    assert repeated.status_code == 400 and repeated.json["error"]["field"] == "attributes"
+    message = repeated.json["error"]["message"]
+    assert "at least 2 distinct attribute words; got 1 distinct attribute word (red)" in message
+    assert "<pinafore>" not in res.registry
+    body.update(parent="xqzvb", attributes=["Red", "red", "old"])
+    r = admin.post("/api/concepts", json=body)
+    try:
+        assert r.status_code == 202 and r.json["concept"]["attributes"] == ["red", "old"]
+        assert len(r.json["warnings"]) == 1 and "'xqzvb' is spelled with 4 sub-word pieces" in r.json["warnings"][0]
+    finally:
+        admin.delete("/api/concepts/pinafore")
 
 
 @pytest.mark.parametrize("body,field", [

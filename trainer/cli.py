@@ -138,13 +138,14 @@ def _train(args) -> int:
     from engine.loading import load_backbone
     from trainer import TrainRequest, train_concept
     from trainer.config import TrainingError
+    from trainer.words import check_concept_words
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if (args.source is None) == (args.product is None):
         raise TrainingError("give either a folder of images or --product PRODUCT_ID (demo world)")
     config = _config(args)
-    attributes = [a.strip() for a in args.attributes.split(",") if a.strip()] if args.attributes else None
+    attributes = args.attributes.split(",") if args.attributes else None
     heldout = None
     catalog = _folder_images(args.catalog) if args.catalog else []
     if args.product:
@@ -166,6 +167,10 @@ def _train(args) -> int:
             raise TrainingError("--parent is required when training from a folder (e.g. --parent dress)")
     placeholder = _placeholder(args.placeholder) if args.placeholder else placeholder
     parent = args.parent or parent
+    words = check_concept_words(placeholder, parent, attributes, config)  # before anything is registered
+    for warning in words.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    attributes = words.attributes
     backbone = load_backbone(args.backbone, device=args.device)
     registry = _registry(args)
     blobs = [_png_bytes(im) for im in images]

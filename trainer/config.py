@@ -23,6 +23,8 @@ from engine.errors import CoinageError
 if TYPE_CHECKING:
     from engine.concepts import ConceptRegistry
 
+    from .words import ConceptWords
+
 ImageInput = Any  # a file path, image bytes, a PIL image, or a (3, H, W) tensor in [0, 1]
 
 
@@ -203,24 +205,22 @@ class TrainRequest:
     activate: bool = True  # make the new version live when training succeeds (registry only)
     vocabulary: Sequence[str] | None = None  # attribute vocabulary for automatic selection (default: shipped)
 
-    def check(self) -> None:
+    def check(self) -> "ConceptWords":
+        """Raise TrainingError naming what cannot run; returns the checked words (their warnings included)."""
         from engine.concepts import MAX_IMAGES, MIN_IMAGES
-        from engine.tokenizer import validate_placeholder
 
-        validate_placeholder(self.placeholder)
-        if not self.parent or not self.parent.strip():
-            raise TrainingError("parent must be the word naming the concept's category, e.g. 'dress'")
+        from .words import check_concept_words
+
+        words = check_concept_words(self.placeholder, self.parent, self.attributes, self.config)
         if not MIN_IMAGES <= len(self.images) <= MAX_IMAGES:
             raise TrainingError(f"training needs {MIN_IMAGES} to {MAX_IMAGES} images of the concept, "
                                 f"got {len(self.images)}")
         if (self.registry is None) == (self.out_dir is None):
             raise TrainingError("give exactly one of registry (a registry or its root) or out_dir (a version directory)")
-        if self.attributes is not None and self.config.spec.projection and len(self.attributes) < 2:
-            raise TrainingError(f"the subspace projection needs at least 2 attribute words, got "
-                                f"{list(self.attributes)}; add attributes or leave them out for automatic selection")
         if self.config.uses_negatives and self.config.negatives == "catalog" and not self.catalog_negatives:
             raise TrainingError("negatives='catalog' needs catalog images of the parent category "
                                 "(catalog_negatives / --catalog DIR); or use negatives='generated'")
+        return words
 
 
 def fingerprint(payload: dict[str, Any]) -> str:

@@ -44,6 +44,31 @@ class TrainingCancelled(Exception):
         self.steps_done, self.history = steps_done, list(history or [])
 
 
+class ConceptDeleted(TrainingCancelled):
+    """Internal: the concept was deleted while it trained; the run stops without writing anything more."""
+
+
+class _Registered:
+    """Whether the concept still exists, asked before every write of the run (checkpoints, cached negatives,
+    version files): a concept deleted while it trains gets no orphan files, and the run stops saying why."""
+
+    def __init__(self, registry, placeholder: str):
+        self.registry, self.placeholder = registry, placeholder
+
+    @property
+    def gone(self) -> bool:
+        return self.registry is not None and self.placeholder not in self.registry
+
+    def deleted(self, steps_done: int = 0, history: list | None = None) -> ConceptDeleted:
+        return ConceptDeleted(f"{self.placeholder} was deleted while it trained; the run stopped at step "
+                              f"{steps_done} and kept nothing (register the concept again to train it)",
+                              steps_done, history)
+
+    def check(self, steps_done: int = 0, history: list | None = None) -> None:
+        if self.gone:
+            raise self.deleted(steps_done, history)
+
+
 @dataclass
 class TrainResult:
     placeholder: str
@@ -56,31 +81,61 @@ class TrainResult:
     steps_done: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     losses: list[dict] = field(default_factory=list)  # per-step loss terms
+    message: str = ""  # why a cancelled run stopped
+    concept_deleted: bool = False  # cancelled because the concept was deleted while it trained (nothing kept)
 
 
 def train_concept(request: TrainRequest, progress: Progress | None = None,
                   cancel: threading.Event | None = None) -> TrainResult:
     """Train (or resume) one concept's token; see the module docstring for the stages and guarantees."""
-    request.check()
+    words = request.check()
+    for warning in words.warnings:
+        log.warning("%s: %s", request.placeholder, warning)
     backbone = _backbone(request.backbone)
     pils = load_images(request.images, "concept image")
     catalog = load_images(request.catalog_negatives, "catalog negative")
     key = _fingerprint(request, backbone, pils, catalog)
     registry, version, directory = _target(request, backbone, key)
     report = _Reporter(progress, request.placeholder, version)
+    registered = _Registered(registry, request.placeholder)
     try:
-        return _run(request, backbone, pils, catalog, key, registry, version, directory, report, cancel)
+        return _run(request, words, backbone, pils, catalog, key, registry, version, directory, report, cancel,
+                    registered)
     except TrainingCancelled as e:
-        if registry is not None:
-            registry.fail_version(request.placeholder, version, str(e), cancelled=True)
-        report("cancelled", message=str(e))
-        return TrainResult(request.placeholder, "cancelled", directory, version, steps_done=e.steps_done,
-                           losses=e.history)
-    except BaseException as e:
-        if registry is not None:
-            registry.fail_version(request.placeholder, version, f"{type(e).__name__}: {e}")
-        report("failed", message=f"{type(e).__name__}: {e}")
+        if not isinstance(e, ConceptDeleted) and registered.gone:  # cancelled by the delete itself
+            e = registered.deleted(e.steps_done, e.history)
+        return _stopped(request, registry, version, directory, report, e)
+    except Exception as e:
+        if registered.gone:  # whatever failed (recording the version, a write into its removed folder) is moot
+            return _stopped(request, registry, version, directory, report, registered.deleted())
+        _failed(request, registry, version, report, e)
         raise
+    except BaseException as e:
+        _failed(request, registry, version, report, e)
+        raise
+
+
+def _stopped(request: TrainRequest, registry, version, directory: Path, report,
+             e: TrainingCancelled) -> TrainResult:
+    deleted = isinstance(e, ConceptDeleted)
+    if deleted:  # a write that raced the delete may have left files: remove them and the folders they made
+        shutil.rmtree(directory, ignore_errors=True)
+        for folder in (directory.parent, directory.parent.parent):
+            try:
+                folder.rmdir()  # only when empty: a concept registered again under the name keeps its files
+            except OSError:
+                break
+    elif registry is not None:
+        registry.fail_version(request.placeholder, version, str(e), cancelled=True)
+    report("cancelled", message=str(e))
+    return TrainResult(request.placeholder, "cancelled", directory, version, steps_done=e.steps_done,
+                       losses=e.history, message=str(e), concept_deleted=deleted)
+
+
+def _failed(request: TrainRequest, registry, version, report, e: BaseException) -> None:
+    if registry is not None:
+        registry.fail_version(request.placeholder, version, f"{type(e).__name__}: {e}")
+    report("failed", message=f"{type(e).__name__}: {e}")
 
 
 def request_from_registry(root: Any, placeholder: str, backbone: Any = "world",
@@ -201,11 +256,12 @@ class _Prepared:
     parent_text: torch.Tensor  # tau_c, the classifier's parent side (also used by the diagnostics)
 
 
-def _run(request: TrainRequest, backbone, pils, catalog, key, registry, version, directory, report, cancel):
+def _run(request: TrainRequest, words, backbone, pils, catalog, key, registry, version, directory, report, cancel,
+         registered: _Registered):
     cfg = request.config
     t_start = time.perf_counter()
-    report("prepare")
-    prep = _prepare(request, backbone, pils, catalog, directory / "work", report, cancel)
+    report("prepare", warnings=words.warnings)
+    prep = _prepare(request, words, backbone, pils, catalog, directory / "work", report, cancel, registered)
     t_prep = time.perf_counter() - t_start
 
     from engine.text import TextEncoder
@@ -224,6 +280,7 @@ def _run(request: TrainRequest, backbone, pils, catalog, key, registry, version,
     t_loop = time.perf_counter()
     while trainer.step_count < cfg.steps:
         if cancel is not None and cancel.is_set():
+            registered.check(trainer.step_count, trainer.history)
             save_checkpoint(trainer, work, key)
             raise TrainingCancelled(f"cancelled at step {trainer.step_count} of {cfg.steps}",
                                     trainer.step_count, list(trainer.history))
@@ -234,8 +291,10 @@ def _run(request: TrainRequest, backbone, pils, catalog, key, registry, version,
         report("train", step=trainer.step_count, total=cfg.steps,
                losses={k: v for k, v in record.items() if k != "step"}, eta_s=round(eta, 1))
         if cfg.checkpoint_every and trainer.step_count % cfg.checkpoint_every == 0 and trainer.step_count < cfg.steps:
+            registered.check(trainer.step_count, trainer.history)
             save_checkpoint(trainer, work, key)
     t_train = time.perf_counter() - t_loop
+    registered.check(trainer.step_count, trainer.history)
     save_checkpoint(trainer, work, key)
 
     report("diagnostics")
@@ -246,12 +305,13 @@ def _run(request: TrainRequest, backbone, pils, catalog, key, registry, version,
         "method": cfg.method, "steps": cfg.steps, "num_vectors": cfg.num_vectors, "backbone": backbone.id,
         "prepare_seconds": round(t_prep, 2), "train_seconds": round(t_train, 2),
         "seconds_per_step": round(t_train / steps_run, 4) if steps_run else None,
-        "resumed_at_step": resumed_at, "negatives": prep.negatives,
+        "resumed_at_step": resumed_at, "negatives": prep.negatives, "warnings": words.warnings,
         "final_losses": {k: v for k, v in trainer.history[-1].items() if k != "step"} if trainer.history else {},
     })
     if prep.subspace is not None:
         metrics["rank"] = prep.subspace.rank
         metrics["subspace_distance"] = round(float(prep.subspace.distance(vectors).max()), 6)
+    registered.check(trainer.step_count, trainer.history)
     token = _write_version(request, backbone, directory, vectors, prep, metrics, trainer.history)
     activated = False
     if registry is not None:
@@ -265,7 +325,8 @@ def _run(request: TrainRequest, backbone, pils, catalog, key, registry, version,
                        activated, trainer.step_count, metrics, list(trainer.history))
 
 
-def _prepare(request, backbone, pils, catalog, work: Path, report, cancel) -> _Prepared:
+def _prepare(request, words, backbone, pils, catalog, work: Path, report, cancel,
+             registered: _Registered) -> _Prepared:
     from engine.images import ImageEncoder
     from engine.text import TextEncoder
 
@@ -273,8 +334,8 @@ def _prepare(request, backbone, pils, catalog, work: Path, report, cancel) -> _P
     parent = request.parent.strip()
     encoder, images = TextEncoder(backbone), ImageEncoder(backbone)
     features = images.encode_pil(pils).float().cpu()
-    if request.attributes is not None:
-        attributes = [a.strip() for a in request.attributes if a.strip()]
+    if words.attributes is not None:
+        attributes = words.attributes  # distinct (trainer/words.py)
     else:
         from .vocabulary import attribute_vocabulary
 
@@ -296,7 +357,7 @@ def _prepare(request, backbone, pils, catalog, work: Path, report, cancel) -> _P
         negatives = []
         if cfg.negatives in ("generated", "both") and cfg.generated_negatives > 0:
             report("negatives", count=cfg.generated_negatives)
-            generated = _generated_negatives(backbone, encoder, parent, cfg, work, cancel)
+            generated = _generated_negatives(backbone, encoder, parent, cfg, work, cancel, registered)
             negatives.append(images.encode_tensor(generated).float().cpu())
             counts["generated"] = len(generated)
         if cfg.negatives in ("catalog", "both") and catalog:
@@ -330,7 +391,8 @@ def _parent_text(encoder, cfg: TrainConfig, parent: str, attributes: list[str]) 
     return F.normalize(feats.mean(0), dim=0)
 
 
-def _generated_negatives(backbone, encoder, parent: str, cfg: TrainConfig, work: Path, cancel) -> torch.Tensor:
+def _generated_negatives(backbone, encoder, parent: str, cfg: TrainConfig, work: Path, cancel,
+                         registered: _Registered) -> torch.Tensor:
     """Generated negatives, cached in the work dir so a resumed run reuses the same images."""
     from safetensors.torch import load_file, save_file
 
@@ -344,6 +406,7 @@ def _generated_negatives(backbone, encoder, parent: str, cfg: TrainConfig, work:
                                     seed=cfg.seed + 1, cancel=cancel)
     except GenerationCancelled as e:
         raise TrainingCancelled(f"cancelled while generating negatives ({e})", 0, []) from e
+    registered.check()
     work.mkdir(parents=True, exist_ok=True)
     save_file({"images": images.contiguous()}, str(path))
     return images

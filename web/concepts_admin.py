@@ -17,7 +17,8 @@ from engine.jobs import Job
 from .errors import ApiError, bad_field, missing_field
 from .uploads import CheckedImage
 
-MAX_VECTORS = 16
+MAX_VECTORS = 16  # token rows a registration may ask for
+MAX_STEPS = 100_000  # training steps a registration or retrain may ask for
 SUGGESTED_ATTRIBUTES = 12
 METRIC_SUMMARY = ("norm_ratio", "cos_attributes_mean", "auc_target_vs_parent", "auc_target_vs_others",
                   "train_seconds", "steps")
@@ -31,6 +32,7 @@ class ConceptForm:
     method: str  # one of trainer.METHODS
     num_vectors: int
     steps: int
+    warnings: list[str]  # what trains but may not work well (trainer.words), shown with the registration
 
 
 def _text(data: Mapping[str, Any], name: str) -> str:
@@ -57,20 +59,16 @@ def int_field(data: Mapping[str, Any], name: str, default: int, lo: int, hi: int
     return value
 
 
-def parse_concept_form(data: Mapping[str, Any], train_defaults, max_steps: int = 100_000) -> ConceptForm:
-    """Validate registration fields (form or JSON); ApiError names the field and the fix."""
-    from engine.errors import TokenError
-    from engine.tokenizer import validate_placeholder
+def parse_concept_form(data: Mapping[str, Any], train_defaults, max_steps: int = MAX_STEPS) -> ConceptForm:
+    """Validate registration fields (form or JSON); ApiError names the field and the fix. The words themselves
+    (placeholder vs parent, distinct attributes for the projection, the parent's warning) are trainer.words'."""
     from trainer import METHODS
+    from trainer.words import ConceptWordError, check_concept_words, with_method
 
     name = _text(data, "placeholder")
     if not name:
         raise missing_field("placeholder", "the new word, e.g. '<aurora>' (lower-case letters, digits, '-', '_')")
     placeholder = name if name.startswith("<") else f"<{name}>"
-    try:
-        validate_placeholder(placeholder)
-    except TokenError as e:
-        raise bad_field("placeholder", str(e)) from e
     parent = _text(data, "parent")
     if not parent:
         raise missing_field("parent", "the word for the concept's category, e.g. 'dress'")
@@ -78,31 +76,30 @@ def parse_concept_form(data: Mapping[str, Any], train_defaults, max_steps: int =
         raise bad_field("parent", "must be a plain word or two (at most 60 characters, no '<' or '>')")
     raw_attrs = data.get("attributes")
     if isinstance(raw_attrs, str):
-        attributes = [a.strip() for a in raw_attrs.replace("\n", ",").split(",") if a.strip()]
+        attributes = raw_attrs.replace("\n", ",").split(",")
     elif isinstance(raw_attrs, (list, tuple)) and all(isinstance(a, str) for a in raw_attrs):
-        attributes = [a.strip() for a in raw_attrs if a.strip()]
+        attributes = list(raw_attrs)
     elif raw_attrs is None:
         attributes = []
     else:
         raise bad_field("attributes", "must be a list of words or a comma-separated string")
-    if any(len(a) > 40 or "<" in a or ">" in a for a in attributes):
+    if any(len(a.strip()) > 40 or "<" in a or ">" in a for a in attributes):
         raise bad_field("attributes", "each attribute is a plain word (at most 40 characters, no '<' or '>')")
     method = _text(data, "method") or train_defaults.method
     if method not in METHODS:
         raise bad_field("method", f"must be one of {', '.join(METHODS)}, got {method!r}")
-    if attributes and METHODS[method].projection and len(attributes) < 2:
-        raise bad_field("attributes", "the subspace projection needs at least 2 attribute words; add some or leave "
-                        "the field empty to choose them automatically")
-    return ConceptForm(placeholder, parent, attributes or None, method,
+    try:
+        words = check_concept_words(placeholder, parent, attributes, with_method(train_defaults, method))
+    except ConceptWordError as e:
+        raise ApiError(400, e.code, f"field {e.field!r}: {e}", field=e.field) from e
+    return ConceptForm(placeholder, words.parent, words.attributes, method,
                        int_field(data, "num_vectors", train_defaults.num_vectors, 1, MAX_VECTORS),
-                       int_field(data, "steps", train_defaults.steps, 1, max_steps))
+                       int_field(data, "steps", train_defaults.steps, 1, max_steps), words.warnings)
 
 
 def register_concept(res, form: ConceptForm, images: Sequence[CheckedImage]) -> tuple[Concept, str]:
-    """Store the concept and its images, queue its training; returns (concept, job id)."""
-    if form.placeholder in res.registry:
-        raise ApiError(409, "concept_exists", f"{form.placeholder} is already registered; pick another name, or "
-                       "delete the existing concept first", field="placeholder")
+    """Store the concept and its images, queue its training; returns (concept, job id). A placeholder already
+    registered (also by a concurrent request) raises engine.concepts.ConceptExists: 409 concept_exists."""
     concept = res.registry.register(form.placeholder, form.parent, [im.data for im in images],
                                     attributes=form.attributes, method=form.method, num_vectors=form.num_vectors)
     return concept, start_training(res, form.placeholder, form.steps)

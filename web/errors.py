@@ -42,19 +42,23 @@ def bad_field(name: str, message: str) -> ApiError:
 
 def from_engine(error: Exception) -> ApiError:
     """An engine error as an ApiError: status and code by type, the engine's own message (it names the fix)."""
-    from engine.concepts import ConceptError
+    from engine.concepts import ConceptError, ConceptExists, ConceptNotFound, VersionNotReady
     from engine.database import DatabaseError
     from engine.errors import TokenError, UnknownTokenError
     from engine.jobs import JobError
-    from engine.query import IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
+    from engine.query import ConflictingFields, IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
     from engine.store import StoreError
     from trainer import TrainingError
 
     message = str(error)
     if isinstance(error, UnknownTokenError):
         return ApiError(400, "unknown_token", message, token=error.placeholder, suggestions=error.suggestions)
-    table = ((IndexNotFound, 503, "index_missing"), (IndexMismatch, 503, "index_mismatch"),
-             (PreviewUnavailable, 409, "preview_unavailable"), (QueryError, 400, "bad_query"),
+    if isinstance(error, ConceptExists):
+        return ApiError(409, "concept_exists", message, field="placeholder")
+    table = ((ConceptNotFound, 404, "concept_not_found"), (VersionNotReady, 409, "version_not_ready"),
+             (IndexNotFound, 503, "index_missing"), (IndexMismatch, 503, "index_mismatch"),
+             (PreviewUnavailable, 409, "preview_unavailable"), (ConflictingFields, 400, "conflicting_fields"),
+             (QueryError, 400, "bad_query"),
              (TokenError, 400, "bad_token"), (TrainingError, 400, "bad_training_request"),
              (JobError, 404, "job_not_found"), (StoreError, 503, "store_unavailable"),
              (DatabaseError, 503, "database_unavailable"))
@@ -62,8 +66,6 @@ def from_engine(error: Exception) -> ApiError:
         if isinstance(error, kind):
             return ApiError(status, code, message)
     if isinstance(error, ConceptError):
-        if message.startswith("no concept") or " has no version " in message:
-            return ApiError(404, "concept_not_found", message)
         return ApiError(400, "concept_error", message)
     return ApiError(400, "error", message)
 

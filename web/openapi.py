@@ -1,8 +1,13 @@
-"""The OpenAPI 3.1 description of the JSON API, served at /openapi.json (tests validate it and check that
-every /api route of the app is described and every described route exists)."""
+"""The OpenAPI 3.1 description of the JSON API, served at /openapi.json. It says exactly what the server
+requires: the session cookie and X-CSRF-Token header of every state-changing operation (security schemes),
+required fields, formats and bounds (the bounds from the app's own settings). Tests validate it, check that
+every /api route is described and every described route exists, and run schemathesis against the app
+(tests/test_web_openapi.py): no 5xx, responses as described, schema-valid requests accepted."""
 from __future__ import annotations
 
 from typing import Any
+
+from engine.tokenizer import NAME_PATTERN
 
 VERSION = "0.1.0"
 
@@ -23,10 +28,28 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 NAME = {"name": "name", "in": "path", "required": True, "description": "concept name: the placeholder without "
-        "brackets ('aurora' for '<aurora>')", "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,39}$"}}
-JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-CSRF = {"name": "X-CSRF-Token", "in": "header", "required": True, "schema": {"type": "string"},
-        "description": "the csrf_token of GET /api/session (same session cookie)"}
+        "brackets ('aurora' for '<aurora>')", "schema": {"type": "string", "pattern": f"^{NAME_PATTERN}$"}}
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
+VERSION_ID = {"type": "string", "pattern": "^v[0-9]{4,9}$", "description": "a version id like 'v0001'"}
+# Security requirements. Every POST and DELETE but POST /api/search needs the session cookie (GET /api/session
+# sets it) and its csrf_token in the X-CSRF-Token header; admin operations need a session logged in by POST
+# /api/login (whose answer carries the new csrf_token: it changes at login).
+SESSION = [{"cookieSession": []}]
+STATE_CHANGE = [{"cookieSession": [], "csrfToken": []}]
+SECURITY_SCHEMES = {
+    "cookieSession": {"type": "apiKey", "in": "cookie", "name": "session",
+                      "description": "the session cookie, set by GET /api/session and renewed by POST /api/login"},
+    "csrfToken": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token",
+                  "description": "the csrf_token of GET /api/session (or of POST /api/login, after logging in), sent "
+                                 "with the same session cookie on every POST and DELETE but POST /api/search"}}
+# Text of a query: custom tokens written <name>, no other '<' or '>'; the non-blank form has a character to search.
+TOKEN = f"<{NAME_PATTERN}>"
+QUERY_TEXT = f"^(?:[^<>]|{TOKEN})*$"
+QUERY_NONBLANK = f"^\\s*(?:[^<>\\s]|{TOKEN})(?:[^<>]|{TOKEN})*$"
+BASE64 = {"type": "string", "minLength": 4, "contentEncoding": "base64",
+          "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}
+PRICE = {"type": "number", "minimum": -1e15, "maximum": 1e15}
+MAX_SEED = 2**32 - 1  # documented bound of the diffusion seed (any integer >= 0 is accepted)
 
 
 def _query(name: str, schema: dict, description: str, required: bool = False) -> dict[str, Any]:
@@ -41,20 +64,6 @@ SCHEMAS: dict[str, Any] = {
             "field": {"type": "string", "description": "the request field at fault, when one is"},
             "suggestions": {"type": "array", "items": {"type": "string"},
                             "description": "registered tokens close to an unknown one"}}}}},
-    "SearchRequest": {"type": "object", "properties": {
-        "query": {"type": "string", "description": "text; custom tokens as <name>, e.g. '<aurora> dress on a beach'"},
-        "image": {"type": ["string", "null"], "description": "base64 of a PNG/JPEG/WebP photo to search by"},
-        "category": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
-        "min_price": {"type": ["number", "null"]}, "max_price": {"type": ["number", "null"]},
-        "filters": {"type": "object", "description": "payload field -> exact value or list"},
-        "ranges": {"type": "object", "description": "payload field -> [min, max]"},
-        "limit": {"type": ["integer", "null"], "minimum": 1}, "offset": {"type": "integer", "minimum": 0},
-        "gair": {"type": ["boolean", "null"]},
-        "weight": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
-                   "description": "fixed composition weight w; null: GAIR's w* when known, else 1"},
-        "seed": {"type": ["integer", "null"], "minimum": 0},
-        "method": {"type": "string", "enum": ["composed", "text-only", "text+image"]},
-        "preview": {"type": "boolean", "default": True, "description": "queue the preview job for a text query"}}},
     "Result": {"type": "object", "properties": {
         "rank": {"type": "integer"}, "id": {"type": "string"}, "score": {"type": "number"},
         "payload": {"type": "object"}, "image_url": {"type": ["string", "null"]}}},
@@ -81,7 +90,9 @@ SCHEMAS: dict[str, Any] = {
         "interruptions": {"type": "integer"}, "created": {"type": "number"},
         "started": {"type": ["number", "null"]}, "heartbeat": {"type": ["number", "null"]},
         "finished": {"type": ["number", "null"]}, "seconds": {"type": ["number", "null"]},
-        "panel": _ref("PreviewPanel")}},
+        "panel": _ref("PreviewPanel"),
+        "detached": {"type": "boolean", "description": "cancel only: true when the job goes on for the others "
+                     "waiting on it (this client no longer waits; its panel says so)"}}},
     "JobAccepted": {"type": "object", "properties": {"job": _ref("Job"), "job_url": {"type": "string"}}},
     "Token": {"type": "object", "properties": {
         "placeholder": {"type": "string"}, "parent": {"type": "string"}, "method": {"type": "string"},
@@ -99,46 +110,104 @@ SCHEMAS: dict[str, Any] = {
         "metrics": {"type": "object"}, "error": {"type": ["string", "null"]}, "images": {"type": "integer"},
         "thumbnail": {"type": "string"}, "training_job": {"oneOf": [_ref("Job"), {"type": "null"}]},
         "versions": {"type": "array", "items": _ref("Version")}}},
-    "ConceptRegistration": {"type": "object", "required": ["placeholder", "parent", "images"], "properties": {
-        "placeholder": {"type": "string", "description": "'<aurora>' or 'aurora'"},
-        "parent": {"type": "string", "description": "the category word, e.g. 'dress'"},
-        "images": {"type": "array", "minItems": 3, "maxItems": 50, "items": {"type": "string"},
-                   "description": "base64 of PNG/JPEG/WebP files (multipart: files in the field 'images')"},
-        "attributes": {"oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
-                       "description": "attribute words; empty: chosen automatically"},
-        "method": {"type": "string", "enum": ["prompt-tuning", "textual-inversion", "ti+ce", "ti+ce+proj"]},
-        "num_vectors": {"type": "integer", "minimum": 1, "maximum": 16},
-        "steps": {"type": "integer", "minimum": 1}}},
     "Session": {"type": "object", "properties": {
         "csrf_token": {"type": "string"}, "admin": {"type": "boolean"}, "user": {"type": ["string", "null"]}}},
 }
 
 
-def spec() -> dict[str, Any]:
+def _search_request(query, limits) -> dict[str, Any]:
+    """SearchRequest: `query` (QueryConfig) and `limits` (LimitSettings) give the bounds the server applies."""
+    text = {"type": "string", "maxLength": query.max_query_chars, "pattern": QUERY_TEXT,
+            "description": "text; custom tokens as <name>, e.g. '<aurora> dress on a beach'"}
+    integer = {"type": "integer", "minimum": -2**53, "maximum": 2**53}
+    value = {"oneOf": [{"type": "string"}, integer]}
+    field_name = {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}
+    open_price = {"oneOf": [PRICE, {"type": "null"}]}
+    return {"type": "object", "additionalProperties": False, "properties": {
+        "query": text,
+        "image": {"oneOf": [{**BASE64, "description": "base64 of a PNG/JPEG/WebP photo to search by (at most "
+                                                      f"{limits.max_image_bytes} bytes decoded)"}, {"type": "null"}]},
+        "category": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                               {"type": "null"}]},
+        "filters": {"type": "object", "description": "payload field -> exact value or a non-empty list of them",
+                    "propertyNames": field_name, "additionalProperties": {"oneOf": [
+                        value, {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                        {"type": "array", "minItems": 1, "items": integer}]}},
+        "ranges": {"type": "object", "description": "payload field -> [min, max] (null leaves a side open)",
+                   "propertyNames": field_name, "additionalProperties": {"oneOf": [
+                       {"type": "array", "prefixItems": [PRICE, open_price], "minItems": 2, "maxItems": 2},
+                       {"type": "array", "prefixItems": [{"type": "null"}, PRICE], "minItems": 2, "maxItems": 2}]}},
+        "min_price": open_price, "max_price": open_price,
+        "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": query.max_limit},
+        "offset": {"type": "integer", "minimum": 0, "maximum": query.max_offset},
+        "gair": {"type": ["boolean", "null"]},
+        "weight": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                   "description": "fixed composition weight w; null: GAIR's w* when known, else 1"},
+        "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SEED},
+        "method": {"type": "string", "enum": ["composed", "text-only", "text+image"]},
+        "preview": {"type": "boolean", "default": True, "description": "queue the preview job for a text query"}},
+        "anyOf": [{"required": ["query"], "properties": {"query": {"pattern": QUERY_NONBLANK}}},
+                  {"required": ["image"], "properties": {"image": {"type": "string"}}}],
+        "description": "a text query, a photo, or both"}
+
+
+def _concept_registration(limits) -> dict[str, Any]:
+    from .concepts_admin import MAX_STEPS, MAX_VECTORS
+
+    images = {"minItems": limits.min_concept_images, "maxItems": limits.max_concept_images}
+    word = {"type": "string", "maxLength": 40, "pattern": "^[^<>]*$"}
+    return {"type": "object", "required": ["placeholder", "parent", "images"], "properties": {
+        "placeholder": {"type": "string", "pattern": f"^(?:{TOKEN}|{NAME_PATTERN})$",
+                        "description": "'<aurora>' or 'aurora'; not the parent word itself"},
+        "parent": {"type": "string", "maxLength": 60, "pattern": "^[^<>]*[^<>\\s][^<>]*$",
+                   "description": "the category word, e.g. 'dress'"},
+        "images": {"type": "array", **images, "items": BASE64,
+                   "description": "base64 of PNG/JPEG/WebP files (multipart: files in the field 'images')"},
+        "attributes": {"oneOf": [{"type": "array", "items": word}, {"type": "string", "pattern": "^[^<>]*$"}],
+                       "description": "attribute words (distinct ones count; the projection needs at least 2); "
+                                      "empty: chosen automatically"},
+        "method": {"type": "string", "enum": ["prompt-tuning", "textual-inversion", "ti+ce", "ti+ce+proj"]},
+        "num_vectors": {"type": "integer", "minimum": 1, "maximum": MAX_VECTORS},
+        "steps": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS}}}, images
+
+
+def spec(query=None, limits=None) -> dict[str, Any]:
+    """The document for a QueryConfig and LimitSettings (the app passes its own; None: the defaults)."""
+    from engine.query import QueryConfig
+    from engine.settings import LimitSettings
+
+    from engine.jobs import STATUSES
+
+    from .concepts_admin import MAX_STEPS
+
+    query, limits = query or QueryConfig(), limits or LimitSettings()
+    registration, images = _concept_registration(limits)
     search_params = [
-        _query("q", {"type": "string"}, "search text; custom tokens as <name>", required=True),
+        _query("q", {"type": "string", "minLength": 1, "maxLength": query.max_query_chars, "pattern": QUERY_NONBLANK},
+               "search text; custom tokens as <name>", required=True),
         _query("category", {"type": "string"}, "exact category (repeat for any of several)"),
-        _query("min_price", {"type": "number"}, "inclusive lower price bound"),
-        _query("max_price", {"type": "number"}, "inclusive upper price bound"),
-        _query("limit", {"type": "integer", "minimum": 1}, "results per page"),
-        _query("offset", {"type": "integer", "minimum": 0}, "results skipped (pagination)"),
+        _query("min_price", PRICE, "inclusive lower price bound (not above max_price)"),
+        _query("max_price", PRICE, "inclusive upper price bound"),
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": query.max_limit}, "results per page"),
+        _query("offset", {"type": "integer", "minimum": 0, "maximum": query.max_offset},
+               "results skipped (pagination)"),
         _query("w", {"type": "number", "minimum": 0, "maximum": 1}, "fixed composition weight"),
         _query("gair", {"type": "boolean"}, "run GAIR in the preview job (default on)"),
-        _query("seed", {"type": "integer", "minimum": 0}, "diffusion seed of the preview"),
+        _query("seed", {"type": "integer", "minimum": 0, "maximum": MAX_SEED}, "diffusion seed of the preview"),
         _query("method", {"type": "string", "enum": ["composed", "text-only", "text+image"]}, "query vector"),
         _query("preview", {"type": "boolean"}, "queue the preview job (default true)"),
     ]
-    admin = [{"cookieSession": []}]
+    admin = SESSION
     paths: dict[str, Any] = {
         "/api/session": {"get": {"summary": "The session's CSRF token and whether it is logged in",
                                  "operationId": "getSession", "responses": {"200": _json(_ref("Session"), "session")}}},
         "/api/login": {"post": {
-            "summary": "Log in as admin (sets the session cookie)", "operationId": "login", "parameters": [CSRF],
+            "summary": "Log in as admin (sets the session cookie)", "operationId": "login", "security": STATE_CHANGE,
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["user", "password"],
                 "properties": {"user": {"type": "string"}, "password": {"type": "string"}}}}}},
             "responses": {"200": _json(_ref("Session"), "logged in"), **_errors(400, 401, 429)}}},
-        "/api/logout": {"post": {"summary": "Log out", "operationId": "logout", "parameters": [CSRF],
+        "/api/logout": {"post": {"summary": "Log out", "operationId": "logout", "security": STATE_CHANGE,
                                  "responses": {"200": _json({"type": "object"}, "logged out"), **_errors(400)}}},
         "/api/search": {
             "get": {"summary": "Search by text (results at once; the preview is a job to poll)",
@@ -146,6 +215,7 @@ def spec() -> dict[str, Any]:
                     "responses": {"200": _json(_ref("SearchResponse"), "ranked results"), **_errors(400, 503)}},
             "post": {"summary": "Search by text and/or photo (JSON body; no CSRF token needed: read-only)",
                      "operationId": "searchPost",
+                     "security": [],
                      "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SearchRequest")}}},
                      "responses": {"200": _json(_ref("SearchResponse"), "ranked results"), **_errors(400, 413, 503)}}},
         "/api/tokens": {"get": {"summary": "Live custom tokens (autocomplete)", "operationId": "listTokens",
@@ -156,49 +226,53 @@ def spec() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object", "properties": {
                         "concepts": {"type": "array", "items": _ref("Concept")}}}, "concepts"), **_errors(401)}},
             "post": {"summary": "Register a concept from 3-50 images and queue its training",
-                     "operationId": "createConcept", "security": admin, "parameters": [CSRF],
+                     "operationId": "createConcept", "security": STATE_CHANGE,
                      "requestBody": {"required": True, "content": {
                          "application/json": {"schema": _ref("ConceptRegistration")},
-                         "multipart/form-data": {"schema": {"type": "object", "properties": {
-                             "placeholder": {"type": "string"}, "parent": {"type": "string"},
-                             "attributes": {"type": "string"}, "method": {"type": "string"},
-                             "num_vectors": {"type": "integer"}, "steps": {"type": "integer"},
-                             "images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}},
+                         "multipart/form-data": {"schema": {
+                             **registration, "properties": {
+                                 **registration["properties"], "attributes": {"type": "string", "pattern": "^[^<>]*$"},
+                                 "images": {"type": "array", **images, "items": {
+                                     "type": "string", "format": "binary", "contentMediaType": "image/png"}}}}}}},
                      "responses": {"202": _json({"type": "object", "properties": {
-                         "concept": _ref("Concept"), "job": _ref("Job"), "job_url": {"type": "string"}}},
+                         "concept": _ref("Concept"), "job": _ref("Job"), "job_url": {"type": "string"},
+                         "warnings": {"type": "array", "items": {"type": "string"},
+                                      "description": "what trains but may not work well (e.g. a parent word the "
+                                                     "tokenizer does not know)"}}},
                          "registered; training queued"), **_errors(400, 401, 409, 413)}}},
         "/api/concepts/{name}": {
             "get": {"summary": "One concept with its versions", "operationId": "getConcept", "security": admin,
                     "parameters": [NAME], "responses": {"200": _json(_ref("Concept"), "the concept"), **_errors(401, 404)}},
             "delete": {"summary": "Delete a concept, its versions and files (cancels its training)",
-                       "operationId": "deleteConcept", "security": admin, "parameters": [NAME, CSRF],
+                       "operationId": "deleteConcept", "security": STATE_CHANGE, "parameters": [NAME],
                        "responses": {"200": _json({"type": "object"}, "deleted"), **_errors(400, 401, 404)}}},
         "/api/concepts/{name}/activate": {"post": {
             "summary": "Make a version live (default: the newest finished one)", "operationId": "activateConcept",
-            "security": admin, "parameters": [NAME, CSRF],
+            "security": STATE_CHANGE, "parameters": [NAME],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"version": {"type": "string"}}}}}},
+                "type": "object", "properties": {"version": VERSION_ID}}}}},
             "responses": {"200": _json(_ref("Concept"), "activated"), **_errors(400, 401, 404, 409)}}},
         "/api/concepts/{name}/deactivate": {"post": {
-            "summary": "Stop serving the concept's token", "operationId": "deactivateConcept", "security": admin,
-            "parameters": [NAME, CSRF], "responses": {"200": _json(_ref("Concept"), "deactivated"), **_errors(400, 401, 404)}}},
+            "summary": "Stop serving the concept's token", "operationId": "deactivateConcept", "security": STATE_CHANGE,
+            "parameters": [NAME],
+            "responses": {"200": _json(_ref("Concept"), "deactivated"), **_errors(400, 401, 404)}}},
         "/api/concepts/{name}/retrain": {"post": {
             "summary": "Queue a new training run (resumes an interrupted compatible one)",
-            "operationId": "retrainConcept", "security": admin, "parameters": [NAME, CSRF],
+            "operationId": "retrainConcept", "security": STATE_CHANGE, "parameters": [NAME],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"steps": {"type": "integer", "minimum": 1}}}}}},
+                "type": "object", "properties": {"steps": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS}}}}}},
             "responses": {"202": _json(_ref("JobAccepted"), "training queued"), **_errors(400, 401, 404)}}},
         "/api/concepts/{name}/token": {"get": {
             "summary": "Download the token file (safetensors, loadable by diffusers' load_textual_inversion)",
             "operationId": "downloadToken", "security": admin,
-            "parameters": [NAME, _query("version", {"type": "string"}, "version id (default: the live one)")],
+            "parameters": [NAME, _query("version", VERSION_ID, "version id (default: the live one)")],
             "responses": {"200": {"description": "the token file", "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
                 **_errors(400, 401, 404)}}},
         "/api/jobs": {"get": {
             "summary": "Recent jobs", "operationId": "listJobs", "security": admin,
             "parameters": [_query("kind", {"type": "string", "enum": ["train", "reindex", "preview"]}, "job kind"),
-                           _query("status", {"type": "string"}, "job status"),
+                           _query("status", {"type": "string", "enum": list(STATUSES)}, "job status"),
                            _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "how many")],
             "responses": {"200": _json({"type": "object", "properties": {
                 "jobs": {"type": "array", "items": _ref("Job")}}}, "jobs"), **_errors(400, 401)}}},
@@ -206,21 +280,24 @@ def spec() -> dict[str, Any]:
             "summary": "A job's status, progress and result (preview jobs are public)", "operationId": "getJob",
             "parameters": [JOB_ID], "responses": {"200": _json(_ref("Job"), "the job"), **_errors(401, 404)}}},
         "/api/jobs/{job_id}/cancel": {"post": {
-            "summary": "Ask a job to stop (preview jobs: anyone; others: admin)", "operationId": "cancelJob",
-            "parameters": [JOB_ID, CSRF], "responses": {"200": _json(_ref("Job"), "cancellation requested"),
-                                                        **_errors(400, 401, 404)}}},
+            "summary": "Ask a job to stop (the admin: any job, for everyone; anyone else: a preview, for themself: "
+                       "it stops when no one else waits on it)", "operationId": "cancelJob",
+            "security": STATE_CHANGE, "parameters": [JOB_ID],
+            "responses": {"200": _json(_ref("Job"), "cancellation requested"), **_errors(400, 401, 404)}}},
         "/api/reindex": {"post": {
             "summary": "Rebuild the product index from the configured catalog (blue/green)",
-            "operationId": "reindex", "security": admin, "parameters": [CSRF],
+            "operationId": "reindex", "security": STATE_CHANGE,
             "responses": {"202": _json(_ref("JobAccepted"), "reindex queued"), **_errors(400, 401, 409)}}},
     }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Coinage", "version": VERSION,
                  "description": "Product search that a shop teaches new words (custom tokens), with generated "
-                                "previews. Errors are JSON objects {error: {code, message}}."},
+                                "previews. Errors are JSON objects {error: {code, message}}. Sessions: GET "
+                                "/api/session sets the session cookie and returns its csrf_token; every POST and "
+                                "DELETE but POST /api/search sends that token in the X-CSRF-Token header with the "
+                                "cookie. POST /api/login logs the session in and returns the new csrf_token."},
         "paths": paths,
-        "components": {"schemas": SCHEMAS, "securitySchemes": {"cookieSession": {
-            "type": "apiKey", "in": "cookie", "name": "session",
-            "description": "the session cookie set by POST /api/login; send X-CSRF-Token on POST and DELETE"}}},
+        "components": {"schemas": {**SCHEMAS, "SearchRequest": _search_request(query, limits),
+                                   "ConceptRegistration": registration}, "securitySchemes": SECURITY_SCHEMES},
     }

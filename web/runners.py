@@ -49,7 +49,8 @@ class Runners:
         out = {"status": result.status, "placeholder": result.placeholder, "version": result.version,
                "activated": result.activated, "steps_done": result.steps_done, "metrics": result.metrics}
         if result.status == "cancelled":
-            out["message"] = f"cancelled at step {result.steps_done}; retrain to resume from the checkpoint"
+            out["message"] = (result.message if result.concept_deleted else
+                              f"cancelled at step {result.steps_done}; retrain to resume from the checkpoint")
         return out
 
     # ------------------------------------------------------------------ reindex

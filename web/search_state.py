@@ -39,10 +39,10 @@ class SearchForm:
         form.min_price = form._number(args, "min_price", "Min price")
         form.max_price = form._number(args, "max_price", "Max price")
         page = (args.get("page") or "1").strip()
-        if page.isdigit() and int(page) >= 1:
-            form.page = min(int(page), 10_000)
+        if page.isascii() and page.isdigit() and len(page) <= 9 and int(page) >= 1:  # the bound: run_search
+            form.page = int(page)
         else:
-            form.errors.append(f"page must be a whole number from 1, got {page!r}")
+            form.errors.append(f"page must be a whole number from 1, got {page[:20]!r}")
         w = form._number(args, "w", "w")
         if w is not None and not 0.0 <= w <= 1.0:
             form.errors.append(f"w must be between 0 and 1, got {w}")
@@ -122,6 +122,7 @@ class SearchOutcome:
     corrections: list[tuple[str, str]] = field(default_factory=list)  # (suggested query, url) for unknown tokens
     preview: "PreviewPanel | None" = None
     per_page: int = 12
+    last_page: int | None = None  # the deepest page served (QueryConfig.max_offset); None: not known yet
 
     @property
     def status(self) -> int:
@@ -135,6 +136,8 @@ class SearchOutcome:
     def next_url(self) -> str | None:
         if self.response is None or self.response.next_offset is None:
             return None
+        if self.last_page is not None and self.form.page >= self.last_page:
+            return None
         return self.form.url(page=self.form.page + 1)
 
 
@@ -147,7 +150,11 @@ def run_search(res, form: SearchForm, image: bytes | None = None, with_preview: 
     from .errors import from_engine
 
     per_page = res.settings.limits.results_per_page
-    out = SearchOutcome(form=form, per_page=per_page)
+    last_page = res.query.config.max_offset // per_page + 1  # the API's offset bound, in pages
+    out = SearchOutcome(form=form, per_page=per_page, last_page=last_page)
+    if form.page > last_page:
+        form.errors.append(f"page {form.page} is past the deepest page served ({last_page}: offsets up to "
+                           f"{res.query.config.max_offset}); narrow the search with filters instead")
     if form.errors:
         out.error = ApiError(400, "invalid_field", "; ".join(form.errors))
         return out
@@ -249,6 +256,11 @@ def ensure_preview(res, request, response=None) -> PreviewPanel:
     if not res.backbone.diffusion_available:
         return PreviewPanel("unavailable", f"backbone {res.backbone.id!r} has no diffusion stack, so there is no "
                                            "preview; the ranked results are not affected")
+    from flask import has_request_context
+
+    from .security import visitor_id
+
+    waiter = visitor_id() if has_request_context() else None  # who waits on it (scripts: nobody in particular)
     key, params = preview_key(res, request)
     job = res.jobs.latest("preview", key)
     usable = job is not None and ((job.active and not job.cancel_requested)
@@ -257,8 +269,23 @@ def ensure_preview(res, request, response=None) -> PreviewPanel:
         if res.jobs.count("preview", "queued") >= res.settings.limits.max_queued_previews:
             return PreviewPanel("unavailable", "the preview generator is busy; the results are ready, search again "
                                                "in a moment for a preview")
-        job = res.jobs.get(res.jobs.submit("preview", params, dedupe_key=key))
+        job = res.jobs.get(res.jobs.submit("preview", params, dedupe_key=key, waiter=waiter))
+    elif job.active and waiter is not None:
+        res.jobs.wait(job.id, waiter)  # this shopper shares the job: another's cancel does not stop it
     return panel_for(job, request.weight, response.weight_source if response is not None else "")
+
+
+def cancel_preview(res, job: Job) -> tuple[Job, PreviewPanel | None]:
+    """This visitor stops waiting on a preview job: the job is cancelled only when nobody else waits on it.
+    Returns the job and, when others still wait, the panel this visitor sees (cancelled for them only)."""
+    from .security import visitor_id
+
+    job, others = res.jobs.release(job.id, visitor_id())
+    if others == 0 or not job.active:  # cancelled for all, or finished anyway: the job's own panel
+        return job, None
+    return job, PreviewPanel("cancelled", f"preview cancelled for you; {others} other shopper"
+                                          f"{'s' if others != 1 else ''} still wait{'' if others != 1 else 's'} "
+                                          "for it, so it keeps running for them", job=job)
 
 
 def _pngs_present(res, job: Job) -> bool:

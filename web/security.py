@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 CSRF_KEY = "csrf"
+VISITOR_KEY = "visitor"  # session key of visitor_id()
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 ADMIN_FILE = "admin.json"
@@ -112,6 +113,16 @@ def csrf_token() -> str:
         token = secrets.token_urlsafe(32)
         session[CSRF_KEY] = token
     return token
+
+
+def visitor_id() -> str:
+    """A random id of this browser (or API client) session: who waits on a shared preview job (engine.jobs
+    JobStore.release), so one shopper's cancel does not stop another's preview."""
+    visitor = session.get(VISITOR_KEY)
+    if not visitor:
+        visitor = secrets.token_urlsafe(12)
+        session[VISITOR_KEY] = visitor
+    return visitor
 
 
 def csrf_exempt(view: Callable) -> Callable:

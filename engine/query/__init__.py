@@ -5,7 +5,7 @@ Used by the web app, the JSON API and `coinage search`. See engine/query/service
 from __future__ import annotations
 
 from .config import QueryConfig
-from .errors import IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
+from .errors import ConflictingFields, IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
 from .gair import GairOutcome, WeightScore, choose, score_weights
 from .parse import ParsedQuery, parse_query, text_only_prompt
 from .previews import Preview, PreviewCache, cache_key
@@ -13,8 +13,8 @@ from .schema import METHODS, GairResult, ResultItem, SearchRequest, SearchRespon
 from .service import QueryService
 
 __all__ = [
-    "METHODS", "GairOutcome", "GairResult", "IndexMismatch", "IndexNotFound", "ParsedQuery", "Preview",
-    "PreviewCache", "PreviewUnavailable", "QueryConfig", "QueryError", "QueryService", "ResultItem",
+    "METHODS", "ConflictingFields", "GairOutcome", "GairResult", "IndexMismatch", "IndexNotFound", "ParsedQuery",
+    "Preview", "PreviewCache", "PreviewUnavailable", "QueryConfig", "QueryError", "QueryService", "ResultItem",
     "SearchRequest", "SearchResponse", "WeightScore", "cache_key", "choose", "parse_query", "score_weights",
     "text_only_prompt",
 ]

@@ -46,6 +46,9 @@ class QueryConfig:
     default_limit: int = 10
     # Largest page size accepted.
     max_limit: int = 100
+    # Largest offset accepted (pagination depth): the store ranks offset + limit candidates for a page, so a deep
+    # offset is slow, and one past 64 bits cannot be sent at all. Requests beyond it are a 400 naming this bound.
+    max_offset: int = 10_000
     # Longest query accepted, in characters (CLIP reads at most 75 BPE tokens anyway).
     max_query_chars: int = 500
     # Text encoder runtime: 'auto' (the ONNX export of the text tower, input-embeddings form, when engine.onnx
@@ -66,7 +69,7 @@ class QueryConfig:
             raise QueryError(f"QueryConfig.weights must lie in [0, 1]; {bad} do not")
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         for name in ("images_per_weight", "preview_cache_items", "gair_cache_items", "context_cache_items",
-                     "text_cache_items", "default_limit", "max_limit", "max_query_chars"):
+                     "text_cache_items", "default_limit", "max_limit", "max_offset", "max_query_chars"):
             if int(getattr(self, name)) < 1:
                 raise QueryError(f"QueryConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:

@@ -18,3 +18,8 @@ class IndexMismatch(QueryError):
 
 class PreviewUnavailable(QueryError):
     """A preview or GAIR was asked for where none can be generated (no diffusion stack, image-only query)."""
+
+
+class ConflictingFields(QueryError):
+    """Fields each well formed that do not go together: min_price above max_price, method 'text+image' without
+    a custom token in the query."""

@@ -6,11 +6,14 @@ import binascii
 import math
 import numbers
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from .errors import QueryError
+from .errors import ConflictingFields, QueryError
 from .gair import GairOutcome, WeightScore
 from .previews import Preview
+
+if TYPE_CHECKING:
+    from .config import QueryConfig
 
 # Query vectors: "composed" is q_pool(w) (w from the request, GAIR or 1); the others are the paper's baselines.
 METHODS = ("composed", "text-only", "text+image")
@@ -39,10 +42,11 @@ class SearchRequest:
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "SearchRequest":
+    def from_json(cls, data: Mapping[str, Any], config: "QueryConfig | None" = None) -> "SearchRequest":
         """A request from a JSON object (the API body); `image` may be a base64 string of an image file.
 
-        Unknown fields and wrong types raise QueryError naming the field, never a KeyError or TypeError.
+        Unknown fields and wrong types raise QueryError naming the field, never a KeyError or TypeError;
+        with `config`, pages past its bounds too (see validate).
         """
         if not isinstance(data, Mapping):
             raise QueryError(f"the search request must be a JSON object, got {type(data).__name__}")
@@ -60,19 +64,28 @@ class SearchRequest:
             raise QueryError("field 'image' must be a base64 string of an image file (or null)")
         else:
             values["image"] = None
+        for name in ("limit", "offset", "seed"):
+            if name in values:
+                values[name] = _json_int(values[name])
+        if isinstance(values.get("filters"), Mapping):
+            values["filters"] = {k: [_json_int(x) for x in v] if isinstance(v, list) else _json_int(v)
+                                 for k, v in values["filters"].items()}
         if isinstance(values.get("ranges"), Mapping):
             values["ranges"] = {k: _pair(k, v) for k, v in values["ranges"].items()}
         request = cls(**values)
-        request.validate()
+        request.validate(config)
         return request
 
-    def validate(self, max_limit: int | None = None) -> None:
-        """Check types and ranges at the boundary; QueryError names the field and the fix."""
+    def validate(self, config: "QueryConfig | None" = None) -> None:
+        """Check types and ranges at the boundary, pages against `config`'s max_limit and max_offset when given;
+        QueryError names the field and the fix."""
+        max_limit = config.max_limit if config is not None else None
+        max_offset = config.max_offset if config is not None else None
         _expect("query", self.query, str)
         _expect_optional_number("min_price", self.min_price)
         _expect_optional_number("max_price", self.max_price)
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
-            raise QueryError(f"min_price {self.min_price} is above max_price {self.max_price}; swap or drop one")
+            raise ConflictingFields(f"min_price {self.min_price} is above max_price {self.max_price}; swap or drop one")
         if self.category is not None and not (isinstance(self.category, str) or (
                 isinstance(self.category, list) and self.category and all(isinstance(c, str) for c in self.category))):
             raise QueryError(f"field 'category' must be a string or a non-empty list of strings, got {self.category!r}")
@@ -84,8 +97,10 @@ class SearchRequest:
             if not _is_int(self.limit) or self.limit < 1 or (max_limit is not None and self.limit > max_limit):
                 raise QueryError(f"field 'limit' must be an integer from 1 to {max_limit or 'the maximum'}, "
                                  f"got {self.limit!r}")
-        if not _is_int(self.offset) or self.offset < 0:
-            raise QueryError(f"field 'offset' must be an integer >= 0, got {self.offset!r}")
+        if not _is_int(self.offset) or self.offset < 0 or (max_offset is not None and self.offset > max_offset):
+            bound = f"from 0 to {max_offset}" if max_offset is not None else ">= 0"
+            raise QueryError(f"field 'offset' must be an integer {bound}, got {self.offset!r}; results deeper than "
+                             "that are not served: narrow the search with filters instead")
         if self.gair is not None and not isinstance(self.gair, bool):
             raise QueryError(f"field 'gair' must be true, false or null, got {self.gair!r}")
         if self.weight is not None and (not _is_number(self.weight) or not 0.0 <= float(self.weight) <= 1.0):
@@ -158,6 +173,11 @@ class GairResult:
         if include_png and self.preview is not None:
             out["preview"]["png_base64"] = base64.b64encode(self.preview.png).decode()
         return out
+
+
+def _json_int(value: Any) -> Any:
+    """An integral float as the int it is (JSON and JSON Schema count 3.0 as an integer); anything else as is."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _is_int(value: Any) -> bool:

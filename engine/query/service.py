@@ -38,7 +38,7 @@ from engine.text import TextEncoder, TextFeatures
 from engine.tokens import TokenSet
 
 from .config import QueryConfig
-from .errors import IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
+from .errors import ConflictingFields, IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
 from .gair import GairOutcome, WeightScore, choose, score_weights
 from .parse import ParsedQuery, parse_query, text_only_prompt
 from .previews import LRU, Preview, PreviewCache, cache_key, to_png
@@ -229,7 +229,7 @@ class QueryService:
         if not isinstance(request, SearchRequest):
             raise QueryError(f"expected a SearchRequest, got {type(request).__name__}; build one with "
                              "SearchRequest(query=...) or SearchRequest.from_json(body)")
-        request.validate(self.config.max_limit)
+        request.validate(self.config)
         image = self._image_feature(request.image) if request.image is not None else None
         notes: list[str] = []
         parsed = None
@@ -302,7 +302,8 @@ class QueryService:
 
     def _text_image(self, prep: _Prepared) -> torch.Tensor:
         if not prep.has_tokens:
-            raise QueryError("the 'text+image' method needs a custom token in the query (its images are averaged)")
+            raise ConflictingFields("the 'text+image' method needs a custom token in the query (its images are "
+                                    "averaged); add one, or use method 'composed' or 'text-only'")
         concept = torch.stack([self._concept_features(prep, p).mean(0) for p in prep.parsed.placeholders])
         concept = F.normalize(F.normalize(concept, dim=-1).mean(0), dim=-1)
         text = F.normalize(self._text_only(prep), dim=-1)

@@ -171,6 +171,8 @@ def concept(name: str):
 
 
 def _detail(res, c) -> dict:
+    from trainer.words import parent_warnings
+
     versions = res.registry.versions(c.placeholder)
     job = ca.training_job(res, c.placeholder)
     latest_ready = next((v for v in reversed(versions) if v.status == "ready"), None)
@@ -178,7 +180,7 @@ def _detail(res, c) -> dict:
     has_samples = shown is not None and (res.registry.version_dir(c.placeholder, shown) / "samples.png").is_file()
     return {"c": c, "versions": versions, "job": job, "samples_version": shown if has_samples else None,
             "images": len(res.registry.images(c.placeholder)), "summary": ca.metric_summary(c.metrics),
-            "train": _training_view(job)}
+            "train": _training_view(job), "warnings": parent_warnings(c.parent)}
 
 
 def _training_view(job) -> dict | None:
@@ -252,7 +254,7 @@ def deactivate(name: str):
 def retrain(name: str):
     res = resources()
     c = _concept(name)
-    steps = ca.int_field(request.form, "steps", res.settings.train.steps, 1, 100_000)
+    steps = ca.int_field(request.form, "steps", res.settings.train.steps, 1, ca.MAX_STEPS)
     ca.start_training(res, c.placeholder, steps)
     return _go(url_for("admin.concept", name=name))
 

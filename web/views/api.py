@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, jsonify, request, send_file, session, 
 
 from .. import concepts_admin as ca
 from ..errors import ApiError, bad_field, missing_field
-from ..search_state import ensure_preview, panel_for
+from ..search_state import cancel_preview, ensure_preview, panel_for
 from ..security import admin_required, csrf_exempt, csrf_token, is_admin, login, logout
 from ..uploads import check_image, check_images, form_files
 from . import resources
@@ -83,7 +83,7 @@ def _search_response(data: Mapping[str, Any], want_preview: bool):
     from engine.query import SearchRequest
 
     res = resources()
-    request_obj = SearchRequest.from_json(data)
+    request_obj = SearchRequest.from_json(data, res.query.config)  # its page bounds too
     if request_obj.limit is None:
         request_obj.limit = res.settings.limits.results_per_page
     response = res.query.search(request_obj)
@@ -194,7 +194,7 @@ def create_concept():
     images = check_images(files, res.settings.limits)
     concept, job_id = ca.register_concept(res, form, images)
     body = {"concept": ca.concept_json(res, concept), "job": res.jobs.get(job_id).to_json(),
-            "job_url": url_for("api.get_job", job_id=job_id)}
+            "job_url": url_for("api.get_job", job_id=job_id), "warnings": form.warnings}
     return jsonify(body), 202
 
 
@@ -220,6 +220,7 @@ def delete_concept(name: str):
 def activate(name: str):
     res = resources()
     placeholder = _placeholder(name)
+    res.registry.get(placeholder)  # an unknown concept: 404, before looking for its versions
     data = _json() or {}
     version = data.get("version") if isinstance(data, dict) else None
     if version is None:
@@ -243,7 +244,7 @@ def deactivate(name: str):
 def retrain(name: str):
     res = resources()
     data = _json() or {}
-    steps = ca.int_field(data if isinstance(data, dict) else {}, "steps", res.settings.train.steps, 1, 100_000)
+    steps = ca.int_field(data if isinstance(data, dict) else {}, "steps", res.settings.train.steps, 1, ca.MAX_STEPS)
     job_id = ca.start_training(res, _placeholder(name), steps)
     return jsonify({"job": res.jobs.get(job_id).to_json(), "job_url": url_for("api.get_job", job_id=job_id)}), 202
 
@@ -296,9 +297,17 @@ def get_job(job_id: str):
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):
+    """The admin cancels any job; a shopper cancels a preview for themself (it stops when nobody else waits)."""
     res = resources()
-    _visible(res.jobs.get(job_id))
-    return jsonify(_job_json(res.jobs.request_cancel(job_id)))
+    job = res.jobs.get(job_id)
+    _visible(job)
+    if job.kind != "preview" or is_admin():
+        return jsonify({**_job_json(res.jobs.request_cancel(job_id)), "detached": False})
+    job, detached = cancel_preview(res, job)
+    out = _job_json(job)
+    if detached is not None:
+        out["panel"] = detached.to_json()
+    return jsonify({**out, "detached": detached is not None})
 
 
 @bp.post("/reindex")

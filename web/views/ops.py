@@ -37,7 +37,8 @@ def readyz():
 def openapi():
     from ..openapi import spec
 
-    return jsonify(spec())
+    res = resources()
+    return jsonify(spec(res.query.config, res.settings.limits))
 
 
 @bp.get("/catalog/<path:filename>")

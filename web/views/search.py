@@ -89,16 +89,17 @@ def preview(job_id: str):
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_preview(job_id: str):
-    """Cancel a preview (any shopper may; training and reindex jobs are cancelled from the admin pages)."""
-    from ..search_state import panel_for
+    """Cancel a preview for this shopper (it stops when nobody else waits on it; training and reindex jobs are
+    cancelled from the admin pages)."""
+    from ..search_state import cancel_preview as cancel, panel_for
 
     res = resources()
     job = res.jobs.get(job_id)
     if job.kind != "preview":
         raise ApiError(403, "forbidden", "only preview jobs can be cancelled here; use the admin jobs page")
-    job = res.jobs.request_cancel(job_id)
+    job, detached = cancel(res, job)
     form = SearchForm.from_args(request.form)
-    return render_template("partials/preview.html", panel=panel_for(job, form.w), form=form, rerank=None)
+    return render_template("partials/preview.html", panel=detached or panel_for(job, form.w), form=form, rerank=None)
 
 
 @bp.get("/search/suggest")
