@@ -28,7 +28,7 @@ COLUMNS = ("auc_target_vs_parent", "auc_target_vs_other", "auc_parent_vs_other",
 
 def train_world_token(backbone, wc, config: TrainConfig, out_dir: Path):
     """Train one token for a demo-world concept (trainer.world_concept.WorldConcept): its photos, catalog
-    negatives and held-out AUC sets; init 'caption' means the world's visible description (seed 002)."""
+    negatives and held-out AUC sets; init 'caption' means the product's visible description, spread over the vectors."""
     from .config import TrainRequest
     from .job import train_concept
 

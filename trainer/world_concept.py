@@ -23,7 +23,7 @@ class WorldConcept:
     images: list  # PIL images
     catalog_negatives: list
     heldout: HeldOut
-    caption: str  # the canonical visible description, e.g. 'red striped dress' (an init caption, seed 002)
+    caption: str  # the canonical visible description, e.g. 'red striped dress' (used by init 'caption')
 
 
 def world_concept(product_id: str, seed: int = 0, size: int = 64, max_catalog: int = 16,
