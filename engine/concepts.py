@@ -31,9 +31,12 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 import torch
+from PIL import Image
 
 from .database import Connection, open_database
-from .errors import CoinageError, TokenError
+from .errors import CoinageError, ImageError, TokenError
+from .image_files import pil_error, pil_open_errors
+from .preprocess import upright_rgb
 from .tokenizer import validate_placeholder
 from .tokens import CustomToken, TokenSet, load_token, save_token
 
@@ -455,10 +458,7 @@ def _save_features(path: Path, features: torch.Tensor) -> Path:
 
 
 def _to_png(image: ImageSource, index: int) -> bytes:
-    from PIL import Image
-
-    from engine.image_files import pil_error, pil_open_errors
-
+    """The photo as it is shown (engine.preprocess.upright_rgb), stored as PNG."""
     label = str(image) if isinstance(image, (str, Path)) else f"image #{index}"
     if isinstance(image, (str, Path)):
         source = Path(image)
@@ -468,10 +468,12 @@ def _to_png(image: ImageSource, index: int) -> bytes:
         raise ConceptError(f"{label}: give image bytes or a file path, not {type(image).__name__}")
     try:
         with Image.open(source) as pil:
-            rgb = pil.convert("RGB")
+            rgb = upright_rgb(pil)
     except pil_open_errors() as e:
         raise ConceptError(f"{label} is not an image Coinage can read ({pil_error(e)}); upload PNG, JPEG or WebP "
                            "files") from e
+    except ImageError as e:
+        raise ConceptError(f"{label}: {e}") from e
     out = io.BytesIO()
     rgb.save(out, format="PNG")
     return out.getvalue()

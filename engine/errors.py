@@ -13,6 +13,10 @@ class BackboneUnavailable(CoinageError):
     """The weights of a backbone could not be loaded (offline, missing files, wrong layout)."""
 
 
+class ImageError(CoinageError):
+    """A photo Coinage cannot use (e.g. a floating-point image)."""
+
+
 class TokenError(CoinageError):
     """A custom-token problem: malformed placeholder, bad token file, width or backbone mismatch."""
 

@@ -181,6 +181,7 @@ class ConceptImages:
 
         from engine.image_files import pil_error, pil_open_errors
         from engine.images import ImageEncoder
+        from engine.preprocess import upright_rgb
         from engine.query import QueryError
 
         if placeholder not in self.dirs:
@@ -193,7 +194,7 @@ class ConceptImages:
         for f in files:
             try:
                 with Image.open(f) as im:
-                    images.append(im.convert("RGB"))
+                    images.append(upright_rgb(im))
             except pil_open_errors() as e:
                 raise QueryError(f"{f} is not an image Coinage can read ({pil_error(e)}); GAIR needs the "
                                  f"training images of {placeholder}: remove or replace it") from e

@@ -6,13 +6,22 @@ trainer.train_concept, which records the version and makes it live when it finis
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import torch
 from flask import url_for
+from PIL import Image
 
 from engine.concepts import Concept
+from engine.errors import TokenError
 from engine.jobs import Job
+from engine.preprocess import upright_rgb
+from engine.tokenizer import validate_placeholder
+from trainer import METHODS
+from trainer.subspace import select_attributes
+from trainer.vocabulary import attribute_vocabulary
 
 from .errors import ApiError, bad_field, missing_field
 from .uploads import CheckedImage
@@ -59,10 +68,6 @@ def int_field(data: Mapping[str, Any], name: str, default: int, lo: int, hi: int
 
 def parse_concept_form(data: Mapping[str, Any], train_defaults, max_steps: int = 100_000) -> ConceptForm:
     """Validate registration fields (form or JSON); ApiError names the field and the fix."""
-    from engine.errors import TokenError
-    from engine.tokenizer import validate_placeholder
-    from trainer import METHODS
-
     name = _text(data, "placeholder")
     if not name:
         raise missing_field("placeholder", "the new word, e.g. '<aurora>' (lower-case letters, digits, '-', '_')")
@@ -133,18 +138,10 @@ def delete_concept(res, placeholder: str) -> None:
 
 def suggest_attributes(res, images: Sequence[CheckedImage], parent: str, k: int = SUGGESTED_ATTRIBUTES) -> list[str]:
     """The attribute words whose text features best match the images (trainer's own selection rule)."""
-    import io
-
-    import torch
-    from PIL import Image
-
-    from trainer.subspace import select_attributes
-    from trainer.vocabulary import attribute_vocabulary
-
     pils = []
     for im in images:
         with Image.open(io.BytesIO(im.data)) as pil:
-            pils.append(pil.convert("RGB"))
+            pils.append(upright_rgb(pil))
     with torch.no_grad():
         features = res.query.images.encode_pil(pils).float().cpu()
     vocabulary = attribute_vocabulary()
