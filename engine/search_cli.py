@@ -60,16 +60,6 @@ def register(sub) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.store import StoreError
-
-    try:
-        return _run(args)
-    except StoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
     from engine.loading import load_backbone
     from engine.query import QueryConfig, QueryService
     from engine.store import StoreConfig, open_store

@@ -86,7 +86,6 @@ def _page(error: ApiError) -> tuple[str, int]:
 
 def init_app(app: Flask) -> None:
     from engine.errors import CoinageError
-    from engine.store import StoreError
 
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
@@ -94,10 +93,6 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(CoinageError)
     def engine_error(error: CoinageError):
-        return api_error(from_engine(error))
-
-    @app.errorhandler(StoreError)
-    def store_error(error: StoreError):
         return api_error(from_engine(error))
 
     @app.errorhandler(RequestEntityTooLarge)
