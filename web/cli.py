@@ -5,7 +5,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -76,6 +75,8 @@ def _serve(args) -> int:
     if args.gunicorn:
         print(gunicorn_command(settings, args.host, args.port, args.workers))
         return 0
+    from .devserver import serve
+
     return serve(settings, args.host, args.port)
 
 
@@ -89,47 +90,6 @@ def gunicorn_command(settings, host: str, port: int, workers: int) -> str:
         lines.insert(1, "# note: the embedded store opens in one process only; with several gunicorn workers and a "
                         "separate worker, use a Qdrant server (COINAGE_STORE_BACKEND=server COINAGE_QDRANT_URL=...)")
     return "\n".join(lines)
-
-
-def serve(settings, host: str, port: int, banner: str = "") -> int:
-    """The dev server (werkzeug, threaded) with the worker thread, until Ctrl-C."""
-    from werkzeug.serving import make_server
-
-    from web import create_app
-
-    if settings.env == "production":
-        print("error: production mode serves through gunicorn; run `coinage serve --gunicorn` for the command",
-              file=sys.stderr)
-        return 2
-    app = create_app(settings)
-    try:
-        server = make_server(host, port, app, threaded=True)
-    except OSError as e:
-        app.extensions["coinage"].close()
-        print(f"error: cannot listen on {host}:{port} ({e}); pass --port with a free port", file=sys.stderr)
-        return 1
-    url = f"http://{host}:{server.server_port}"
-    print(f"{banner}Coinage is serving at {url}   (admin: {url}/admin, API: {url}/openapi.json; Ctrl-C stops)",
-          flush=True)
-    _stop_on_sigterm(server)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        app.extensions["coinage"].close()
-    return 0
-
-
-def _stop_on_sigterm(server) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def stop(_signum, _frame):
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
 
 
 # ---------------------------------------------------------------------------- worker

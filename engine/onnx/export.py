@@ -37,6 +37,8 @@ import torch
 
 from engine.errors import CoinageError
 
+from .runtime import create_session
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -305,8 +307,6 @@ def _export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Pa
 
 def parity(module: torch.nn.Module, path: Path, inputs: tuple[torch.Tensor, ...]) -> dict[str, float]:
     """Relative error of each output of the ONNX file (CPU) against the torch module on `inputs`."""
-    from .runtime import create_session
-
     session = create_session(path, providers=["CPUExecutionProvider"])
     feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs)}
     outs = session.run(None, feeds)
