@@ -32,6 +32,7 @@ from typing import Any, Sequence, Union
 
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from .database import Connection, open_database
 from .errors import CoinageError, ImageError, TokenError
@@ -410,8 +411,6 @@ class ConceptRegistry:
 
     def features(self, placeholder: str, version: str | None = None) -> torch.Tensor:
         """CLIP image features (n, embed_dim) of the concept's training images (for GAIR)."""
-        from safetensors.torch import load_file
-
         path = self.token_path(placeholder, version).with_name(FEATURES_FILE)
         if not path.is_file():
             raise ConceptError(f"{placeholder}: no {FEATURES_FILE} next to {path.with_name(TOKEN_FILE)}")
@@ -448,8 +447,6 @@ def save_features(path: str | Path, features: torch.Tensor) -> Path:
 
 
 def _save_features(path: Path, features: torch.Tensor) -> Path:
-    from safetensors.torch import save_file
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file({"features": features.detach().to("cpu", torch.float32).contiguous()}, str(tmp))

@@ -1,5 +1,7 @@
 """Errors raised by the engine. Each message names the problem and the fix."""
 
+import difflib
+
 
 class CoinageError(Exception):
     """Base class: every engine error a user can act on."""
@@ -25,8 +27,6 @@ class UnknownTokenError(TokenError):
     """A prompt names a placeholder that is not registered."""
 
     def __init__(self, placeholder: str, known: list[str]):
-        import difflib
-
         self.placeholder = placeholder
         self.suggestions = difflib.get_close_matches(placeholder, known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""

@@ -10,6 +10,13 @@ import json
 import sys
 from pathlib import Path
 
+from PIL import Image
+
+from engine.database import database_url_from_env
+from engine.image_files import pil_error, pil_open_errors
+from engine.preprocess import upright_rgb
+from engine.store import StoreConfig, open_store
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 ID_FIELDS = ("product_id", "sku", "id")
 TITLE_FIELDS = ("title", "name")
@@ -62,7 +69,6 @@ def register(sub) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from engine.loading import load_backbone
     from engine.query import QueryConfig, QueryService
-    from engine.store import StoreConfig, open_store
     from engine.tokenizer import find_placeholders
 
     request = _request(args)
@@ -128,7 +134,6 @@ def token_sources(args: argparse.Namespace, backbone):
     if args.tokens:
         return load_tokens(args.tokens, backbone), images
     from engine.concepts import DB_NAME, ConceptRegistry, default_root
-    from engine.database import database_url_from_env
 
     root = Path(args.root) if args.root else default_root()
     database_url = database_url_from_env()
@@ -167,11 +172,7 @@ class ConceptImages:
             self.dirs[validate_placeholder(placeholder.strip())] = Path(directory)
 
     def __call__(self, placeholder: str):
-        from PIL import Image
-
-        from engine.image_files import pil_error, pil_open_errors
         from engine.images import ImageEncoder
-        from engine.preprocess import upright_rgb
         from engine.query import QueryError
 
         if placeholder not in self.dirs:

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence, Union
 
+from engine.concepts import MAX_IMAGES, MIN_IMAGES
 from engine.errors import CoinageError
+from engine.tokenizer import validate_placeholder
 
 if TYPE_CHECKING:
     from engine.concepts import ConceptRegistry
@@ -204,9 +206,6 @@ class TrainRequest:
     vocabulary: Sequence[str] | None = None  # attribute vocabulary for automatic selection (default: shipped)
 
     def check(self) -> None:
-        from engine.concepts import MAX_IMAGES, MIN_IMAGES
-        from engine.tokenizer import validate_placeholder
-
         validate_placeholder(self.placeholder)
         if not self.parent or not self.parent.strip():
             raise TrainingError("parent must be the word naming the concept's category, e.g. 'dress'")

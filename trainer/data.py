@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine.diffusion import SamplerConfig, generate
 from engine.errors import ImageError
 from engine.image_files import pil_error, pil_open_errors
 from engine.preprocess import fit, upright_rgb
@@ -103,8 +104,6 @@ class LatentBank:
 def generate_negatives(backbone, encoder, parent: str, prompt: str, count: int, seed: int,
                        cancel: threading.Event | None = None) -> torch.Tensor:
     """`count` images of the parent class generated from `prompt` ('image of a <parent>'), in [0, 1]."""
-    from engine.diffusion import SamplerConfig, generate
-
     if not backbone.has_diffusion:
         raise TrainingError(f"backbone {backbone.id!r} has no diffusion model to generate negatives; "
                             "pass catalog images of the parent category and use negatives='catalog'")

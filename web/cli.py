@@ -3,9 +3,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
+
+from engine.settings import AppSettings
+from engine.store import StoreUnavailable
+from web.resources import Resources
+
+from .demo import run_demo
+from .devserver import serve
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +62,6 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """AppSettings from COINAGE_* variables, with the command-line options in their place."""
-    import os
-
-    from engine.settings import AppSettings
-
     env = dict(os.environ)
     if getattr(args, "data_dir", None) is not None:
         env["COINAGE_DATA_DIR"] = str(args.data_dir)
@@ -75,7 +79,6 @@ def _serve(args) -> int:
     if args.gunicorn:
         print(gunicorn_command(settings, args.host, args.port, args.workers))
         return 0
-    from .devserver import serve
 
     return serve(settings, args.host, args.port)
 
@@ -95,14 +98,10 @@ def gunicorn_command(settings, host: str, port: int, workers: int) -> str:
 # ---------------------------------------------------------------------------- worker
 
 def _worker(args) -> int:
-    from web.resources import Resources
-
     settings = settings_from_args(args)
     try:
         resources = Resources(settings, with_diffusion=True)  # the worker generates previews and trains
     except Exception as e:
-        from engine.store import StoreUnavailable
-
         if isinstance(e, StoreUnavailable) and settings.store.backend == "embedded":
             print(f"error: {e}\nThe embedded store opens in one process only: run the worker inside the web "
                   "process (COINAGE_WORKER=thread, `coinage serve`), or use a Qdrant server "
@@ -129,8 +128,6 @@ def _worker(args) -> int:
 # ---------------------------------------------------------------------------- demo
 
 def _demo(args) -> int:
-    from .demo import run_demo
-
     settings = settings_from_args(args)
     return run_demo(settings, products=args.products, photos=args.photos, heldout=args.heldout,
                     serve_after=args.serve, host=args.host, port=args.port)
