@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 import torch
-from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from .database import Connection, open_database
 from .errors import CoinageError, ImageError, TokenError
 from .image_files import pil_error, pil_open_errors
-from .preprocess import upright_rgb
+from .preprocess import open_upright
 from .tokenizer import validate_placeholder
 from .tokens import CustomToken, TokenSet, load_token, save_token
 
@@ -457,15 +456,10 @@ def _save_features(path: Path, features: torch.Tensor) -> Path:
 def _to_png(image: ImageSource, index: int) -> bytes:
     """The photo as it is shown (engine.preprocess.upright_rgb), stored as PNG."""
     label = str(image) if isinstance(image, (str, Path)) else f"image #{index}"
-    if isinstance(image, (str, Path)):
-        source = Path(image)
-    elif isinstance(image, (bytes, bytearray)):
-        source = io.BytesIO(image)
-    else:
+    if not isinstance(image, (str, Path, bytes, bytearray)):
         raise ConceptError(f"{label}: give image bytes or a file path, not {type(image).__name__}")
     try:
-        with Image.open(source) as pil:
-            rgb = upright_rgb(pil)
+        rgb = open_upright(image)
     except pil_open_errors() as e:
         raise ConceptError(f"{label} is not an image Coinage can read ({pil_error(e)}); upload PNG, JPEG or WebP "
                            "files") from e

@@ -8,7 +8,9 @@ same two on the pixels it hands to its embedders, so a photo gives one vector th
 """
 from __future__ import annotations
 
+import io
 import logging
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -32,6 +34,13 @@ def upright_rgb(image: Image.Image) -> Image.Image:
         log.warning("unreadable EXIF orientation (%s: %s); keeping the image as stored", type(e).__name__, e)
         image = image.copy()
     return to_rgb(image)
+
+
+def open_upright(source: str | Path | bytes | bytearray) -> Image.Image:
+    """An image file (a path or its bytes) as shown: `upright_rgb`. PIL's errors (engine.image_files.pil_open_errors)
+    and ImageError pass through, for the caller to name the file."""
+    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as image:
+        return upright_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

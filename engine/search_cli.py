@@ -10,11 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from PIL import Image
-
 from engine.database import database_url_from_env
 from engine.image_files import pil_error, pil_open_errors
-from engine.preprocess import upright_rgb
+from engine.preprocess import open_upright
 from engine.store import StoreConfig, open_store
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -184,8 +182,7 @@ class ConceptImages:
         images = []
         for f in files:
             try:
-                with Image.open(f) as im:
-                    images.append(upright_rgb(im))
+                images.append(open_upright(f))
             except pil_open_errors() as e:
                 raise QueryError(f"{f} is not an image Coinage can read ({pil_error(e)}); GAIR needs the "
                                  f"training images of {placeholder}: remove or replace it") from e

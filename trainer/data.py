@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from PIL import Image
 from engine.diffusion import SamplerConfig, generate
 from engine.errors import ImageError
 from engine.image_files import pil_error, pil_open_errors
-from engine.preprocess import fit, upright_rgb
+from engine.preprocess import fit, open_upright, upright_rgb
 
 from .config import ImageInput, TrainingError
 
@@ -28,17 +27,10 @@ def to_pil(image: ImageInput, label: str = "image") -> Image.Image:
             raise TrainingError(f"{label}: tensor images must be (3, H, W) in [0, 1], got {tuple(image.shape)}")
         array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
         return Image.fromarray(array)
+    if not isinstance(image, (Image.Image, str, Path, bytes, bytearray)):
+        raise TrainingError(f"{label}: give a path, bytes, a PIL image or a tensor, not {type(image).__name__}")
     try:
-        if isinstance(image, Image.Image):
-            return upright_rgb(image)
-        if isinstance(image, (str, Path)):
-            source = Path(image)
-        elif isinstance(image, (bytes, bytearray)):
-            source = io.BytesIO(image)
-        else:
-            raise TrainingError(f"{label}: give a path, bytes, a PIL image or a tensor, not {type(image).__name__}")
-        with Image.open(source) as pil:
-            return upright_rgb(pil)
+        return upright_rgb(image) if isinstance(image, Image.Image) else open_upright(image)
     except pil_open_errors() as e:
         raise TrainingError(f"{label} ({image if isinstance(image, (str, Path)) else 'bytes'}) is not a readable "
                             f"image: {pil_error(e)}") from e

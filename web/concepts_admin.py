@@ -6,18 +6,16 @@ trainer.train_concept, which records the version and makes it live when it finis
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 from flask import url_for
-from PIL import Image
 
 from engine.concepts import Concept
 from engine.errors import TokenError
 from engine.jobs import Job
-from engine.preprocess import upright_rgb
+from engine.preprocess import open_upright
 from engine.tokenizer import validate_placeholder
 from trainer import METHODS
 from trainer.subspace import select_attributes
@@ -138,10 +136,7 @@ def delete_concept(res, placeholder: str) -> None:
 
 def suggest_attributes(res, images: Sequence[CheckedImage], parent: str, k: int = SUGGESTED_ATTRIBUTES) -> list[str]:
     """The attribute words whose text features best match the images (trainer's own selection rule)."""
-    pils = []
-    for im in images:
-        with Image.open(io.BytesIO(im.data)) as pil:
-            pils.append(upright_rgb(pil))
+    pils = [open_upright(im.data) for im in images]
     with torch.no_grad():
         features = res.query.images.encode_pil(pils).float().cpu()
     vocabulary = attribute_vocabulary()
