@@ -10,6 +10,8 @@ import importlib
 import logging
 import sys
 
+from engine.errors import CoinageError
+
 # (module, issue) for each part; a part whose module is missing is reported, not hidden.
 PARTS = ["engine.cli", "engine.search_cli", "engine.store.cli", "world.cli", "indexer.cli", "trainer.cli", "web.cli",
          "bench.cli"]
@@ -57,12 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from engine.errors import CoinageError
-
     try:
         return int(args.func(args) or 0)
     except CoinageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)  # every user error, store and world errors included
         return 1
 
 

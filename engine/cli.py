@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from engine.backbones import get_backbone_config, list_backbones
+
 
 def register(sub) -> list[str]:
     p = sub.add_parser("backbone", help="list, inspect and save backbones")
@@ -37,8 +39,6 @@ def _load(args):
 
 
 def _list(_args) -> int:
-    from engine.backbones import get_backbone_config, list_backbones
-
     for name in list_backbones():
         print(f"{name:12s} {get_backbone_config(name).description}")
     return 0

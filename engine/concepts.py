@@ -31,9 +31,12 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from .database import Connection, is_unique_violation, open_database
-from .errors import CoinageError, TokenError
+from .errors import CoinageError, ImageError, TokenError
+from .image_files import pil_error, pil_open_errors
+from .preprocess import open_upright
 from .tokenizer import validate_placeholder
 from .tokens import CustomToken, TokenSet, load_token, save_token
 
@@ -425,8 +428,6 @@ class ConceptRegistry:
 
     def features(self, placeholder: str, version: str | None = None) -> torch.Tensor:
         """CLIP image features (n, embed_dim) of the concept's training images (for GAIR)."""
-        from safetensors.torch import load_file
-
         path = self.token_path(placeholder, version).with_name(FEATURES_FILE)
         if not path.is_file():
             raise ConceptError(f"{placeholder}: no {FEATURES_FILE} next to {path.with_name(TOKEN_FILE)}")
@@ -468,8 +469,6 @@ def save_features(path: str | Path, features: torch.Tensor) -> Path:
 
 
 def _save_features(path: Path, features: torch.Tensor) -> Path:
-    from safetensors.torch import save_file
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file({"features": features.detach().to("cpu", torch.float32).contiguous()}, str(tmp))
@@ -478,23 +477,17 @@ def _save_features(path: Path, features: torch.Tensor) -> Path:
 
 
 def _to_png(image: ImageSource, index: int) -> bytes:
-    from PIL import Image
-
-    from engine.image_files import pil_error, pil_open_errors
-
+    """The photo as it is shown (engine.preprocess.upright_rgb), stored as PNG."""
     label = str(image) if isinstance(image, (str, Path)) else f"image #{index}"
-    if isinstance(image, (str, Path)):
-        source = Path(image)
-    elif isinstance(image, (bytes, bytearray)):
-        source = io.BytesIO(image)
-    else:
+    if not isinstance(image, (str, Path, bytes, bytearray)):
         raise ConceptError(f"{label}: give image bytes or a file path, not {type(image).__name__}")
     try:
-        with Image.open(source) as pil:
-            rgb = pil.convert("RGB")
+        rgb = open_upright(image)
     except pil_open_errors() as e:
         raise ConceptError(f"{label} is not an image Coinage can read ({pil_error(e)}); upload PNG, JPEG or WebP "
                            "files") from e
+    except ImageError as e:
+        raise ConceptError(f"{label}: {e}") from e
     out = io.BytesIO()
     rgb.save(out, format="PNG")
     return out.getvalue()

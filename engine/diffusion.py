@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from PIL import Image
 
 
 class GenerationCancelled(Exception):
@@ -93,7 +94,5 @@ def encode_latents(backbone, images: torch.Tensor, generator: torch.Generator | 
 
 
 def to_pil(images: torch.Tensor):
-    from PIL import Image
-
     arrays = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
     return [Image.fromarray(a) for a in arrays]

@@ -20,6 +20,7 @@ converted here by dropping the last block.
 """
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -88,8 +89,6 @@ def to_hf_text_model(backbone):
 
 def write_hf_tokenizer(directory: str | Path, context_length: int, pad: str = "eot") -> Path:
     """Write vocab.json + merges.txt built from open_clip's BPE file (the CLIP vocabulary SD ships)."""
-    import gzip
-
     from open_clip.tokenizer import bytes_to_unicode, default_bpe
 
     out = Path(directory)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 import struct
 
+from PIL import Image, UnidentifiedImageError
+
 
 def pil_error(e: BaseException, pixel_limit: str | None = None) -> str:
     """Why PIL could not open an image, in words that name the problem (callers name the file). `pixel_limit`
     names the limit that applies, e.g. "the limit of 25,000,000 pixels (COINAGE_MAX_IMAGE_PIXELS)"; None: the
     most any Coinage door opens."""
-    from PIL import Image, UnidentifiedImageError
-
     if is_bomb(e):
         pixel_limit = pixel_limit or f"the most Coinage opens ({Image.MAX_IMAGE_PIXELS:,} pixels)"
         return f"it has more pixels than {pixel_limit}: refused unopened, as a possible decompression bomb"
@@ -29,24 +29,18 @@ def pil_error(e: BaseException, pixel_limit: str | None = None) -> str:
 
 def is_bomb(e: BaseException) -> bool:
     """PIL's decompression-bomb guard refused the image (before its size could be read)."""
-    from PIL import Image
-
     return isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning))
 
 
 def pil_open_errors() -> tuple[type[BaseException], ...]:
     """What PIL raises for a file that is no readable image (malformed headers raise many types), the bomb
     guard included (its warning too, where warnings are errors)."""
-    from PIL import Image
-
     return (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError,
             Image.DecompressionBombWarning)
 
 
 def check_pixel_limit(value: int, name: str) -> None:
     """A Coinage pixel limit must be positive and at most PIL's own guard (see the module docstring)."""
-    from PIL import Image
-
     if not 0 < value <= Image.MAX_IMAGE_PIXELS:
         raise ValueError(f"{name}={value} must be from 1 to {Image.MAX_IMAGE_PIXELS:,} pixels (PIL refuses larger "
                          "images unopened as possible decompression bombs)")

@@ -1,10 +1,14 @@
-"""CLIP image features f(image): from PIL images (catalog, uploads) or [0, 1] tensors (generations)."""
+"""CLIP image features f(image): from PIL images (catalog, uploads; prepared by engine.preprocess) or [0, 1]
+tensors (generations)."""
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from engine.preprocess import model_pixels
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -19,22 +23,10 @@ class ImageEncoder:
         self.std = torch.tensor(cfg.get("std", OPENAI_STD)).view(1, 3, 1, 1)
 
     def pil_to_tensor(self, images: Sequence) -> torch.Tensor:
-        """PIL images -> (B, 3, S, S) in [0, 1]: shortest side resized to S (bicubic), centre-cropped."""
-        from PIL import Image
-
-        out = []
-        for image in images:
-            image = image.convert("RGB")
-            w, h = image.size
-            scale = self.size / min(w, h)
-            image = image.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))),
-                                 Image.BICUBIC)
-            w, h = image.size
-            left, top = (w - self.size) // 2, (h - self.size) // 2
-            image = image.crop((left, top, left + self.size, top + self.size))
-            out.append(torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-                       .view(self.size, self.size, 3).permute(2, 0, 1))
-        return torch.stack(out).float() / 255
+        """PIL images -> (B, 3, S, S) in [0, 1], prepared by engine.preprocess (upright RGB, alpha on white,
+        shortest side resized to S (bicubic), centre-cropped), exactly as the indexer prepares catalog photos."""
+        pixels = np.stack([model_pixels(image, self.size) for image in images])
+        return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().float() / 255
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] images of any size -> the normalised input of the vision tower (differentiable)."""

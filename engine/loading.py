@@ -12,6 +12,7 @@ import torch
 from .backbones import MANIFEST, BackboneConfig, resolve_backbone, unreachable_message
 from .device import select_device, select_dtype
 from .errors import BackboneUnavailable
+from .tiny import build as build_tiny
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,10 @@ def load_backbone(identifier: str = "tiny-random", device: str = "auto", dtype: 
     dev = select_device(device)
     dt = select_dtype(dev, dtype)
     if config.builder is not None:
-        from .tiny import build
-
-        backbone = build(config)
+        clip, clip_cfg, preprocess_cfg, diffusion = build_tiny(config)
+        backbone = Backbone(config, clip, clip_cfg, preprocess_cfg)
+        if diffusion is not None:
+            backbone.unet, backbone.vae, backbone.scheduler = diffusion
     else:
         clip, clip_cfg, preprocess_cfg = _load_clip(config)
         backbone = Backbone(config, clip, clip_cfg, preprocess_cfg)

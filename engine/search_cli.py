@@ -10,6 +10,11 @@ import json
 import sys
 from pathlib import Path
 
+from engine.database import database_url_from_env
+from engine.image_files import pil_error, pil_open_errors
+from engine.preprocess import open_upright
+from engine.store import StoreConfig, open_store
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 ID_FIELDS = ("product_id", "sku", "id")
 TITLE_FIELDS = ("title", "name")
@@ -60,19 +65,8 @@ def register(sub) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.store import StoreError
-
-    try:
-        return _run(args)
-    except StoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
     from engine.loading import load_backbone
     from engine.query import QueryConfig, QueryService
-    from engine.store import StoreConfig, open_store
     from engine.tokenizer import find_placeholders
 
     request = _request(args)
@@ -138,7 +132,6 @@ def token_sources(args: argparse.Namespace, backbone):
     if args.tokens:
         return load_tokens(args.tokens, backbone), images
     from engine.concepts import DB_NAME, ConceptRegistry, default_root
-    from engine.database import database_url_from_env
 
     root = Path(args.root) if args.root else default_root()
     database_url = database_url_from_env()
@@ -177,9 +170,6 @@ class ConceptImages:
             self.dirs[validate_placeholder(placeholder.strip())] = Path(directory)
 
     def __call__(self, placeholder: str):
-        from PIL import Image
-
-        from engine.image_files import pil_error, pil_open_errors
         from engine.images import ImageEncoder
         from engine.query import QueryError
 
@@ -192,8 +182,7 @@ class ConceptImages:
         images = []
         for f in files:
             try:
-                with Image.open(f) as im:
-                    images.append(im.convert("RGB"))
+                images.append(open_upright(f))
             except pil_open_errors() as e:
                 raise QueryError(f"{f} is not an image Coinage can read ({pil_error(e)}); GAIR needs the "
                                  f"training images of {placeholder}: remove or replace it") from e

@@ -58,20 +58,19 @@ def build_scheduler() -> Any:
                          steps_offset=1)
 
 
-def build(config: BackboneConfig):
-    from .loading import Backbone
-
+def build(config: BackboneConfig) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any], tuple | None]:
+    """The parts of an in-code backbone, seeded: (clip, clip_cfg, preprocess_cfg, (unet, vae, scheduler) or None
+    when the config has no diffusion stack); engine.loading assembles them into a Backbone."""
     if config.builder != "tiny-random" or config.clip_cfg is None:
         raise ValueError(f"no in-code builder {config.builder!r}; known: 'tiny-random' (needs clip_cfg)")
     clip = build_clip(config.clip_cfg, config.seed)
     preprocess = {"size": config.clip_cfg["vision_cfg"]["image_size"], "mode": "RGB",
                   "mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711),
                   "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
-    backbone = Backbone(config, clip, copy.deepcopy(config.clip_cfg), preprocess)
+    diffusion = None
     if config.diffusion:
         width = config.clip_cfg["text_cfg"]["width"]
-        backbone.vae = build_vae(config.seed + 2, sample_size=config.image_size)
-        factor = 2 ** (len(backbone.vae.config.block_out_channels) - 1)
-        backbone.unet = build_unet(width, config.image_size // factor, config.seed + 1)
-        backbone.scheduler = build_scheduler()
-    return backbone
+        vae = build_vae(config.seed + 2, sample_size=config.image_size)
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        diffusion = (build_unet(width, config.image_size // factor, config.seed + 1), vae, build_scheduler())
+    return clip, copy.deepcopy(config.clip_cfg), preprocess, diffusion

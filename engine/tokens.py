@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from .errors import TokenError, UnknownTokenError
 from .tokenizer import validate_placeholder
@@ -89,10 +92,6 @@ class CustomToken:
 
 def save_token(token: CustomToken, path: str | Path) -> Path:
     """Write the token file atomically (temp file + rename), so readers never see half a file."""
-    import os
-
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -108,14 +107,9 @@ def load_token(path: str | Path, backbone_id: str | None = None, width: int | No
 
     A diffusers textual-inversion file without our metadata loads when `parent` is given.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     _check_safetensors_header(path)
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         tensors = load_file(str(path))

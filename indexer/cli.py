@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -97,8 +96,7 @@ def _config(args):
 def _index(args) -> int:
     from .pipeline import run_index
 
-    with _store_errors():
-        report = run_index(_config(args))
+    report = run_index(_config(args))
     print(json.dumps(report.to_json(), indent=1) if args.json else report.summary())
     return 0
 
@@ -106,23 +104,9 @@ def _index(args) -> int:
 def _reindex(args) -> int:
     from .reindex import run_reindex
 
-    with _store_errors():
-        report = run_reindex(_config(args))
+    report = run_reindex(_config(args))
     print(json.dumps(report.to_json(), indent=1) if args.json else report.summary())
     return 0 if report.switched else 1
-
-
-@contextlib.contextmanager
-def _store_errors():
-    """Vector store errors are user-actionable (their messages say the fix): report them, no traceback."""
-    from engine.store import StoreError
-
-    from .errors import IndexerError
-
-    try:
-        yield
-    except StoreError as e:
-        raise IndexerError(f"vector store: {e}") from e
 
 
 if __name__ == "__main__":  # `python -m indexer.cli index ...`

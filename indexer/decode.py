@@ -2,8 +2,8 @@
 
 `validate` checks a row's fields (cheap, in the main thread, in catalog order). `Decoder` does the
 rest for one row (in a worker thread): read the file or fetch the URL, hash bytes + payload + model,
-and -- unless the store already holds that hash -- decode with limits, apply the EXIF orientation,
-convert to RGB (alpha composited on white) and resize/crop exactly as engine.images.ImageEncoder
+and -- unless the store already holds that hash -- decode with limits, then prepare the pixels with
+engine.preprocess (EXIF orientation, alpha on white, RGB, resize/crop), as engine.images.ImageEncoder
 does. Every problem with a row becomes a `Rejected` result with a reason, never an exception.
 """
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import math
 import time
 import urllib.error
@@ -22,9 +21,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from engine.errors import ImageError
 from engine.image_files import check_pixel_limit, is_bomb, pil_error
+from engine.preprocess import fit, upright_rgb
 from engine.store import point_id
 
 from .readers import RawRow
@@ -34,8 +35,6 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers M
 PAYLOAD_FIELDS = ("id", "product_id", "title", "category", "price", "image", "attributes")
 MAX_ID_LENGTH = 512
 USER_AGENT = "coinage-indexer/0.1"
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -275,36 +274,9 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     except Exception as e:  # truncated data, broken streams, bad chunks: all "this file is damaged"
         raise Reject(f"corrupt or truncated image: {type(e).__name__}: {e}") from None
     try:
-        image = ImageOps.exif_transpose(image)
-    except Exception as e:  # noqa: BLE001 - a malformed EXIF block is no reason to drop good pixels
-        log.warning("unreadable EXIF orientation (%s: %s); keeping the image as stored", type(e).__name__, e)
-    return to_rgb(image)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB with transparency composited on white; CMYK, palette, grey and 16-bit images converted."""
-    if (image.mode == "P" and "transparency" in image.info) or image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        arr = np.asarray(image, dtype=np.float64)
-        # 16-bit data -> 8 bits; a 32-bit 'I' image holding 8-bit values is kept as is
-        scale = 257.0 if image.mode.startswith("I;16") or arr.max(initial=0) > 255 else 1.0
-        return Image.fromarray(np.clip(arr / scale, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if image.mode == "F":
-        raise Reject("floating-point images are not supported; export it as 8-bit JPEG or PNG")
-    return image.convert("RGB") if image.mode != "RGB" else image
-
-
-def fit(image: Image.Image, size: int) -> np.ndarray:
-    """Shortest side to `size` (bicubic), centre crop: engine.images.ImageEncoder.pil_to_tensor, as uint8 HWC."""
-    w, h = image.size
-    scale = size / min(w, h)
-    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-    w, h = image.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
+        return upright_rgb(image)
+    except ImageError as e:
+        raise Reject(str(e)) from None
 
 
 def content_hash(data: bytes, payload: dict[str, Any], model_key: str) -> str:

@@ -19,6 +19,20 @@ def test_errors_are_reported_not_raised(capsys):
     assert "registered backbones" in capsys.readouterr().err
 
 
+def test_store_and_world_errors_are_reported_like_every_user_error(monkeypatch, capsys):
+    import world.catalog
+    from engine.store import StoreError
+    from world.errors import WorldError
+
+    for error in (StoreError("the vector store is closed; open a new one"), WorldError("size=8 is too small; use 32")):
+        def fail(argv, error=error):
+            raise error
+
+        monkeypatch.setattr(world.catalog, "main", fail)  # `coinage world catalog` runs world.catalog.main
+        assert main(["world", "catalog"]) == 1
+        assert capsys.readouterr().err == f"error: {error}\n"
+
+
 def test_pending_commands_name_the_missing_capability(capsys):
     from coinage.cli import PENDING, build_parser
 

@@ -334,6 +334,57 @@ def test_decoder_and_embedders_match_the_engine_image_encoder(tiny, embedder, wo
     assert norm.shape == (6, 3, tiny.image_size, tiny.image_size) and norm.dtype == np.float32
 
 
+def test_rotated_and_transparent_photos_give_one_vector_indexed_searched_and_trained(
+        tiny, tmp_path, onnx_cache, make_store_config):
+    """engine.preprocess is the one path: a phone photo with EXIF orientation 6 and a transparent PNG are embedded
+    as they are shown (upright, transparency on white) by the indexer, by search by photo and by the trainer."""
+    from engine.query import QueryConfig, QueryService, SearchRequest
+    from engine.tokens import TokenSet
+    from trainer.data import to_pil
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    pixels[:, :24] //= 4  # a dark left half: the orientation shows
+    stored = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    jpeg = io.BytesIO()
+    stored.save(jpeg, "JPEG", exif=exif, quality=95)
+    alpha = np.full((32, 48), 255, np.uint8)
+    alpha[8:24, 8:40] = 0  # a transparent window over coloured pixels: they must show white
+    clear = png_bytes(Image.fromarray(np.dstack([pixels, alpha]), "RGBA"))
+    photos = {"rotated": jpeg.getvalue(), "transparent": clear}
+    # the references are bare pixel arrays (an image derived with PIL keeps the EXIF block, orientation included)
+    as_stored = {name: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for name, data in photos.items()}
+    white = pixels.copy()
+    white[alpha == 0] = 255
+    shown = {"rotated": Image.fromarray(np.ascontiguousarray(np.rot90(as_stored["rotated"], k=-1))),  # 90 deg CW
+             "transparent": Image.fromarray(white)}
+    naive = {name: Image.fromarray(array) for name, array in as_stored.items()}  # convert("RGB") only
+
+    cat = tmp_path / "cat"
+    cat.mkdir()
+    for name, data in photos.items():
+        (cat / f"{name}.img").write_bytes(data)
+    (cat / "catalog.jsonl").write_text("".join(json.dumps({"id": name, "title": name, "image": f"{name}.img"}) + "\n"
+                                               for name in photos))
+    store_cfg = make_store_config("embedded", tmp_path / "store")
+    assert run_index(config(cat / "catalog.jsonl", tmp_path, onnx_cache, store_cfg)).accepted == 2
+
+    encoder = ImageEncoder(tiny)
+    with open_store(store_cfg) as store:
+        service = QueryService(tiny, store, TokenSet(), {}, QueryConfig(text_runtime="torch"))
+        for name, data in photos.items():
+            indexed = store.retrieve("products", [point_id(name)], with_vectors=True)[0].vector
+            np.testing.assert_allclose(indexed, encoder.encode_pil([shown[name]])[0].numpy(), atol=1e-4)
+            assert not np.allclose(indexed, encoder.encode_pil([naive[name]])[0].numpy(), atol=1e-2), name
+            np.testing.assert_allclose(service.image_vector(data).numpy(), indexed, atol=1e-4)
+            response = service.search(SearchRequest(image=data, limit=1))
+            assert response.results[0].payload["id"] == name
+            assert response.results[0].score == pytest.approx(1.0, abs=1e-4)
+            np.testing.assert_allclose(encoder.encode_pil([to_pil(data)])[0].numpy(), indexed, atol=1e-4)
+
+
 class _Images(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's naming
         if self.path.startswith("/slow"):

@@ -394,3 +394,18 @@ def test_a_training_job_survives_a_restart_of_the_web_process(tmp_path):
         assert second.extensions["coinage"].registry.get("<phoenix>").active_version == "v0001"
     finally:
         second.extensions["coinage"].close()
+
+
+def test_concept_thumb_is_not_found_only_for_unknown_or_malformed_names(app, res, monkeypatch):
+    from engine.database import DatabaseError
+
+    client = app.test_client()
+    assert fetch(client, "/concepts/nobody/thumb.png").status_code == 404
+    assert fetch(client, "/concepts/Not%20A%20Name/thumb.png").status_code == 404
+
+    def database_down(placeholder):
+        raise DatabaseError("the concept database is unreachable; start PostgreSQL or check COINAGE_DATABASE_URL")
+
+    monkeypatch.setattr(res.registry, "get", database_down)
+    r = fetch(client, "/concepts/nobody/thumb.png")
+    assert r.status_code == 503 and "concept database is unreachable" in r.get_data(as_text=True)

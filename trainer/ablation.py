@@ -19,7 +19,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .config import METHODS, TrainConfig
+import torch
+
+from engine.loading import load_backbone
+
+from .config import METHODS, TrainConfig, TrainRequest
+from .job import train_concept
+from .world_concept import world_concept
 
 COLUMNS = ("auc_target_vs_parent", "auc_target_vs_other", "auc_parent_vs_other", "clf_auc_target_vs_parent",
            "clf_auc_target_vs_other", "token_norm", "word_norm_mean",
@@ -28,10 +34,7 @@ COLUMNS = ("auc_target_vs_parent", "auc_target_vs_other", "auc_parent_vs_other",
 
 def train_world_token(backbone, wc, config: TrainConfig, out_dir: Path):
     """Train one token for a demo-world concept (trainer.world_concept.WorldConcept): its photos, catalog
-    negatives and held-out AUC sets; init 'caption' means the world's visible description (seed 002)."""
-    from .config import TrainRequest
-    from .job import train_concept
-
+    negatives and held-out AUC sets; init 'caption' means the product's visible description, spread over the vectors."""
     init = wc.caption if config.init == "caption" else config.init
     request = TrainRequest(wc.placeholder, wc.parent, wc.images, backbone=backbone, config=replace(config, init=init),
                            catalog_negatives=wc.catalog_negatives, heldout=wc.heldout, out_dir=out_dir, resume=False)
@@ -40,10 +43,6 @@ def train_world_token(backbone, wc, config: TrainConfig, out_dir: Path):
 
 def run(products: list[str], methods: list[str], config: TrainConfig, backbone_id: str, work: Path,
         world_seed: int = 0) -> list[dict]:
-    from engine.loading import load_backbone
-
-    from .world_concept import world_concept
-
     backbone = load_backbone(backbone_id)
     rows = []
     for pid in products:
@@ -87,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="JSON file for every run's metrics and the summary")
     args = p.parse_args(argv)
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     extra = {}
     for item in args.set:

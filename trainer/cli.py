@@ -2,11 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import sys
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from engine.concepts import ConceptRegistry, default_root
+from engine.database import database_url_from_env
+from engine.loading import load_backbone
+from trainer import TrainRequest, train_concept
+from trainer.config import TrainConfig, TrainingError
+from trainer.data import image_digest, load_images
+from trainer.words import check_concept_words
+from trainer.world_concept import world_concept
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -83,8 +96,6 @@ def _common(p: argparse.ArgumentParser, backbone: bool = False) -> None:
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, with the field's own help text and default."""
-    from trainer.config import TrainConfig
-
     group = p.add_argument_group("training options")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -101,8 +112,6 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
-    from trainer.config import TrainConfig
-
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     for name in ("templates", "sample_contexts"):
         values[name] = tuple(values[name])
@@ -114,15 +123,10 @@ def _placeholder(name: str) -> str:
 
 
 def _registry(args):
-    from engine.concepts import ConceptRegistry, default_root
-    from engine.database import database_url_from_env
-
     return ConceptRegistry(args.root or default_root(), database_url=database_url_from_env())
 
 
 def _folder_images(folder: str) -> list[Path]:
-    from trainer.config import TrainingError
-
     path = Path(folder)
     if not path.is_dir():
         raise TrainingError(f"{folder} is not a folder of images")
@@ -133,13 +137,6 @@ def _folder_images(folder: str) -> list[Path]:
 
 
 def _train(args) -> int:
-    import torch
-
-    from engine.loading import load_backbone
-    from trainer import TrainRequest, train_concept
-    from trainer.config import TrainingError
-    from trainer.words import check_concept_words
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if (args.source is None) == (args.product is None):
@@ -149,8 +146,6 @@ def _train(args) -> int:
     heldout = None
     catalog = _folder_images(args.catalog) if args.catalog else []
     if args.product:
-        from trainer.world_concept import world_concept
-
         wc = world_concept(args.product, seed=args.world_seed)
         placeholder, parent, images, heldout = wc.placeholder, wc.parent, wc.images, wc.heldout
         catalog = catalog or wc.catalog_negatives
@@ -200,9 +195,6 @@ def _train(args) -> int:
 
 def _check_same_concept(registry, placeholder: str, parent: str, blobs: list[bytes]) -> None:
     """Retraining a registered concept must use its registered parent and images."""
-    from trainer.config import TrainingError
-    from trainer.data import image_digest, load_images
-
     concept = registry.get(placeholder)
     if concept.parent != parent:
         raise TrainingError(f"{placeholder} is registered with parent {concept.parent!r}, not {parent!r}; "
@@ -213,14 +205,10 @@ def _check_same_concept(registry, placeholder: str, parent: str, blobs: list[byt
 
 
 def _replace(config, **changes):
-    from dataclasses import replace
-
     return replace(config, **changes)
 
 
 def _png_bytes(image) -> bytes:
-    import io
-
     if isinstance(image, Path):
         return image.read_bytes()
     buf = io.BytesIO()
@@ -235,8 +223,6 @@ class _Bar:
         self.total, self.bar = total, None
 
     def __call__(self, event: dict) -> None:
-        from tqdm import tqdm
-
         phase = event["phase"]
         if phase == "train":
             if self.bar is None:
@@ -292,8 +278,6 @@ def _delete(args) -> int:
 def _import(args) -> int:
     backbone_id = width = None
     if args.backbone:
-        from engine.loading import load_backbone
-
         backbone = load_backbone(args.backbone, device=args.device, with_diffusion=False)
         backbone_id, width = backbone.id, backbone.text_width
     placeholder = _placeholder(args.placeholder) if args.placeholder else None

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence, Union
 
+from engine.concepts import MAX_IMAGES, MIN_IMAGES
 from engine.errors import CoinageError
 
 if TYPE_CHECKING:
@@ -89,10 +90,10 @@ class TrainConfig:
     generated_negatives: int = field(default=8, metadata=_help("negatives generated from 'image of a <parent>'"))
     init: str | None = field(default=None, metadata=_help(
         "initialiser: a word (default: the parent word), or several words, e.g. a caption of the images, "
-        "spread over the vectors (seed 002); 'attributes' uses the top attribute words and the parent; "
+        "spread over the vectors in order; 'attributes' uses the top attribute words and the parent; "
         "'caption' (CLI, demo world) the product's visible description"))
     anchor_weight: float = field(default=0.0, metadata=_help(
-        "weight of the seed-003 anchor loss pulling the vectors towards nearby attribute/parent words (0: off)"))
+        "weight of the anchor loss pulling each vector towards its nearest attribute/parent words (0: off)"))
     anchor_top: int = field(default=4, metadata=_help("number of active anchors (sparse attractors) per vector"))
     flip: bool = field(default=True, metadata=_help("horizontal-flip augmentation for the diffusion loss"))
     templates: tuple[str, ...] = field(default=DEFAULT_TEMPLATES, metadata=_help(
@@ -207,8 +208,6 @@ class TrainRequest:
 
     def check(self) -> "ConceptWords":
         """Raise TrainingError naming what cannot run; returns the checked words (their warnings included)."""
-        from engine.concepts import MAX_IMAGES, MIN_IMAGES
-
         from .words import check_concept_words
 
         words = check_concept_words(self.placeholder, self.parent, self.attributes, self.config)

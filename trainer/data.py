@@ -2,58 +2,47 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
+from PIL import Image
+
+from engine.diffusion import SamplerConfig, generate
+from engine.errors import ImageError
+from engine.image_files import pil_error, pil_open_errors
+from engine.preprocess import fit, open_upright, upright_rgb
 
 from .config import ImageInput, TrainingError
 
 
-def to_pil(image: ImageInput, label: str = "image"):
-    """A path, bytes, PIL image or (3, H, W) [0, 1] tensor -> RGB PIL image."""
-    from PIL import Image
-
-    from engine.image_files import pil_error, pil_open_errors
-
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
+def to_pil(image: ImageInput, label: str = "image") -> Image.Image:
+    """A path, bytes, PIL image or (3, H, W) [0, 1] tensor -> RGB PIL image, prepared by engine.preprocess (EXIF
+    orientation applied, transparency on white) as catalog photos and search photos are."""
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] != 3:
             raise TrainingError(f"{label}: tensor images must be (3, H, W) in [0, 1], got {tuple(image.shape)}")
         array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
         return Image.fromarray(array)
-    if isinstance(image, (str, Path)):
-        source = Path(image)
-    elif isinstance(image, (bytes, bytearray)):
-        source = io.BytesIO(image)
-    else:
+    if not isinstance(image, (Image.Image, str, Path, bytes, bytearray)):
         raise TrainingError(f"{label}: give a path, bytes, a PIL image or a tensor, not {type(image).__name__}")
     try:
-        with Image.open(source) as pil:
-            return pil.convert("RGB")
+        return upright_rgb(image) if isinstance(image, Image.Image) else open_upright(image)
     except pil_open_errors() as e:
         raise TrainingError(f"{label} ({image if isinstance(image, (str, Path)) else 'bytes'}) is not a readable "
                             f"image: {pil_error(e)}") from e
+    except ImageError as e:
+        raise TrainingError(f"{label}: {e}") from e
 
 
-def pil_batch(images: Sequence, size: int) -> torch.Tensor:
-    """PIL images -> (B, 3, size, size) in [0, 1]: shortest side resized (bicubic), centre-cropped."""
-    from PIL import Image
-
-    out = []
-    for image in images:
-        w, h = image.size
-        scale = size / min(w, h)
-        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-        w, h = image.size
-        left, top = (w - size) // 2, (h - size) // 2
-        image = image.crop((left, top, left + size, top + size))
-        out.append(torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(size, size, 3).permute(2, 0, 1))
-    return torch.stack(out).float() / 255
+def pil_batch(images: Sequence[Image.Image], size: int) -> torch.Tensor:
+    """RGB PIL images (to_pil) -> (B, 3, size, size) in [0, 1]: engine.preprocess.fit (shortest side resized
+    (bicubic), centre-cropped), as the image encoder crops them."""
+    pixels = np.stack([fit(image, size) for image in images])
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().float() / 255
 
 
 def load_images(images: Sequence[ImageInput], what: str = "image") -> list:
@@ -107,8 +96,6 @@ class LatentBank:
 def generate_negatives(backbone, encoder, parent: str, prompt: str, count: int, seed: int,
                        cancel: threading.Event | None = None) -> torch.Tensor:
     """`count` images of the parent class generated from `prompt` ('image of a <parent>'), in [0, 1]."""
-    from engine.diffusion import SamplerConfig, generate
-
     if not backbone.has_diffusion:
         raise TrainingError(f"backbone {backbone.id!r} has no diffusion model to generate negatives; "
                             "pass catalog images of the parent category and use negatives='catalog'")

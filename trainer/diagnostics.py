@@ -13,6 +13,9 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+from engine.diffusion import SamplerConfig, generate, to_pil
 
 
 def auc_roc(positive: torch.Tensor, negative: torch.Tensor) -> float:
@@ -82,10 +85,6 @@ def sample_grid(backbone, encoder, placeholder: str, vectors: torch.Tensor, pare
                 contexts: Sequence[str], seed: int, per_prompt: int = 2,
                 cancel: threading.Event | None = None):
     """A PIL grid: one row per context ('a photo of a <token> <parent> <context>'), `per_prompt` columns."""
-    from PIL import Image
-
-    from engine.diffusion import SamplerConfig, generate, to_pil
-
     prompts = sample_prompts(placeholder, parent, contexts)
     feats = encoder.encode(prompts + [""], {placeholder: vectors.to(backbone.device)})
     config = SamplerConfig(steps=backbone.config.steps, guidance_scale=backbone.config.guidance_scale,

@@ -13,6 +13,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from engine.tokenizer import bpe_tokenizer
+
 from .config import TrainingError
 
 MAX_DEFAULT_RANK = 32
@@ -20,8 +22,6 @@ MAX_DEFAULT_RANK = 32
 
 def word_embedding(backbone, word: str) -> torch.Tensor:
     """The input embedding of a word: the mean of its BPE pieces' rows (float32, (width,))."""
-    from engine.tokenizer import bpe_tokenizer
-
     ids = bpe_tokenizer().encode(word)
     if not ids:
         raise TrainingError(f"the word {word!r} has no tokens; use a non-empty word")
@@ -91,11 +91,9 @@ def initial_vectors(backbone, init: str, num_vectors: int) -> torch.Tensor:
     """(num_vectors, width) starting rows.
 
     One word: every row starts at that word's embedding (diffusers' initializer_token). Several
-    words (a caption, seed 002): the caption's BPE pieces are spread over the rows in order,
+    words (e.g. a caption of the images): the caption's BPE pieces are spread over the rows in order,
     cycling when there are fewer pieces than rows and averaging neighbours when there are more.
     """
-    from engine.tokenizer import bpe_tokenizer
-
     words = init.split()
     if not words:
         raise TrainingError("init must name at least one word")
@@ -111,7 +109,7 @@ def initial_vectors(backbone, init: str, num_vectors: int) -> torch.Tensor:
 
 
 def anchor_targets(vectors: torch.Tensor, anchors: torch.Tensor, top: int) -> torch.Tensor:
-    """Sparse attractors (seed 003): for each row, the indices of its `top` most similar anchors."""
+    """Sparse attractors for the anchor loss: for each row, the indices of its `top` most similar anchors."""
     sims = F.normalize(vectors.float(), dim=-1) @ F.normalize(anchors.float(), dim=-1).T
     return sims.topk(min(top, anchors.shape[0]), dim=-1).indices
 

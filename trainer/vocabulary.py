@@ -6,8 +6,8 @@ the paper's 100 C-GQA attributes. Pass `TrainRequest.vocabulary` to use a shop's
 """
 from __future__ import annotations
 
+from world.vocab import ATTRIBUTE_WORDS
+
 
 def attribute_vocabulary() -> list[str]:
-    from world.vocab import ATTRIBUTE_WORDS
-
     return list(ATTRIBUTE_WORDS)

@@ -10,7 +10,15 @@ For product P of category c (world splits, `world.build.make_world`):
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
+
+from world.build import make_world
+from world.captions import describe
+from world.errors import WorldError
+from world.render import render
+from world.specs import random_photo
+from world.vocab import CATEGORY_NOUNS
 
 from .config import HeldOut, TrainingError
 
@@ -23,20 +31,11 @@ class WorldConcept:
     images: list  # PIL images
     catalog_negatives: list
     heldout: HeldOut
-    caption: str  # the canonical visible description, e.g. 'red striped dress' (an init caption, seed 002)
+    caption: str  # the canonical visible description, e.g. 'red striped dress' (used by init 'caption')
 
 
 def world_concept(product_id: str, seed: int = 0, size: int = 64, max_catalog: int = 16,
                   max_parent: int = 40, per_other_category: int = 8, extra_positives: int = 9) -> WorldConcept:
-    import random
-
-    from world.build import make_world
-    from world.captions import describe
-    from world.errors import WorldError
-    from world.render import render
-    from world.specs import random_photo
-    from world.vocab import CATEGORY_NOUNS
-
     world = make_world(seed)
     try:
         product = world.product(product_id)
@@ -72,6 +71,4 @@ def world_concept(product_id: str, seed: int = 0, size: int = 64, max_catalog: i
 
 
 def heldout_products(seed: int = 0) -> list[str]:
-    from world.build import make_world
-
     return list(make_world(seed).splits.heldout)

@@ -13,18 +13,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from engine.settings import AppSettings
+
+from . import errors, metrics, security
+from .resources import Resources
+from .templating import init_app as init_templating
+from .views import admin, api, ops, search
 
 HTMX_FILE = "htmx-2.0.11.min.js"  # vendored from the npm package htmx.org (dist/htmx.min.js)
 
 
 def create_app(config: AppSettings | None = None) -> Flask:
     """Build the app from `config` (default: AppSettings.from_env()); loads the backbone and opens the store."""
-    from . import errors, metrics, security
-    from .resources import Resources
-    from .views import admin, api, ops, search
-
     settings = config if config is not None else AppSettings.from_env()
     app = Flask(__name__)
     app.config.update(
@@ -40,8 +42,6 @@ def create_app(config: AppSettings | None = None) -> Flask:
         COINAGE_SETTINGS=settings,
     )
     if settings.proxy_hops:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
         # the client address and scheme the proxies saw (X-Forwarded-For/-Proto), trusting the last proxy_hops values
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
     resources = Resources(settings)
@@ -53,8 +53,6 @@ def create_app(config: AppSettings | None = None) -> Flask:
         for blueprint in (search.bp, admin.bp, api.bp, ops.bp):
             app.register_blueprint(blueprint)
         app.jinja_env.globals.update(htmx_file=HTMX_FILE, settings=settings)
-        from .templating import init_app as init_templating
-
         init_templating(app)
         if settings.worker.mode == "thread":
             resources.start_worker()

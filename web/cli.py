@@ -3,10 +3,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
-import threading
 from pathlib import Path
+
+from engine.settings import AppSettings
+from engine.store import StoreUnavailable
+from web.resources import Resources
+
+from .demo import run_demo
+from .devserver import serve
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +62,6 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """AppSettings from COINAGE_* variables, with the command-line options in their place."""
-    import os
-
-    from engine.settings import AppSettings
-
     env = dict(os.environ)
     if getattr(args, "data_dir", None) is not None:
         env["COINAGE_DATA_DIR"] = str(args.data_dir)
@@ -76,6 +79,7 @@ def _serve(args) -> int:
     if args.gunicorn:
         print(gunicorn_command(settings, args.host, args.port, args.workers))
         return 0
+
     return serve(settings, args.host, args.port)
 
 
@@ -91,58 +95,13 @@ def gunicorn_command(settings, host: str, port: int, workers: int) -> str:
     return "\n".join(lines)
 
 
-def serve(settings, host: str, port: int, banner: str = "") -> int:
-    """The dev server (werkzeug, threaded) with the worker thread, until Ctrl-C."""
-    from werkzeug.serving import make_server
-
-    from web import create_app
-
-    if settings.env == "production":
-        print("error: production mode serves through gunicorn; run `coinage serve --gunicorn` for the command",
-              file=sys.stderr)
-        return 2
-    app = create_app(settings)
-    try:
-        server = make_server(host, port, app, threaded=True)
-    except OSError as e:
-        app.extensions["coinage"].close()
-        print(f"error: cannot listen on {host}:{port} ({e}); pass --port with a free port", file=sys.stderr)
-        return 1
-    url = f"http://{host}:{server.server_port}"
-    print(f"{banner}Coinage is serving at {url}   (admin: {url}/admin, API: {url}/openapi.json; Ctrl-C stops)",
-          flush=True)
-    _stop_on_sigterm(server)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        app.extensions["coinage"].close()
-    return 0
-
-
-def _stop_on_sigterm(server) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def stop(_signum, _frame):
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-
-
 # ---------------------------------------------------------------------------- worker
 
 def _worker(args) -> int:
-    from web.resources import Resources
-
     settings = settings_from_args(args)
     try:
         resources = Resources(settings, with_diffusion=True)  # the worker generates previews and trains
     except Exception as e:
-        from engine.store import StoreUnavailable
-
         if isinstance(e, StoreUnavailable) and settings.store.backend == "embedded":
             print(f"error: {e}\nThe embedded store opens in one process only: run the worker inside the web "
                   "process (COINAGE_WORKER=thread, `coinage serve`), or use a Qdrant server "
@@ -169,8 +128,6 @@ def _worker(args) -> int:
 # ---------------------------------------------------------------------------- demo
 
 def _demo(args) -> int:
-    from .demo import run_demo
-
     settings = settings_from_args(args)
     return run_demo(settings, products=args.products, photos=args.photos, heldout=args.heldout,
                     serve_after=args.serve, host=args.host, port=args.port)

@@ -9,10 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import torch
 from flask import url_for
 
 from engine.concepts import Concept
 from engine.jobs import Job
+from engine.preprocess import open_upright
+from trainer import METHODS
+from trainer.subspace import select_attributes
+from trainer.vocabulary import attribute_vocabulary
+from trainer.words import ConceptWordError, check_concept_words, with_method
 
 from .errors import ApiError, bad_field, missing_field
 from .uploads import CheckedImage
@@ -62,9 +68,6 @@ def int_field(data: Mapping[str, Any], name: str, default: int, lo: int, hi: int
 def parse_concept_form(data: Mapping[str, Any], train_defaults, max_steps: int = MAX_STEPS) -> ConceptForm:
     """Validate registration fields (form or JSON); ApiError names the field and the fix. The words themselves
     (placeholder vs parent, distinct attributes for the projection, the parent's warning) are trainer.words'."""
-    from trainer import METHODS
-    from trainer.words import ConceptWordError, check_concept_words, with_method
-
     name = _text(data, "placeholder")
     if not name:
         raise missing_field("placeholder", "the new word, e.g. '<aurora>' (lower-case letters, digits, '-', '_')")
@@ -130,18 +133,7 @@ def delete_concept(res, placeholder: str) -> None:
 
 def suggest_attributes(res, images: Sequence[CheckedImage], parent: str, k: int = SUGGESTED_ATTRIBUTES) -> list[str]:
     """The attribute words whose text features best match the images (trainer's own selection rule)."""
-    import io
-
-    import torch
-    from PIL import Image
-
-    from trainer.subspace import select_attributes
-    from trainer.vocabulary import attribute_vocabulary
-
-    pils = []
-    for im in images:
-        with Image.open(io.BytesIO(im.data)) as pil:
-            pils.append(pil.convert("RGB"))
+    pils = [open_upright(im.data) for im in images]
     with torch.no_grad():
         features = res.query.images.encode_pil(pils).float().cpu()
     vocabulary = attribute_vocabulary()

@@ -14,6 +14,14 @@ import shutil
 import sys
 from pathlib import Path
 
+import engine.backbones
+from engine.store import StoreError, open_store
+from indexer import IndexerConfig, IndexerError, run_index, run_reindex
+from world.catalog import main as catalog_main
+
+from .devserver import serve
+from .resources import CatalogFacts
+
 log = logging.getLogger(__name__)
 
 DEMO_CONCEPTS = 3  # held-out products whose photos are copied out for the admin to upload
@@ -51,8 +59,6 @@ def run_demo(settings, products: int = 320, photos: int = 8, heldout: int | None
     if not serve_after:
         _say("[demo] ready (--no-serve): run `coinage demo` or `coinage serve` to serve it")
         return 0
-    from .cli import serve
-
     banner = (f"[demo] backbone: {settings.backbone}\n{hint}"
               f"[demo] admin login: user '{settings.admin.user}'; in dev mode the password is printed once, at the "
               f"first start (above, if this is it).\n       Lost it? Delete {settings.data_dir / 'admin.json'} and "
@@ -61,8 +67,6 @@ def run_demo(settings, products: int = 320, photos: int = 8, heldout: int | None
 
 
 def write_catalog(out: Path, products: int, photos: int, heldout: int | None) -> int:
-    from world.catalog import main as catalog_main
-
     if out.is_dir() and any(out.iterdir()) and not (out / "catalog.jsonl").is_file():
         print(f"error: {out} holds an unfinished catalog (a run was stopped while writing it); delete the folder "
               "and run `coinage demo` again", file=sys.stderr)
@@ -76,13 +80,12 @@ def write_catalog(out: Path, products: int, photos: int, heldout: int | None) ->
 
 def choose_backbone(settings) -> None:
     """Use the demo backbone when it is trained; otherwise fall back to tiny-random, loudly."""
-    from engine.backbones import MANIFEST, WORLD_DIR
-
-    if settings.backbone != "world" or (WORLD_DIR / MANIFEST).is_file():
+    world_dir, manifest = engine.backbones.WORLD_DIR, engine.backbones.MANIFEST  # read when called
+    if settings.backbone != "world" or (world_dir / manifest).is_file():
         _say(f"[demo] backbone: {settings.backbone}")
         return
     bar = "!" * 78
-    print(f"{bar}\nWARNING: the demo backbone is not trained yet ({WORLD_DIR} has no {MANIFEST}).\n"
+    print(f"{bar}\nWARNING: the demo backbone is not trained yet ({world_dir} has no {manifest}).\n"
           "Falling back to 'tiny-random': random weights, so rankings and previews are MEANINGLESS.\n"
           "Train it with `coinage world train` (or install a checkout that ships world/backbone/),\n"
           "then run `coinage demo` again: the index is rebuilt with the demo backbone.\n"
@@ -92,11 +95,6 @@ def choose_backbone(settings) -> None:
 
 def ensure_index(settings) -> int:
     """Index the catalog unless the live collection already holds every row; rebuild one of another backbone."""
-    from engine.store import StoreError, open_store
-    from indexer import IndexerConfig, IndexerError, run_index, run_reindex
-
-    from .resources import CatalogFacts
-
     rows = CatalogFacts(settings.catalog).get().rows
     alias = settings.query.collection
     try:

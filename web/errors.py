@@ -13,6 +13,14 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from engine.concepts import ConceptError, ConceptExists, ConceptNotFound, VersionNotReady
+from engine.database import DatabaseError
+from engine.errors import CoinageError, TokenError, UnknownTokenError
+from engine.jobs import JobError
+from engine.query import ConflictingFields, IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
+from engine.store import StoreError
+from trainer import TrainingError
+
 log = logging.getLogger(__name__)
 
 JSON_PREFIXES = ("/api/", "/healthz", "/readyz", "/openapi.json")
@@ -42,14 +50,6 @@ def bad_field(name: str, message: str) -> ApiError:
 
 def from_engine(error: Exception) -> ApiError:
     """An engine error as an ApiError: status and code by type, the engine's own message (it names the fix)."""
-    from engine.concepts import ConceptError, ConceptExists, ConceptNotFound, VersionNotReady
-    from engine.database import DatabaseError
-    from engine.errors import TokenError, UnknownTokenError
-    from engine.jobs import JobError
-    from engine.query import ConflictingFields, IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
-    from engine.store import StoreError
-    from trainer import TrainingError
-
     message = str(error)
     if isinstance(error, UnknownTokenError):
         return ApiError(400, "unknown_token", message, token=error.placeholder, suggestions=error.suggestions)
@@ -87,19 +87,12 @@ def _page(error: ApiError) -> tuple[str, int]:
 
 
 def init_app(app: Flask) -> None:
-    from engine.errors import CoinageError
-    from engine.store import StoreError
-
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
         return _json_response(error) if wants_json() else _page(error)
 
     @app.errorhandler(CoinageError)
     def engine_error(error: CoinageError):
-        return api_error(from_engine(error))
-
-    @app.errorhandler(StoreError)
-    def store_error(error: StoreError):
         return api_error(from_engine(error))
 
     @app.errorhandler(RequestEntityTooLarge)

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import uuid
 
+from .errors import ApiError
+
 REINDEX_KEY = "reindex"  # one reindex at a time: a second request returns the running job
 
 
 def submit_reindex(res) -> str:
     """Queue a blue/green rebuild of the product index from the configured catalog (or return the active one)."""
-    from .errors import ApiError
-
     if not res.settings.catalog.is_file():
         raise ApiError(409, "catalog_missing", f"the catalog file {res.settings.catalog} does not exist; write it "
                        "(`coinage demo --no-serve` makes the demo catalog) or set COINAGE_CATALOG")

@@ -16,10 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from engine.concepts import ConceptError, ConceptRegistry
+from engine.diffusion import GenerationCancelled
+from engine.errors import CoinageError
 from engine.jobs import JobStore, Worker
+from engine.loading import load_backbone
+from engine.query import QueryService
 from engine.settings import AppSettings
+from engine.store import StoreError, open_store
 from engine.tokens import TokenSet
+from indexer import IndexCancelled
+from indexer.readers import open_catalog
+
+from .runners import Runners
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +96,6 @@ class CatalogFacts:
             return self._info
 
     def _read(self) -> CatalogInfo:
-        from indexer.readers import open_catalog
-
-        from engine.errors import CoinageError
-
         categories, prices, rows = set(), [], 0
         try:
             for raw in open_catalog(self.path):
@@ -112,11 +119,6 @@ class Resources:
         """`with_diffusion`: load the backbone's UNet and VAE. By default every process does but the web processes
         of a worker deployment (COINAGE_WORKER=process): they never generate, so they load the CLIP towers only
         and their previews come from `coinage worker` (which passes True)."""
-        import torch
-
-        from engine.query import QueryService
-        from engine.store import open_store
-
         self.settings = settings
         if settings.threads:
             torch.set_num_threads(settings.threads)
@@ -136,18 +138,11 @@ class Resources:
 
     @staticmethod
     def _load_backbone(settings: AppSettings, with_diffusion: bool):
-        from engine.loading import load_backbone
-
         return load_backbone(settings.backbone, device=settings.device, with_diffusion=with_diffusion)
 
     # ------------------------------------------------------------------ worker
 
     def make_worker(self, shared_store: bool = True) -> Worker:
-        from engine.diffusion import GenerationCancelled
-        from indexer import IndexCancelled
-
-        from .runners import Runners
-
         w = self.settings.worker
         runners = Runners(self, shared_store=shared_store)
         return Worker(self.jobs, runners.table(), lanes=w.lanes, poll_s=w.poll_s, heartbeat_s=w.heartbeat_s,
@@ -163,8 +158,6 @@ class Resources:
 
     def index_ready(self) -> tuple[bool, str]:
         """Whether the product index exists (and how many products it holds), for /readyz and the pages."""
-        from engine.store import StoreError
-
         name = self.settings.query.collection
         try:
             count = self.store.count(name)

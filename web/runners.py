@@ -10,7 +10,12 @@ import dataclasses
 import logging
 import threading
 import time
+from pathlib import PurePosixPath
 from typing import Any, Callable
+
+import trainer
+from engine.query import SearchRequest
+from indexer import IndexerConfig, run_reindex
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +34,11 @@ class Runners:
     # ------------------------------------------------------------------ train
 
     def train(self, params: dict, progress: Progress, cancel: threading.Event) -> dict[str, Any]:
-        from trainer import request_from_registry, train_concept
-
         settings = self.res.settings
         overrides = dict(params.get("config") or {})
         config = dataclasses.replace(settings.train, **overrides)
-        request = request_from_registry(self.res.registry, params["placeholder"], backbone=self.res.backbone,
-                                        config=config)
+        request = trainer.request_from_registry(self.res.registry, params["placeholder"], backbone=self.res.backbone,
+                                                config=config)
         history: list[list[float]] = []
 
         def report(event: dict) -> None:
@@ -45,7 +48,7 @@ class Runners:
                 del history[:-HISTORY_POINTS]
             progress({**event, "history": history})
 
-        result = train_concept(request, progress=report, cancel=cancel)
+        result = trainer.train_concept(request, progress=report, cancel=cancel)  # looked up per run (tests stub it)
         out = {"status": result.status, "placeholder": result.placeholder, "version": result.version,
                "activated": result.activated, "steps_done": result.steps_done, "metrics": result.metrics}
         if result.status == "cancelled":
@@ -56,8 +59,6 @@ class Runners:
     # ------------------------------------------------------------------ reindex
 
     def reindex(self, params: dict, progress: Progress, cancel: threading.Event) -> dict[str, Any]:
-        from indexer import IndexerConfig, run_reindex
-
         settings = self.res.settings
         rejects = settings.indexer_dir / _file_name(params.get("rejects") or f"rejects-{int(time.time())}.jsonl")
         config = IndexerConfig(catalog=settings.catalog, backbone=settings.backbone, store=settings.store,
@@ -75,8 +76,6 @@ class Runners:
         `params["request"]` is a SearchRequest as JSON; a `weight` in it that is not on the GAIR grid
         gets its own preview (`chosen`).
         """
-        from engine.query import SearchRequest
-
         request = SearchRequest.from_json(params["request"])
         chosen = request.weight
         base = dataclasses.replace(request, weight=None, limit=1, offset=0)
@@ -102,8 +101,6 @@ class Runners:
 
 def _file_name(name: str) -> str:
     """A bare file name (no folders), so a job's parameters cannot point outside the indexer folder."""
-    from pathlib import PurePosixPath
-
     clean = PurePosixPath(str(name)).name
     if not clean or clean.startswith(".") or clean != str(name):
         raise ValueError(f"rejects file {name!r} must be a plain file name like 'rejects-123.jsonl'")

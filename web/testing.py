@@ -11,7 +11,16 @@ import io
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+from werkzeug.security import generate_password_hash
+
+from engine.query import QueryConfig
 from engine.settings import AdminSettings, AppSettings, LimitSettings, WorkerSettings
+from engine.store import StoreConfig
+from indexer import IndexerConfig, run_index
+from trainer import TrainConfig
+from world.catalog import main as catalog_main
 
 TINY_TRAIN = dict(steps=3, batch_size=2, generated_negatives=2, checkpoint_every=0, num_attributes=4, lr=1e-2)
 
@@ -19,16 +28,11 @@ TINY_TRAIN = dict(steps=3, batch_size=2, generated_negatives=2, checkpoint_every
 def build_catalog(root: Path, products: int = 24, photos: int = 6, heldout: int = 4, index: bool = True,
                   backbone: str = "tiny-random", size: int = 32) -> Path:
     """Write the demo world's catalog under root/world and (optionally) index it into root/store with `backbone`."""
-    from world.catalog import main as catalog_main
-
     out = root / "world"
     if catalog_main(["--out", str(out), "--products", str(products), "--photos", str(photos), "--heldout",
                      str(heldout), "--size", str(size)]) != 0:
         raise RuntimeError(f"could not write the tiny catalog to {out}")
     if index:
-        from engine.store import StoreConfig
-        from indexer import IndexerConfig, run_index
-
         run_index(IndexerConfig(catalog=out / "catalog.jsonl", backbone=backbone,
                                 store=StoreConfig(path=str(root / "store")), onnx=False, progress_bar=False,
                                 device="cpu", rejects_path=root / "indexer" / "rejects-build.jsonl"))
@@ -37,11 +41,6 @@ def build_catalog(root: Path, products: int = 24, photos: int = 6, heldout: int 
 
 def tiny_settings(root: Path, password: str = "secret-pw", worker: str = "off", **overrides) -> AppSettings:
     """Settings for tests: tiny-random on CPU, PyTorch text encoder, 2-step previews, tiny training runs."""
-    from werkzeug.security import generate_password_hash
-
-    from engine.query import QueryConfig
-    from trainer import TrainConfig
-
     settings = AppSettings(
         data_dir=root, backbone="tiny-random", device="cpu", onnx=False, secret_key="test-secret-key-0123456789",
         query=QueryConfig(text_runtime="torch", steps=2, weights=(0.0, 0.5, 1.0)),
@@ -57,9 +56,6 @@ def tiny_settings(root: Path, password: str = "secret-pw", worker: str = "off", 
 
 def png_bytes(seed: int = 0, size: int = 32, colour: tuple[int, int, int] | None = None) -> bytes:
     """A small PNG: a coloured square on noise (deterministic)."""
-    import numpy as np
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
     c = colour or tuple(int(v) for v in rng.integers(80, 256, 3))

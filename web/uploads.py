@@ -11,6 +11,9 @@ import io
 from dataclasses import dataclass
 from typing import Sequence
 
+from flask import request
+from PIL import Image
+
 from engine.image_files import is_bomb, pil_error, pil_open_errors
 from engine.settings import LimitSettings
 
@@ -35,8 +38,6 @@ class CheckedImage:
 
 def check_image(name: str, data: bytes, limits: LimitSettings, field: str = "images") -> CheckedImage:
     """One image file, or ApiError naming the file, the problem and the limit."""
-    from PIL import Image
-
     label = f"{name!r}" if name else "the uploaded file"
     pixel_limit = f"the limit of {limits.max_image_pixels:,} pixels (COINAGE_MAX_IMAGE_PIXELS)"
     allowed = ", ".join(limits.image_formats)
@@ -84,6 +85,4 @@ def check_images(files: Sequence[tuple[str, bytes]], limits: LimitSettings, fiel
 
 def form_files(field: str) -> list[tuple[str, bytes]]:
     """The files of a multipart field as (name, bytes), empty file inputs left out."""
-    from flask import request
-
     return [(f.filename or "", f.read()) for f in request.files.getlist(field) if f and (f.filename or f.content_length)]

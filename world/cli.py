@@ -1,6 +1,8 @@
 """`coinage world ...`: build the demo world's catalog, train and evaluate its backbone."""
 from __future__ import annotations
 
+import importlib
+
 
 def register(sub) -> list[str]:
     p = sub.add_parser("world", help="the demo world: catalog, backbone training, evaluation")
@@ -19,8 +21,6 @@ def register(sub) -> list[str]:
 
 def _forward(module: str):
     def run(args) -> int:
-        import importlib
-
         return int(importlib.import_module(module).main(list(args.extra)) or 0)
 
     return run

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from engine.diffusion import SamplerConfig, generate
 from engine.images import ImageEncoder
+from engine.loading import load_backbone
 from engine.text import TextEncoder
 
 from .build import World, make_world, sample_eval_pair
@@ -136,8 +138,6 @@ def generation(backbone, world: World, judge: Judge, n: int, out_png: Path | Non
 
 
 def save_grid(images: torch.Tensor, path: Path, cols: int = 8, scale: int = 2) -> None:
-    from PIL import Image
-
     arr = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
     n, h, w, _ = arr.shape
     rows = (n + cols - 1) // cols
@@ -149,8 +149,6 @@ def save_grid(images: torch.Tensor, path: Path, cols: int = 8, scale: int = 2) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.loading import load_backbone
-
     p = argparse.ArgumentParser(prog="coinage world eval", description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="world")
     p.add_argument("--seed", type=int, default=0, help="world seed")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -37,14 +38,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from engine.backbones import BackboneConfig
+from engine.images import ImageEncoder
 from engine.loading import CLIP_CONFIG, CLIP_WEIGHTS, Backbone, save_backbone
 from engine.text import TextEncoder
 from engine.tiny import build_clip, build_scheduler, build_unet, build_vae
 from engine.tokenizer import TokenLayout
+from world.build import make_world, sample_training_pair
 from world.errors import WorldError
+from world.render import render_array
 from world.vocab import CATEGORY_NOUNS, COLOURS
 
 log = logging.getLogger(__name__)
@@ -111,9 +116,6 @@ def detail_phrase(product, rng: random.Random) -> str:
 
 def build_dataset(cfg: WorldTrainConfig) -> tuple[np.ndarray, list[str]]:
     """Render (or load the cached) training pairs: uint8 images (N, 64, 64, 3) and captions."""
-    from world.build import make_world, sample_training_pair
-    from world.render import render_array
-
     cache = Path(cfg.work) / f"pairs-seed{cfg.seed}-n{cfg.pairs}.npz"
     if cache.is_file():
         data = np.load(cache, allow_pickle=False)
@@ -220,15 +222,12 @@ def _part_digest(base: str, phase: str) -> str:
 @functools.lru_cache(maxsize=8)
 def _sha256(path: str, mtime_ns: int, size: int) -> str:
     """A file's digest, once per version of it (phase settings are asked for at every checkpoint)."""
-    import hashlib
-
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_base_part(cfg: WorldTrainConfig, backbone: Backbone, phase: str) -> None:
     """Put the base backbone's part for `phase` (fp16 on disk) into `backbone`, in fp32."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from safetensors.torch import load_file
 
     weights = _part_weights(cfg.base, phase)
     if phase == "clip":
@@ -320,7 +319,6 @@ def train_clip(cfg, backbone: Backbone, images: np.ndarray, captions: list[str])
         texts += swapped_category + swapped_colour
     batch = encoder.tokenizer(texts, TokenLayout.from_sizes(backbone.vocab_size, {}))
     n = len(captions)
-    from engine.images import ImageEncoder
 
     norm = ImageEncoder(backbone)
     gen = torch.Generator().manual_seed(cfg.seed)

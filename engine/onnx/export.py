@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
 import io
 import json
 import logging
@@ -36,6 +37,10 @@ import numpy as np
 import torch
 
 from engine.errors import CoinageError
+from engine.text import TextTower
+
+from .modules import ImageFeatures, TextIds
+from .runtime import create_session
 
 log = logging.getLogger(__name__)
 
@@ -213,10 +218,6 @@ def _cpu_fp32(backbone) -> torch.nn.Module:
 
 
 def _modules(clip: torch.nn.Module, cond_layer: str) -> dict[str, torch.nn.Module]:
-    from engine.text import TextTower
-
-    from .modules import ImageFeatures, TextIds
-
     tower = TextTower(clip, cond_layer).eval()
     return {"image": ImageFeatures(clip).eval(), "text_embeds": tower, "text_ids": TextIds(tower).eval()}
 
@@ -281,8 +282,6 @@ def _build_graph(backbone, clip: torch.nn.Module, module: torch.nn.Module, graph
 
 def _export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, graph: str,
             settings: ExportSettings) -> None:
-    import inspect
-
     names_in, names_out = _IO[graph]
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     arg_names = list(inspect.signature(module.forward).parameters)[:len(example)]
@@ -305,8 +304,6 @@ def _export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Pa
 
 def parity(module: torch.nn.Module, path: Path, inputs: tuple[torch.Tensor, ...]) -> dict[str, float]:
     """Relative error of each output of the ONNX file (CPU) against the torch module on `inputs`."""
-    from .runtime import create_session
-
     session = create_session(path, providers=["CPUExecutionProvider"])
     feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs)}
     outs = session.run(None, feeds)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .export import OnnxExport, OnnxExportError, variant_filename
-from .runtime import CPU, CUDA, OnnxImageEncoder
+from .runtime import CPU, CUDA, OnnxImageEncoder, select_providers
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,6 @@ def check_image_variant(export: OnnxExport, variant: str, pixels: np.ndarray,
 
     if n < k + 1:
         return rejected(f"the evaluation set has {n} images; recall@{k} needs at least {k + 1}")
-    from .runtime import select_providers
 
     providers = select_providers("auto")
     if variant == "fp16" and CUDA not in providers:

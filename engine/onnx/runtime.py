@@ -103,13 +103,6 @@ class OnnxImageEncoder(_OnnxModel):
         self.image_size = int(shape[-1])
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
-    @classmethod
-    def from_backbone(cls, backbone, cache_dir: str | Path | None = None, variant: str = "fp32",
-                      providers: Sequence[str] | None = None, threads: int | None = None) -> "OnnxImageEncoder":
-        from .export import export_backbone
-
-        return cls(export_backbone(backbone, cache_dir).path("image", variant), providers, threads)
-
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         s = self.image_size
@@ -142,15 +135,9 @@ class _OnnxTextBase(_OnnxModel):
 class OnnxTextTower(_OnnxTextBase):
     """`text_embeds.onnx` with the call contract of engine.text.TextTower (torch in, torch out, no grad).
 
-    Swap it in for inference: `encoder.tower = OnnxTextTower.from_backbone(backbone)`.
+    Swap it in for inference: `encoder.tower = OnnxTextTower(export_backbone(backbone).path("text_embeds"))`
+    (engine.onnx.export).
     """
-
-    @classmethod
-    def from_backbone(cls, backbone, cache_dir: str | Path | None = None, variant: str = "fp32",
-                      providers: Sequence[str] | None = None, threads: int | None = None) -> "OnnxTextTower":
-        from .export import export_backbone
-
-        return cls(export_backbone(backbone, cache_dir).path("text_embeds", variant), providers, threads)
 
     def forward(self, embeddings: "torch.Tensor", eot_index: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
         import torch
@@ -167,13 +154,6 @@ class OnnxTextTower(_OnnxTextBase):
 
 class OnnxTextIds(_OnnxTextBase):
     """`text_ids.onnx`: token ids (B, L) int64 + eot_index (B,) -> (pooled, seq); no custom tokens."""
-
-    @classmethod
-    def from_backbone(cls, backbone, cache_dir: str | Path | None = None, variant: str = "fp32",
-                      providers: Sequence[str] | None = None, threads: int | None = None) -> "OnnxTextIds":
-        from .export import export_backbone
-
-        return cls(export_backbone(backbone, cache_dir).path("text_ids", variant), providers, threads)
 
     def forward(self, ids: "torch.Tensor", eot_index: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
         x = np.ascontiguousarray(ids.detach().cpu().numpy() if hasattr(ids, "detach") else ids, dtype=np.int64)

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import torch
+from PIL import Image
+
+from engine.diffusion import to_pil
 
 from .errors import QueryError
 
@@ -57,10 +60,6 @@ class Preview:
 
 def to_png(images: torch.Tensor, size: int | None = None) -> bytes:
     """(k, 3, H, W) images in [0, 1] -> one PNG, the k images side by side (each resized to `size` if given)."""
-    from PIL import Image
-
-    from engine.diffusion import to_pil
-
     tiles = to_pil(images.detach().float().cpu())
     if size is not None:
         tiles = [t.resize((size, size), Image.BICUBIC) for t in tiles]

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.errors import CoinageError
+
 # Fixed namespace for product ids -> point ids. Changing it re-keys every stored point.
 PRODUCT_NAMESPACE = uuid.UUID("6f1f3c0e-5a2b-4c8e-9d71-2b1f0c9a4e55")
 
@@ -187,7 +189,7 @@ class Filter:
                     raise ValueError(f"Filter.ranges[{key!r}] bound {b!r} must be a finite number or None")
 
 
-class StoreError(Exception):
+class StoreError(CoinageError):
     """Base class for vector store errors; messages name the problem and the fix."""
 
 

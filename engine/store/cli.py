@@ -83,84 +83,65 @@ def _open(store_config):
         raise
 
 
-def _run(fn) -> int:
-    from engine.store import StoreError
-
-    try:
-        return fn()
-    except StoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
 def _create(args) -> int:
     from engine.store.snapshots import create_snapshot
 
-    def run() -> int:
-        store_config, config = _configs(args)
-        with _open(store_config) as store:
-            folder, manifest = create_snapshot(store, store_config, config, _collection(args))
-        if args.json:
-            print(json.dumps({"folder": str(folder), **manifest.to_json()}, indent=1))
-        else:
-            size = sum(f.size for f in manifest.files)
-            print(f"snapshot of {manifest.collection!r} ({manifest.points} points, {len(manifest.files)} file(s), "
-                  f"{size / 2**20:.1f} MiB) in {folder}")
-        return 0
-
-    return _run(run)
+    store_config, config = _configs(args)
+    with _open(store_config) as store:
+        folder, manifest = create_snapshot(store, store_config, config, _collection(args))
+    if args.json:
+        print(json.dumps({"folder": str(folder), **manifest.to_json()}, indent=1))
+    else:
+        size = sum(f.size for f in manifest.files)
+        print(f"snapshot of {manifest.collection!r} ({manifest.points} points, {len(manifest.files)} file(s), "
+              f"{size / 2**20:.1f} MiB) in {folder}")
+    return 0
 
 
 def _list(args) -> int:
     from engine.store.snapshots import list_on_nodes, list_snapshots
 
-    def run() -> int:
-        store_config, config = _configs(args)
-        found = list_snapshots(config)
-        on_nodes = None
-        if args.on_nodes:
-            if store_config.backend != "server":
-                print("error: --on-nodes needs the server backend (COINAGE_STORE_BACKEND=server)", file=sys.stderr)
-                return 2
-            with _open(store_config) as store:
-                name = _collection(args)
-                on_nodes = list_on_nodes(store_config, config, store.get_alias(name) or name)
-        if args.json:
-            print(json.dumps({"dir": str(config.dir), "snapshots": [{"folder": str(p), **m.to_json()} for p, m in found],
-                              **({"on_nodes": on_nodes} if on_nodes is not None else {})}, indent=1))
-            return 0
-        if not found:
-            print(f"no snapshots in {config.dir}")
-        for folder, m in found:
-            alias = f" (alias {m.alias})" if m.alias else ""
-            print(f"{folder.name}  {m.created}  {m.backend}  {m.collection}{alias}  {m.points} points  "
-                  f"{len(m.files)} file(s)")
-        for url, snaps in (on_nodes or {}).items():
-            print(f"on {url}: " + (", ".join(s["name"] for s in snaps) or "none"))
+    store_config, config = _configs(args)
+    found = list_snapshots(config)
+    on_nodes = None
+    if args.on_nodes:
+        if store_config.backend != "server":
+            print("error: --on-nodes needs the server backend (COINAGE_STORE_BACKEND=server)", file=sys.stderr)
+            return 2
+        with _open(store_config) as store:
+            name = _collection(args)
+            on_nodes = list_on_nodes(store_config, config, store.get_alias(name) or name)
+    if args.json:
+        print(json.dumps({"dir": str(config.dir), "snapshots": [{"folder": str(p), **m.to_json()} for p, m in found],
+                          **({"on_nodes": on_nodes} if on_nodes is not None else {})}, indent=1))
         return 0
-
-    return _run(run)
+    if not found:
+        print(f"no snapshots in {config.dir}")
+    for folder, m in found:
+        alias = f" (alias {m.alias})" if m.alias else ""
+        print(f"{folder.name}  {m.created}  {m.backend}  {m.collection}{alias}  {m.points} points  "
+              f"{len(m.files)} file(s)")
+    for url, snaps in (on_nodes or {}).items():
+        print(f"on {url}: " + (", ".join(s["name"] for s in snaps) or "none"))
+    return 0
 
 
 def _restore(args) -> int:
     from engine.store.snapshots import restore_snapshot
 
-    def run() -> int:
-        store_config, config = _configs(args)
-        folder = Path(args.snapshot)
-        if not folder.is_dir() and (config.dir / args.snapshot).is_dir():
-            folder = config.dir / args.snapshot
-        with _open(store_config) as store:
-            report = restore_snapshot(store, store_config, config, folder, collection=args.target, alias=args.alias)
-        if args.json:
-            print(json.dumps(asdict(report), indent=1))
-        else:
-            switched = (f"; alias {report.alias!r} -> {report.collection}" +
-                        (f" (was {report.previous})" if report.previous else "")) if report.alias else ""
-            print(f"restored {report.collection!r} ({report.points} points) from {report.folder}{switched}")
-        return 0
-
-    return _run(run)
+    store_config, config = _configs(args)
+    folder = Path(args.snapshot)
+    if not folder.is_dir() and (config.dir / args.snapshot).is_dir():
+        folder = config.dir / args.snapshot
+    with _open(store_config) as store:
+        report = restore_snapshot(store, store_config, config, folder, collection=args.target, alias=args.alias)
+    if args.json:
+        print(json.dumps(asdict(report), indent=1))
+    else:
+        switched = (f"; alias {report.alias!r} -> {report.collection}" +
+                    (f" (was {report.previous})" if report.previous else "")) if report.alias else ""
+        print(f"restored {report.collection!r} ({report.points} points) from {report.folder}{switched}")
+    return 0
 
 
 if __name__ == "__main__":  # `python -m engine.store.cli snapshot ...`

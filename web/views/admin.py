@@ -6,8 +6,15 @@ import json
 from flask import (Blueprint, Response, abort, current_app, make_response, redirect, render_template, request,
                    send_file, url_for)
 
+from engine.concepts import SAMPLES_FILE, ConceptError
+from engine.errors import CoinageError, TokenError
+from engine.tokenizer import validate_placeholder
+from trainer import METHODS
+
 from .. import concepts_admin as ca
 from ..errors import ApiError, from_engine
+from ..jobs_submit import submit_reindex
+from ..runners import _file_name
 from ..security import admin_required, is_site_path, login, logout, safe_next
 from ..uploads import check_images, form_files
 from . import is_htmx, resources
@@ -26,9 +33,6 @@ def _go(url: str) -> Response:
 
 
 def _placeholder(name: str) -> str:
-    from engine.errors import TokenError
-    from engine.tokenizer import validate_placeholder
-
     try:
         return validate_placeholder(f"<{name}>")
     except TokenError:
@@ -36,8 +40,6 @@ def _placeholder(name: str) -> str:
 
 
 def _concept(name: str):
-    from engine.concepts import ConceptError
-
     try:
         return resources().registry.get(_placeholder(name))
     except ConceptError:
@@ -104,8 +106,6 @@ def new_concept():
 
 
 def _methods() -> list[str]:
-    from trainer import METHODS
-
     return list(METHODS)
 
 
@@ -120,11 +120,7 @@ def create_concept():
         concept, _job = ca.register_concept(res, form, images)
     except ApiError as e:
         return _new_form_error(values, e)
-    except Exception as e:  # noqa: BLE001 - engine errors (bad images, registry) go back to the form
-        from engine.errors import CoinageError
-
-        if not isinstance(e, CoinageError):
-            raise
+    except CoinageError as e:  # engine errors (bad images, registry) go back to the form
         return _new_form_error(values, from_engine(e))
     return _go(url_for("admin.concept", name=concept.name))
 
@@ -290,8 +286,6 @@ def download_token(name: str):
 @bp.get("/concepts/<name>/versions/<version>/samples.png")
 @admin_required
 def samples(name: str, version: str):
-    from engine.concepts import SAMPLES_FILE, ConceptError
-
     res = resources()
     c = _concept(name)
     try:
@@ -357,8 +351,6 @@ def _report(job) -> dict:
 
 def _rejects(job) -> list[dict]:
     """The first rejected rows of a reindex job (its rejects file lives in <data_dir>/indexer/)."""
-    from ..runners import _file_name
-
     res = resources()
     name = job.params.get("rejects")
     if not name:
@@ -379,8 +371,6 @@ def _rejects(job) -> list[dict]:
 @bp.post("/catalog/reindex")
 @admin_required
 def reindex():
-    from ..jobs_submit import submit_reindex
-
     job_id = submit_reindex(resources())
     if is_htmx():
         return render_template("partials/reindex.html", **_catalog_view(job_id))

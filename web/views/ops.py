@@ -1,8 +1,11 @@
 """Operations and files: /healthz, /readyz, /openapi.json, catalog images and preview PNGs."""
 from __future__ import annotations
 
+import mimetypes
+
 from flask import Blueprint, abort, jsonify, make_response, send_from_directory
 
+from ..openapi import spec
 from . import resources
 
 bp = Blueprint("ops", __name__)
@@ -35,8 +38,6 @@ def readyz():
 
 @bp.get("/openapi.json")
 def openapi():
-    from ..openapi import spec
-
     res = resources()
     return jsonify(spec(res.query.config, res.settings.limits))
 
@@ -44,8 +45,6 @@ def openapi():
 @bp.get("/catalog/<path:filename>")
 def catalog_image(filename: str):
     """A catalog image, only from under the catalog's folder (safe_join refuses '..' and absolute paths)."""
-    import mimetypes
-
     kind, _ = mimetypes.guess_type(filename)
     if not (kind or "").startswith("image/"):  # catalog.jsonl, truth.jsonl, ... stay private
         abort(404)

@@ -124,6 +124,9 @@ def concept_thumb(name: str):
     """First example image of a concept, small: public for live concepts (autocomplete), else admin only."""
     from PIL import Image
 
+    from engine.concepts import ConceptError
+    from engine.errors import TokenError
+
     from ..security import is_admin
 
     res = resources()
@@ -131,7 +134,7 @@ def concept_thumb(name: str):
     try:
         concept = res.registry.get(placeholder)
         images = res.registry.images(placeholder)
-    except Exception:  # noqa: BLE001 - malformed or unknown names are simply not found
+    except (ConceptError, TokenError):  # malformed or unknown names are not found; database errors stay 503
         abort(404)
     if (concept.active_version is None and not is_admin()) or not images:
         abort(404)
