@@ -20,7 +20,8 @@ def register(sub) -> list[str]:
     save.add_argument("out", help="output directory")
     save.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
     save.set_defaults(func=_save)
-    rnd = bsub.add_parser("random", help="write an architecture-true backbone of seeded random weights (no download)",
+    rnd = bsub.add_parser("random",
+                          help="write an architecture-true backbone of seeded random weights (no download)",
                           description="open_clip ViT-L-14-quickgelu + SD 1.5 UNet/VAE/scheduler (sd15) or ViT-H-14 + "
                                       "SD 2.1 (sd21), built from configs shipped in the package, with seeded random "
                                       "weights, in the layout `--backbone DIR` loads. Full size is about 5.5 GB (sd15, "

@@ -63,7 +63,8 @@ def diffusion_configs(name: str) -> dict[str, dict[str, Any]]:
 
 def _div(value: int, divisor: int, what: str) -> int:
     if value % divisor:
-        raise ValueError(f"width_divisor {divisor} does not divide {what} ({value}); use a divisor of it, e.g. 2, 4 or 8")
+        raise ValueError(f"width_divisor {divisor} does not divide {what} ({value}); "
+                         "use a divisor of it, e.g. 2, 4 or 8")
     return value // divisor
 
 

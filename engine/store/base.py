@@ -118,7 +118,8 @@ class StoreConfig:
             raise ValueError(f"StoreConfig.quantization={self.quantization!r} is not one of {QUANTIZATIONS}; "
                              "set COINAGE_STORE_QUANTIZATION=int8 or none")
         if not self.quantization_oversampling >= 1:
-            raise ValueError(f"StoreConfig.quantization_oversampling must be >= 1, got {self.quantization_oversampling}")
+            raise ValueError(
+                f"StoreConfig.quantization_oversampling must be >= 1, got {self.quantization_oversampling}")
         if not self.timeout_s > 0:
             raise ValueError(f"StoreConfig.timeout_s must be > 0 seconds, got {self.timeout_s}")
 
