@@ -269,20 +269,25 @@ def bench_edge(data: Data, workdir: Path, truth: dict[str, Any], baseline: Basel
     return result
 
 
-def bench_chosen(data: Data, workdir: Path, truth: dict[str, Any], baseline: Baseline,
-                 sweep: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    config = StoreConfig(backend="embedded", path=str(workdir / "store"))
-    store = open_store(config)
-    dim = data.vectors.shape[1]
-    store.create_collection("bench", dim, payload_indexes={"category": "keyword", "price": "float"})
+def fill_and_index(store: Any, data: Data, label: str) -> tuple[Elapsed, Elapsed]:
+    """Create collection 'bench' with the payload indexes, upsert every point in batches, build the HNSW graph."""
+    store.create_collection("bench", data.vectors.shape[1], payload_indexes={"category": "keyword", "price": "float"})
     with clock() as up:
         for i in range(0, len(data.ids), UPSERT_BATCH):
             rows = range(i, min(len(data.ids), i + UPSERT_BATCH))
             store.upsert("bench", [Point(data.ids[j], data.vectors[j], data.payload(j)) for j in rows])
-    log(f"  chosen {rate(len(data.ids), up)}")
+    log(f"  {label} {rate(len(data.ids), up)}")
     with clock() as build:
         store.optimize("bench")
-    log(f"  chosen HNSW build {build.wall:.1f} s wall, {build.cpu:.1f} s cpu")
+    log(f"  {label} HNSW build {build.wall:.1f} s wall, {build.cpu:.1f} s cpu")
+    return up, build
+
+
+def bench_chosen(data: Data, workdir: Path, truth: dict[str, Any], baseline: Baseline,
+                 sweep: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    config = StoreConfig(backend="embedded", path=str(workdir / "store"))
+    store = open_store(config)
+    up, build = fill_and_index(store, data, "chosen")
     store.set_alias("live", "bench")
     row = {pid: j for j, pid in enumerate(data.ids)}
 
@@ -332,16 +337,7 @@ def scale_build(data: Data, workdir: Path, quantization: str) -> tuple[StoreConf
     """Create, upsert and index one collection with StoreConfig defaults but `quantization`; timings."""
     config = StoreConfig(backend="embedded", path=str(workdir / f"store-{quantization}"), quantization=quantization)
     with open_store(config) as store:
-        store.create_collection("bench", data.vectors.shape[1],
-                                payload_indexes={"category": "keyword", "price": "float"})
-        with clock() as up:
-            for i in range(0, len(data.ids), UPSERT_BATCH):
-                rows = range(i, min(len(data.ids), i + UPSERT_BATCH))
-                store.upsert("bench", [Point(data.ids[j], data.vectors[j], data.payload(j)) for j in rows])
-        log(f"  {quantization}: {rate(len(data.ids), up)}")
-        with clock() as build:
-            store.optimize("bench")
-        log(f"  {quantization}: HNSW build {build.wall:.1f} s wall, {build.cpu:.1f} s cpu")
+        up, build = fill_and_index(store, data, quantization)
     return config, {**rate(len(data.ids), up), "index_build_s": round(build.wall, 1),
                     "index_build_cpu_s": round(build.cpu, 1),
                     "disk_bytes_per_point": round(dir_bytes(Path(config.path)) / len(data.ids))}
