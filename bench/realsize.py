@@ -300,11 +300,17 @@ def probe(kind: str, backbone: str, device: str, cache: str) -> None:
         from engine.query.service import onnx_text_tower
 
         enc.tower = onnx_text_tower(bb, "onnx", cache)
+    modules = [m for m in (bb.clip, bb.unet, bb.vae) if m is not None]
     with torch.no_grad():
         enc.encode([PROMPT])
+        for m in modules:  # read every weight once: lazily mapped weights count as they will once serving
+            for p in m.parameters():
+                p.sum()
     gpu = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    weights = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
     print(json.dumps({"rss_gib": gib(proc_status("VmRSS")), "peak_rss_gib": gib(proc_status("VmHWM")),
-                      "python_and_torch_gib": gib(before), "gpu_allocated_gib": gib(gpu) if gpu else None}))
+                      "python_and_torch_gib": gib(before), "weights_gib": gib(weights),
+                      "gpu_allocated_gib": gib(gpu) if gpu else None}))
 
 
 def stage_memory(backbone: Path, device: torch.device, cache: Path) -> dict:
@@ -315,7 +321,8 @@ def stage_memory(backbone: Path, device: torch.device, cache: Path) -> dict:
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         out[kind] = json.loads(done.stdout.strip().splitlines()[-1])
         log(f"  memory {kind}: {out[kind]}")
-    out["note"] = "web: CLIP only (with_diffusion=False) + ONNX text tower; worker: the full backbone; one text encode"
+    out["note"] = ("web: CLIP only (with_diffusion=False) + ONNX text tower; worker: the full backbone; after one text "
+                   "encode and one read of every weight")
     return out
 
 
