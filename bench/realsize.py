@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -391,16 +392,19 @@ def main(argv: list[str] | None = None) -> int:
         write_result("realsize", {**figures, "partial": True}, ["bench/realsize.py", *(argv or sys.argv[1:])])
         return value
 
-    images = stage("image_encoder", "image", lambda: stage_image_encoder(bb, args, cache, device))
-    text = stage("text_encoding", "text", lambda: stage_text(bb, args, cache, device))
-    if images and text:
-        stage("search", "search", lambda: stage_search(bb, args, images[1], text[1], workdir))
-    stage("training_step", "train", lambda: stage_training(bb, args, device))
-    gen = stage("generation", "gen", lambda: stage_generation(bb, args, device))
-    unet_s = gen["unet_cfg_pass_s_median"] if gen else float("nan")
-    stage("gair", "gair", lambda: stage_gair(bb, args, device, unet_s, workdir))
-    del bb
-    stage("process_memory", "memory", lambda: stage_memory(backbone_dir, device, cache))
+    try:
+        images = stage("image_encoder", "image", lambda: stage_image_encoder(bb, args, cache, device))
+        text = stage("text_encoding", "text", lambda: stage_text(bb, args, cache, device))
+        if images and text:
+            stage("search", "search", lambda: stage_search(bb, args, images[1], text[1], workdir))
+        stage("training_step", "train", lambda: stage_training(bb, args, device))
+        gen = stage("generation", "gen", lambda: stage_generation(bb, args, device))
+        unet_s = gen["unet_cfg_pass_s_median"] if gen else float("nan")
+        stage("gair", "gair", lambda: stage_gair(bb, args, device, unet_s, workdir))
+        del bb
+        stage("process_memory", "memory", lambda: stage_memory(backbone_dir, device, cache))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     figures["total_s"] = round(time.perf_counter() - started, 1)
     path = write_result("realsize", figures, ["bench/realsize.py", *(argv or sys.argv[1:])])
     log(f"wrote {path} ({figures['total_s']} s)")
