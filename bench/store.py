@@ -1,6 +1,7 @@
 """Benchmark the embedded vector-store candidates on CLIP-like vectors.
 
     python bench/store.py [--n 100000] [--dim 512] [--queries 200] [--out bench/results/store.json]
+    python bench/store.py --scale 100000,250000,500000 --dim 768   # -> bench/results/store_scale.json
 
 Candidates, each at n x dim:
 - qdrant_local: qdrant-client local mode (QdrantClient(path=...)), pure-Python brute force.
@@ -36,6 +37,7 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -109,9 +111,13 @@ def make_data(n: int, dim: int, n_queries: int, centres: int, spread: float, see
     c /= np.linalg.norm(c, axis=1, keepdims=True)
 
     def draw(k: int) -> np.ndarray:
-        x = c[rng.integers(0, centres, k)] + rng.standard_normal((k, dim)) * (spread / np.sqrt(dim))
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        return x.astype(np.float32)
+        which = rng.integers(0, centres, k)
+        out = np.empty((k, dim), np.float32)
+        for i in range(0, k, 100_000):  # in chunks (the same draws as one call): 1M x 768 in float64 is 6 GB
+            j = min(k, i + 100_000)
+            x = c[which[i:j]] + rng.standard_normal((j - i, dim)) * (spread / np.sqrt(dim))
+            out[i:j] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
 
     vectors, queries = draw(n), draw(n_queries)
     filters = []
@@ -263,20 +269,25 @@ def bench_edge(data: Data, workdir: Path, truth: dict[str, Any], baseline: Basel
     return result
 
 
-def bench_chosen(data: Data, workdir: Path, truth: dict[str, Any], baseline: Baseline,
-                 sweep: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    config = StoreConfig(backend="embedded", path=str(workdir / "store"))
-    store = open_store(config)
-    dim = data.vectors.shape[1]
-    store.create_collection("bench", dim, payload_indexes={"category": "keyword", "price": "float"})
+def fill_and_index(store: Any, data: Data, label: str) -> tuple[Elapsed, Elapsed]:
+    """Create collection 'bench' with the payload indexes, upsert every point in batches, build the HNSW graph."""
+    store.create_collection("bench", data.vectors.shape[1], payload_indexes={"category": "keyword", "price": "float"})
     with clock() as up:
         for i in range(0, len(data.ids), UPSERT_BATCH):
             rows = range(i, min(len(data.ids), i + UPSERT_BATCH))
             store.upsert("bench", [Point(data.ids[j], data.vectors[j], data.payload(j)) for j in rows])
-    log(f"  chosen {rate(len(data.ids), up)}")
+    log(f"  {label} {rate(len(data.ids), up)}")
     with clock() as build:
         store.optimize("bench")
-    log(f"  chosen HNSW build {build.wall:.1f} s wall, {build.cpu:.1f} s cpu")
+    log(f"  {label} HNSW build {build.wall:.1f} s wall, {build.cpu:.1f} s cpu")
+    return up, build
+
+
+def bench_chosen(data: Data, workdir: Path, truth: dict[str, Any], baseline: Baseline,
+                 sweep: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    config = StoreConfig(backend="embedded", path=str(workdir / "store"))
+    store = open_store(config)
+    up, build = fill_and_index(store, data, "chosen")
     store.set_alias("live", "bench")
     row = {pid: j for j, pid in enumerate(data.ids)}
 
@@ -307,6 +318,128 @@ def bench_chosen(data: Data, workdir: Path, truth: dict[str, Any], baseline: Bas
     return result
 
 
+# --- scale: the embedded store at catalog sizes, int8 quantization vs fp32 -----------------------------------------
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc), bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status: the scale benchmark measures memory on Linux only")
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def scale_build(data: Data, workdir: Path, quantization: str) -> tuple[StoreConfig, dict[str, Any]]:
+    """Create, upsert and index one collection with StoreConfig defaults but `quantization`; timings."""
+    config = StoreConfig(backend="embedded", path=str(workdir / f"store-{quantization}"), quantization=quantization)
+    with open_store(config) as store:
+        up, build = fill_and_index(store, data, quantization)
+    return config, {**rate(len(data.ids), up), "index_build_s": round(build.wall, 1),
+                    "index_build_cpu_s": round(build.cpu, 1),
+                    "disk_bytes_per_point": round(dir_bytes(Path(config.path)) / len(data.ids))}
+
+
+def scale_queries(config: StoreConfig, workdir: Path, oversampling: Sequence[float]) -> dict[str, Any]:
+    """In a fresh process (so that the build's freed memory does not hide the cost): open the built collection,
+    run the queries (unfiltered and filtered) per oversampling, and the resident memory the store added."""
+    cmd = [sys.executable, __file__, "--scale-query", str(workdir), json.dumps(dataclasses.asdict(config)),
+           json.dumps(list(oversampling))]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def scale_query_child(workdir: str, config_json: str, oversampling_json: str) -> None:
+    work = Path(workdir)
+    queries = np.load(work / "queries.npy")
+    truth = json.loads((work / "truth.json").read_text())
+    filters = [Filter(must={"category": f["category"]}, ranges={"price": tuple(f["price"])})
+               for f in json.loads((work / "filters.json").read_text())]
+    ids = json.loads((work / "ids.json").read_text())
+    row = {pid: j for j, pid in enumerate(ids)}
+    config = StoreConfig(**json.loads(config_json))
+    before = rss_bytes()
+    result: dict[str, Any] = {}
+    settings = [1.0] if config.quantization == "none" else json.loads(oversampling_json)
+    label = (lambda over: "fp32") if config.quantization == "none" else (lambda over: f"oversampling={over:g}")
+    # (result key, search-time settings, query kinds): each oversampling, then the last one with every filter through
+    # filtered HNSW (exact_filter_below=0): the path of filters matching >= exact_filter_below points at larger sizes
+    passes = [(label(over), {"quantization_oversampling": over}, ("unfiltered", "filtered")) for over in settings]
+    passes.append((label(settings[-1]), {"quantization_oversampling": settings[-1], "exact_filter_below": 0},
+                   ("filtered_hnsw",)))
+    for key, overrides, kinds in passes:  # the same collection reopened with each setting
+        with open_store(dataclasses.replace(config, **overrides)) as store:
+            for kind in kinds:
+                flt = kind != "unfiltered"
+                for q in queries[:5]:  # warm-up
+                    store.search("bench", q, limit=K, filter=filters[0] if flt else None)
+                found, lat = [], []
+                for qi, q in enumerate(queries):
+                    with clock() as e:
+                        hits = store.search("bench", q, limit=K, filter=filters[qi] if flt else None)
+                    lat.append(e)
+                    found.append([row[h.id] for h in hits])
+                truth_kind = "unfiltered" if not flt else "filtered"
+                result.setdefault(key, {})[kind] = {**stats(lat), "recall_at_10": recall(found, truth[truth_kind])}
+            if "rss_added_bytes" not in result:  # first pass: what opening and searching the collection added
+                result["rss_added_bytes"] = rss_bytes() - before
+    print(json.dumps(result))
+
+
+def run_scale(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
+    sizes = [int(x) for x in args.scale.split(",")]
+    quantizations = [q.strip() for q in args.quantizations.split(",")]
+    oversampling = [float(x) for x in args.oversampling.split(",")]
+    defaults = StoreConfig()
+    result: dict[str, Any] = {
+        "command": "python " + " ".join(shlex.quote(a) for a in ["bench/store.py", *(argv or sys.argv[1:])]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads_used": defaults.threads,
+                    "loadavg_1m_at_start": round(os.getloadavg()[0], 2)},
+        "data": {"dim": args.dim, "queries": args.queries, "centres": args.centres, "spread": args.spread,
+                 "seed": args.seed, "k": K,
+                 "kind": "clustered and anisotropic: centres on the sphere sharing a common direction, points = "
+                         "centre + Gaussian noise, normalised (see make_data); filters: 2 of 20 categories and a "
+                         "price range (~5% of points)"},
+        "params": {"m": defaults.hnsw_m, "ef_construct": defaults.hnsw_ef_construct, "ef": defaults.hnsw_ef,
+                   "exact_filter_below": defaults.exact_filter_below,
+                   "int8": "scalar int8, quantile 0.99, always in RAM; search rescored with the originals"},
+        "sizes": {},
+    }
+    out = Path(args.out)
+    for n in sizes:
+        log(f"scale: {n} x {args.dim}")
+        data = make_data(n, args.dim, args.queries, args.centres, args.spread, args.seed)
+        truth = {key: exact_topk(data, flt)[0] for flt, key in ((False, "unfiltered"), (True, "filtered"))}
+        workdir = Path(tempfile.mkdtemp(prefix="coinage-bench-scale-", dir=args.workdir))
+        try:
+            np.save(workdir / "queries.npy", data.queries)
+            (workdir / "truth.json").write_text(json.dumps(truth))
+            (workdir / "ids.json").write_text(json.dumps(data.ids))
+            (workdir / "filters.json").write_text(json.dumps(
+                [{"category": f.must["category"], "price": list(f.ranges["price"])} for f in data.filters]))
+            entry: dict[str, Any] = {"filtered_fraction_mean": round(float(np.mean(
+                [data.mask(f).mean() for f in data.filters[:20]])), 4)}
+            for quantization in quantizations:
+                config, built = scale_build(data, workdir, quantization)
+                queried = scale_queries(config, workdir, oversampling)
+                built["memory_bytes_per_point"] = round(queried.pop("rss_added_bytes") / n)
+                entry[quantization] = {**built, **queried}
+                log(f"  {quantization}: {entry[quantization]}")
+                shutil.rmtree(config.path, ignore_errors=True)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        result["sizes"][str(n)] = entry
+        result["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")  # after each size: a long run keeps what it measured
+        log(f"wrote {out}")
+    return result
+
+
 # --- main ------------------------------------------------------------------------------
 
 
@@ -323,12 +456,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--local-queries", type=int, default=10,
                    help="queries for local mode (a filtered one takes seconds at 100k)")
     p.add_argument("--candidates", default="local,edge,chosen", help="comma list of local, edge, chosen")
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "store.json"), help="JSON result file")
-    return p.parse_args(argv)
+    p.add_argument("--out", default=None, help="JSON result file (default bench/results/store.json, "
+                                                 "with --scale store_scale.json)")
+    p.add_argument("--scale", help="comma list of sizes: the embedded store per size, per --quantizations "
+                                   "(e.g. --scale 100000,250000 --dim 768)")
+    p.add_argument("--quantizations", default="none,int8", help="with --scale: StoreConfig.quantization values")
+    p.add_argument("--oversampling", default="1,2", help="with --scale: quantization_oversampling values searched")
+    p.add_argument("--workdir", default=None, help="with --scale: where the collections are built (default: temp)")
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = str(Path(__file__).parent / "results" / ("store_scale.json" if args.scale else "store.json"))
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.scale:
+        return run_scale(args, argv)
     started = time.perf_counter()  # the whole run, wall-clock
     log(f"data: {args.n} x {args.dim}, {args.queries} queries")
     data = make_data(args.n, args.dim, args.queries, args.centres, args.spread, args.seed)
@@ -380,4 +524,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--scale-query"]:
+        scale_query_child(*sys.argv[2:5])
+    else:
+        main()

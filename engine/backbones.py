@@ -176,9 +176,10 @@ def _snapshot_download(repo: str) -> str:
     from huggingface_hub import snapshot_download
 
     from .errors import BackboneUnavailable
+    from .hub import cache_first
 
     try:
-        return snapshot_download(repo)
+        return cache_first(lambda: snapshot_download(repo), f"backbone repo {repo!r}")
     except Exception as e:  # network, auth, offline mode: all mean "not reachable"
         raise BackboneUnavailable(unreachable_message(repo, e)) from e
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from engine.backbones import get_backbone_config, list_backbones
 
@@ -21,6 +22,20 @@ def register(sub) -> list[str]:
     save.add_argument("out", help="output directory")
     save.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
     save.set_defaults(func=_save)
+    rnd = bsub.add_parser("random",
+                          help="write an architecture-true backbone of seeded random weights (no download)",
+                          description="open_clip ViT-L-14-quickgelu + SD 1.5 UNet/VAE/scheduler (sd15) or ViT-H-14 + "
+                                      "SD 2.1 (sd21), built from configs shipped in the package, with seeded random "
+                                      "weights, in the layout `--backbone DIR` loads. Full size is about 5.5 GB (sd15, "
+                                      "fp32); the options build reduced variants of the same architecture.")
+    rnd.add_argument("name", choices=["sd15", "sd21"])
+    rnd.add_argument("out", help="output directory")
+    rnd.add_argument("--seed", type=int, default=0)
+    rnd.add_argument("--clip-layers", type=int, help="transformer layers per CLIP tower (default: the real depth)")
+    rnd.add_argument("--unet-layers-per-block", type=int, help="layers per UNet/VAE block (default: 2, as SD)")
+    rnd.add_argument("--width-divisor", type=int, default=1, help="divide every width by this (default 1: real)")
+    rnd.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+    rnd.set_defaults(func=_random)
     return ["backbone"]
 
 
@@ -58,4 +73,19 @@ def _save(args) -> int:
 
     out = save_backbone(_load(args), args.out, dtype=args.dtype)
     print(f"saved backbone to {out}")
+    return 0
+
+
+def _random(args) -> int:
+    from engine.loading import save_backbone
+    from engine.random_backbone import Shrink, build_random_backbone
+
+    try:
+        shrink = Shrink(args.clip_layers, args.unet_layers_per_block, args.width_divisor)
+        backbone = build_random_backbone(args.name, seed=args.seed, shrink=shrink)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = save_backbone(backbone, args.out, dtype=args.dtype)
+    print(f"saved random backbone {backbone.id} to {out}")
     return 0

@@ -9,9 +9,10 @@ from typing import Any
 
 import torch
 
-from .backbones import MANIFEST, BackboneConfig, resolve_backbone, unreachable_message
+from .backbones import HF_HUB_PREFIX, MANIFEST, BackboneConfig, resolve_backbone, unreachable_message
 from .device import select_device, select_dtype
 from .errors import BackboneUnavailable
+from .hub import cache_first, hub_offline
 from .tiny import build as build_tiny
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,7 @@ def _load_clip(config: BackboneConfig) -> tuple[torch.nn.Module, dict, dict]:
     import open_clip
 
     try:
-        model = open_clip.create_model(config.clip_model, pretrained=config.clip_pretrained,
-                                       require_pretrained=config.clip_pretrained is not None)
+        model = _create_clip(config)
     except (RuntimeError, OSError, ValueError) as e:
         if config.clip_model.startswith("local-dir:"):
             raise BackboneUnavailable(
@@ -143,6 +143,28 @@ def _load_clip(config: BackboneConfig) -> tuple[torch.nn.Module, dict, dict]:
         clip_cfg = open_clip.get_model_config(config.clip_model.removeprefix("hf-hub:"))
         preprocess_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
     return model, clip_cfg, preprocess_cfg
+
+
+def _create_clip(config: BackboneConfig) -> torch.nn.Module:
+    """open_clip's create_model, with hub files read cache-first (engine.hub) and fetched before the model is built,
+    so that an unreachable hub fails in seconds rather than after building a ViT-L."""
+    import open_clip
+    from open_clip.pretrained import download_pretrained
+
+    name, tag = config.clip_model, config.clip_pretrained
+
+    def create() -> torch.nn.Module:
+        return open_clip.create_model(name, pretrained=tag, require_pretrained=tag is not None)
+
+    if name.startswith("local-dir:") or (tag is not None and Path(tag).is_file()):
+        return create()
+    if name.startswith(HF_HUB_PREFIX):
+        return cache_first(create, f"open_clip model {name!r}")
+    pretrained_cfg = open_clip.get_pretrained_cfg(name, tag) if tag else {}
+    if pretrained_cfg:
+        cache_first(lambda: download_pretrained(pretrained_cfg), f"open_clip weights {name}:{tag}")
+    with hub_offline():  # the weights are cached now (or there are none to fetch)
+        return create()
 
 
 def _clip_hub_id(config: BackboneConfig) -> str:
@@ -162,12 +184,16 @@ def _load_diffusion(config: BackboneConfig) -> tuple[torch.nn.Module, torch.nn.M
 
     source = config.diffusion
     kwargs = {"revision": config.diffusion_revision} if config.diffusion_revision else {}
-    try:
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kwargs)
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs)
+
+    def load() -> tuple[torch.nn.Module, torch.nn.Module, Any]:
         sched_cfg = diffusers.DDPMScheduler.load_config(source, subfolder="scheduler", **kwargs)
         scheduler_cls = getattr(diffusers, sched_cfg["_class_name"])
-        scheduler = scheduler_cls.from_config(sched_cfg)
+        return (UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kwargs),
+                AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs),
+                scheduler_cls.from_config(sched_cfg))
+
+    try:
+        unet, vae, scheduler = load() if Path(source).is_dir() else cache_first(load, f"diffusers repo {source!r}")
     except (OSError, ValueError, KeyError) as e:
         if Path(source).is_dir():
             raise BackboneUnavailable(

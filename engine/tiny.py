@@ -58,15 +58,20 @@ def build_scheduler() -> Any:
                          steps_offset=1)
 
 
+def clip_preprocess(size: int) -> dict[str, Any]:
+    """open_clip's preprocessing of OpenAI CLIP (also OpenCLIP's LAION models): mean/std, bicubic, shortest side."""
+    return {"size": size, "mode": "RGB",
+            "mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711),
+            "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
+
+
 def build(config: BackboneConfig) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any], tuple | None]:
     """The parts of an in-code backbone, seeded: (clip, clip_cfg, preprocess_cfg, (unet, vae, scheduler) or None
     when the config has no diffusion stack); engine.loading assembles them into a Backbone."""
     if config.builder != "tiny-random" or config.clip_cfg is None:
         raise ValueError(f"no in-code builder {config.builder!r}; known: 'tiny-random' (needs clip_cfg)")
     clip = build_clip(config.clip_cfg, config.seed)
-    preprocess = {"size": config.clip_cfg["vision_cfg"]["image_size"], "mode": "RGB",
-                  "mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711),
-                  "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
+    preprocess = clip_preprocess(config.clip_cfg["vision_cfg"]["image_size"])
     diffusion = None
     if config.diffusion:
         width = config.clip_cfg["text_cfg"]["width"]

@@ -499,3 +499,58 @@ def test_point_id_is_stable_uuid5():
     assert point_id("sku-1") == "b916d201-53ca-5a73-a599-549196ea8345"
     with pytest.raises(ValueError):
         point_id("")
+
+
+# --- quantization (StoreConfig.quantization): applied by both backends ----------------------------------------------
+
+SCALAR_INT8 = {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}}
+
+
+def test_embedded_quantization_is_fixed_at_creation(tmp_path):
+    rng = np.random.default_rng(0)
+    points = [Point(str(uuid.UUID(int=i + 1)), rng.standard_normal(16).astype(np.float32), {}) for i in range(50)]
+    with open_store(StoreConfig(path=str(tmp_path), quantization="int8", quantization_oversampling=3.0)) as s:
+        s.create_collection("q", 16)
+        s.upsert("q", points)
+        before = [h.id for h in s.search("q", points[0].vector, limit=5)]
+    edge = json.loads((tmp_path / "collections" / "q" / "shard" / "edge_config.json").read_text())
+    assert edge["quantization_config"] == SCALAR_INT8
+    assert json.loads((tmp_path / "collections" / "q" / "meta.json").read_text())["quantization"] == "int8"
+    with open_store(StoreConfig(path=str(tmp_path), quantization="none")) as s:  # a later setting: new collections
+        assert [h.id for h in s.search("q", points[0].vector, limit=5)] == before and before[0] == points[0].id
+        s.create_collection("plain", 16)
+    edge = json.loads((tmp_path / "collections" / "q" / "shard" / "edge_config.json").read_text())
+    assert edge["quantization_config"] == SCALAR_INT8
+    plain = json.loads((tmp_path / "collections" / "plain" / "shard" / "edge_config.json").read_text())
+    assert plain.get("quantization_config") is None
+
+
+def test_server_quantization_reaches_the_wire_and_searches_rescore():
+    from qdrant_stub import QdrantStub
+
+    with QdrantStub(nodes=1, api_key=None) as stub:
+        config = StoreConfig.from_env({"COINAGE_STORE_BACKEND": "server", "COINAGE_QDRANT_URL": stub.urls[0],
+                                       "COINAGE_STORE_OVERSAMPLING": "3"})
+        assert (config.quantization, config.quantization_oversampling) == ("int8", 3.0)
+        with open_store(config) as store:
+            store.create_collection("products-1", 8)
+        assert stub.cluster.created["products-1"]["quantization_config"] == SCALAR_INT8
+    with QdrantStub(nodes=1, api_key=None) as stub:
+        with open_store(StoreConfig.from_env({"COINAGE_STORE_BACKEND": "server", "COINAGE_QDRANT_URL": stub.urls[0],
+                                              "COINAGE_STORE_QUANTIZATION": "none"})) as store:
+            store.create_collection("products-1", 8)
+        assert stub.cluster.created["products-1"].get("quantization_config") is None
+    client = QdrantClient(location=":memory:")
+    client.query_points = mock.Mock(return_value=mock.Mock(points=[]))
+    store = ServerStore(StoreConfig(backend="server", url="http://qdrant.invalid:6333", quantization_oversampling=3.0),
+                        client=client)
+    store.search("products", np.ones(8, np.float32))
+    params = client.query_points.call_args.kwargs["search_params"]
+    assert (params.quantization.rescore, params.quantization.oversampling) == (True, 3.0)
+
+
+def test_quantization_settings_errors_name_the_fix():
+    with pytest.raises(ValueError, match="COINAGE_STORE_QUANTIZATION=int8 or none"):
+        StoreConfig.from_env({"COINAGE_STORE_QUANTIZATION": "pq"})
+    with pytest.raises(ValueError, match="quantization_oversampling must be >= 1"):
+        StoreConfig(quantization_oversampling=0.5)

@@ -31,12 +31,16 @@ DISTANCES = ("cosine", "dot", "euclid")
 PAYLOAD_SCHEMAS = ("keyword", "integer", "float")
 # StoreConfig field -> environment variable read by StoreConfig.from_env (text values)
 _ENV_VARS = {"backend": "COINAGE_STORE_BACKEND", "path": "COINAGE_STORE_PATH",
-             "url": "COINAGE_QDRANT_URL", "api_key": "COINAGE_QDRANT_API_KEY"}
+             "url": "COINAGE_QDRANT_URL", "api_key": "COINAGE_QDRANT_API_KEY",
+             "quantization": "COINAGE_STORE_QUANTIZATION"}
 # ... and the numeric ones: the cluster settings of new collections and the request timeout
 _ENV_NUMBERS = {"shard_number": ("COINAGE_QDRANT_SHARDS", int),
                 "replication_factor": ("COINAGE_QDRANT_REPLICAS", int),
                 "write_consistency_factor": ("COINAGE_QDRANT_WRITE_CONSISTENCY", int),
-                "timeout_s": ("COINAGE_QDRANT_TIMEOUT_S", float)}
+                "timeout_s": ("COINAGE_QDRANT_TIMEOUT_S", float),
+                "quantization_oversampling": ("COINAGE_STORE_OVERSAMPLING", float)}
+# StoreConfig.quantization values: scalar int8 (with rescoring) or none
+QUANTIZATIONS = ("int8", "none")
 # StoreConfig.url forms that run qdrant-client inside this process instead of reaching a server (test stand-ins)
 MEMORY_URL = ":memory:"  # in-memory mode: the data goes when the store is closed
 LOCAL_URL_PREFIX = "local:"  # "local:<dir>", local mode: the data persists in <dir>, one process at a time
@@ -82,6 +86,13 @@ class StoreConfig:
     exact_filter_below: int = 20_000
     # embedded: threads for index building and search (the dev machines have 2 cores).
     threads: int = 2
+    # both backends: vector quantization of new collections (COINAGE_STORE_QUANTIZATION): "int8" (Qdrant's scalar
+    # int8, quantile 0.99, kept in RAM: searches score the int8 copies, then rescore the best candidates with the
+    # original vectors) or "none" (fp32 only). Fixed at creation (embedded: recorded in the collection's meta.json).
+    quantization: str = "int8"
+    # both backends, quantized collections: candidates rescored with the originals, as a multiple of the results
+    # asked (COINAGE_STORE_OVERSAMPLING; >= 1).
+    quantization_oversampling: float = 2.0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -105,6 +116,12 @@ class StoreConfig:
                 f"replication_factor={self.replication_factor}: every write would wait for copies that do not "
                 "exist; lower COINAGE_QDRANT_WRITE_CONSISTENCY or raise COINAGE_QDRANT_REPLICAS"
             )
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"StoreConfig.quantization={self.quantization!r} is not one of {QUANTIZATIONS}; "
+                             "set COINAGE_STORE_QUANTIZATION=int8 or none")
+        if not self.quantization_oversampling >= 1:
+            raise ValueError(
+                f"StoreConfig.quantization_oversampling must be >= 1, got {self.quantization_oversampling}")
         if not self.timeout_s > 0:
             raise ValueError(f"StoreConfig.timeout_s must be > 0 seconds, got {self.timeout_s}")
 
@@ -123,7 +140,8 @@ class StoreConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StoreConfig:
         """Config from COINAGE_STORE_BACKEND, COINAGE_STORE_PATH, COINAGE_QDRANT_URL,
         COINAGE_QDRANT_API_KEY, COINAGE_QDRANT_SHARDS, COINAGE_QDRANT_REPLICAS,
-        COINAGE_QDRANT_WRITE_CONSISTENCY and COINAGE_QDRANT_TIMEOUT_S (`environ` defaults to
+        COINAGE_QDRANT_WRITE_CONSISTENCY, COINAGE_QDRANT_TIMEOUT_S, COINAGE_STORE_QUANTIZATION and
+        COINAGE_STORE_OVERSAMPLING (`environ` defaults to
         os.environ); unset ones keep their defaults. `overrides` are StoreConfig fields (e.g.
         from CLI flags) and win."""
         env = os.environ if environ is None else environ

@@ -102,6 +102,13 @@ def to_edge_filter(flt: Filter | None) -> qe.Filter | None:
     return qe.Filter(must=conditions)
 
 
+def _quantization_config(quantization: str) -> qe.ScalarQuantizationConfig | None:
+    """StoreConfig.quantization -> the shard's quantization config (None: fp32 vectors only)."""
+    if quantization == "none":
+        return None
+    return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+
+
 class _Collection:
     """One open shard and its metadata."""
 
@@ -110,6 +117,7 @@ class _Collection:
         self.shard = shard
         self.dim = int(meta["dim"])
         self.distance = str(meta["distance"])
+        self.quantization = str(meta.get("quantization", "none"))  # collections from before the setting: none
 
 
 class EmbeddedStore(VectorStore):
@@ -181,10 +189,11 @@ class EmbeddedStore(VectorStore):
         # names that check_name would refuse cannot exist, and must not reach the filesystem
         return is_valid_name(name) and (self._dir(name) / "meta.json").is_file()
 
-    def _edge_config(self, dim: int, distance: str) -> qe.EdgeConfig:
+    def _edge_config(self, dim: int, distance: str, quantization: str = "none") -> qe.EdgeConfig:
         cfg = self._config
         return qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=dim, distance=_DISTANCE[distance]),
+            quantization_config=_quantization_config(quantization),
             hnsw_config=qe.HnswIndexConfig(
                 m=cfg.hnsw_m,
                 ef_construct=cfg.hnsw_ef_construct,
@@ -213,7 +222,8 @@ class EmbeddedStore(VectorStore):
             try:
                 meta = json.loads((self._dir(target) / "meta.json").read_text())
                 shard = qe.EdgeShard.load(
-                    str(self._dir(target) / "shard"), self._edge_config(int(meta["dim"]), str(meta["distance"]))
+                    str(self._dir(target) / "shard"),
+                    self._edge_config(int(meta["dim"]), str(meta["distance"]), meta.get("quantization", "none")),
                 )
             except Exception as e:
                 raise StoreError(
@@ -241,14 +251,16 @@ class EmbeddedStore(VectorStore):
                 shutil.rmtree(directory)
             directory.mkdir(parents=True)
             try:
-                shard = qe.EdgeShard.create(str(directory / "shard"), self._edge_config(dim, distance))
+                shard = qe.EdgeShard.create(str(directory / "shard"),
+                                            self._edge_config(dim, distance, self._config.quantization))
                 for key, schema in (payload_indexes or {}).items():
                     shard.update(qe.UpdateOperation.create_field_index(key, _SCHEMA[schema]))
                 shard.flush()
             except Exception as e:
                 shutil.rmtree(directory, ignore_errors=True)
                 raise StoreError(f"cannot create collection {name!r} in {directory}: {e}") from e
-            meta = {"dim": dim, "distance": distance, "payload_indexes": dict(payload_indexes or {})}
+            meta = {"dim": dim, "distance": distance, "payload_indexes": dict(payload_indexes or {}),
+                    "quantization": self._config.quantization}
             tmp = directory / "meta.json.tmp"
             tmp.write_text(json.dumps(meta, indent=1))
             os.replace(tmp, directory / "meta.json")
@@ -344,13 +356,20 @@ class EmbeddedStore(VectorStore):
                     query=qe.Query.Nearest(query),
                     filter=edge_filter,
                     with_payload=True,
-                    params=qe.SearchParams(hnsw_ef=max(ef, limit + offset) if ef else None, exact=exact),
+                    params=qe.SearchParams(hnsw_ef=max(ef, limit + offset) if ef else None, exact=exact,
+                                           quantization=self._rescoring(col)),
                 ))
             except Exception as e:
                 if is_dimension_error(e):
                     raise DimensionMismatch(f"search in {col.name!r}: {e}") from e
                 raise StoreError(f"search in collection {col.name!r} failed: {e}") from e
         return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in found]
+
+    def _rescoring(self, col: _Collection) -> qe.QuantizationSearchParams | None:
+        """Quantized collections: score the int8 copies, rescore the oversampled best with the originals."""
+        if col.quantization == "none":
+            return None
+        return qe.QuantizationSearchParams(rescore=True, oversampling=self._config.quantization_oversampling)
 
     def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
         point_ids = check_point_ids(ids)

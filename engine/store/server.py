@@ -101,6 +101,22 @@ def _local_locked(directory: str) -> StoreUnavailable:
     )
 
 
+def _quantization_config(quantization: str) -> models.ScalarQuantization | None:
+    """StoreConfig.quantization -> the collection's quantization (the same as the embedded backend's)."""
+    if quantization == "none":
+        return None
+    return models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+        type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
+
+
+def _search_params(config: StoreConfig) -> models.SearchParams | None:
+    """With quantization: rescore the oversampled int8 candidates with the original vectors."""
+    if config.quantization == "none":
+        return None
+    return models.SearchParams(quantization=models.QuantizationSearchParams(
+        rescore=True, oversampling=config.quantization_oversampling))
+
+
 class ServerStore(VectorStore):
     """VectorStore over a Qdrant server. `client` lets tests inject a spy (no probe then)."""
 
@@ -109,6 +125,8 @@ class ServerStore(VectorStore):
         location = config.in_process_location()
         self._in_process = location is not None
         self._closed = False
+        # qdrant-client's in-process modes search exactly and warn about search params: none for them
+        self._search_params = None if self._in_process else _search_params(config)
         if client is not None:
             self._client = client
         elif location == MEMORY_URL:
@@ -184,6 +202,7 @@ class ServerStore(VectorStore):
             shard_number=cfg.shard_number,
             replication_factor=cfg.replication_factor,
             write_consistency_factor=cfg.write_consistency_factor,
+            quantization_config=_quantization_config(cfg.quantization),
             timeout=max(1, math.ceil(cfg.timeout_s)),
         )
         if self._in_process:
@@ -257,7 +276,7 @@ class ServerStore(VectorStore):
             response = self._call(
                 "search", collection_or_alias, self._client.query_points,
                 collection_name=collection_or_alias, query=query.tolist(), limit=limit, offset=offset,
-                query_filter=to_qdrant_filter(filter), with_payload=True,
+                query_filter=to_qdrant_filter(filter), with_payload=True, search_params=self._search_params,
             )
         except StoreError as e:
             if isinstance(e, CollectionNotFound | StoreUnavailable | DimensionMismatch):
