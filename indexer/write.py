@@ -18,7 +18,8 @@ from .decode import Decoded
 log = logging.getLogger(__name__)
 
 HASH_FIELD = "_hash"  # payload field holding the content hash (decode.content_hash)
-PAYLOAD_INDEXES = {"id": "keyword", "product_id": "keyword", "category": "keyword", "price": "float"}
+PAYLOAD_INDEXES = {"id": "keyword", "product_id": "keyword", "category": "keyword", "price": "float",
+                   "attributes.colour": "keyword"}  # the colour facet filters on it
 
 
 def make_points(rows: Sequence[Decoded], vectors: np.ndarray, sparse: bool = True) -> list[Point]:

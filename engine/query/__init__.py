@@ -9,11 +9,12 @@ from .errors import IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
 from .gair import GairOutcome, WeightScore, choose, score_weights
 from .parse import ParsedQuery, parse_query, text_only_prompt
 from .previews import Preview, PreviewCache, cache_key
-from .schema import METHODS, GairResult, ResultItem, SearchRequest, SearchResponse
+from .schema import (METHODS, MODES, RETRIEVALS, SORTS, Correction, Facets, GairResult, ProductResult, ResultItem,
+                     SearchRequest, SearchResponse)
 from .service import QueryService
 
 __all__ = [
-    "METHODS", "GairOutcome", "GairResult", "IndexMismatch", "IndexNotFound", "ParsedQuery", "Preview",
+    "METHODS", "MODES", "RETRIEVALS", "SORTS", "Correction", "Facets", "ProductResult", "GairOutcome", "GairResult", "IndexMismatch", "IndexNotFound", "ParsedQuery", "Preview",
     "PreviewCache", "PreviewUnavailable", "QueryConfig", "QueryError", "QueryService", "ResultItem",
     "SearchRequest", "SearchResponse", "WeightScore", "cache_key", "choose", "parse_query", "score_weights",
     "text_only_prompt",
