@@ -120,7 +120,7 @@ def test_facets_count_products_under_the_filters(service):
     assert facets.values["category"] == expected  # products, not photos (3 per product)
     assert sum(b["count"] for b in facets.price) == PRODUCTS
     assert facets.price[0] == {"min": None, "max": 25.0, "count": sum(r["price"] < 25 for r in per_product.values())}
-    teapots = service.search(SearchRequest("green", category="teapot", filters={"attributes.colour": "green"}))
+    teapots = service.search(SearchRequest("green", category="teapot", colour="green"))
     green = sum(r["category"] == "teapot" and r["attributes"]["colour"] == "green" for r in per_product.values())
     assert green and teapots.facets.values == {"category": {"teapot": green}, "colour": {"green": green}}
     assert {p.photos[0].payload["category"] for p in teapots.products} == {"teapot"}

@@ -73,8 +73,8 @@ class QueryConfig:
     prefetch_limit: int = 256
     # ... grown to this many per product of the page end (offset + limit), so deep pages still have candidates.
     prefetch_per_product: int = 16
-    # Payload fields counted as facets (per product), besides the price ranges.
-    facet_fields: tuple[str, ...] = ("category", "attributes.colour")
+    # Payload field that SearchRequest.colour filters on (a dotted path into the payload); a facet with category.
+    colour_field: str = "attributes.colour"
     # Price-range facet buckets [low, high) in the shop's currency; None leaves a side open.
     price_buckets: tuple[tuple[float | None, float | None], ...] = ((None, 25.0), (25.0, 50.0), (50.0, 100.0),
                                                                      (100.0, None))

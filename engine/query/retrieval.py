@@ -106,9 +106,10 @@ class Retriever:
 
     def _facets(self, query: StoreQuery) -> Facets:
         cfg = self.config
-        counts = self._call(lambda: self.store.facets(cfg.collection, query, cfg.group_by, cfg.facet_fields,
+        fields = {"category": cfg.category_field, "colour": cfg.colour_field}
+        counts = self._call(lambda: self.store.facets(cfg.collection, query, cfg.group_by, list(fields.values()),
                                                       {cfg.price_field: list(cfg.price_buckets)}))
-        values = {f.split(".")[-1]: {str(v): n for v, n in counts.values[f].items()} for f in cfg.facet_fields}
+        values = {name: {str(v): n for v, n in counts.values[f].items()} for name, f in fields.items()}
         price = [{"min": lo, "max": hi, "count": n} for lo, hi, n in counts.ranges[cfg.price_field]]
         return Facets(values, price, counts.products, counts.complete)
 
@@ -118,6 +119,8 @@ class Retriever:
         ranges = {k: tuple(v) for k, v in request.ranges.items()}
         if request.category is not None:
             must[cfg.category_field] = request.category
+        if request.colour is not None:
+            must[cfg.colour_field] = request.colour
         if request.min_price is not None or request.max_price is not None:
             ranges[cfg.price_field] = (request.min_price, request.max_price)
         if not must and not ranges:

@@ -27,6 +27,7 @@ class SearchRequest:
     query: str = ""  # text with <placeholders>; may be empty when `image` is given
     image: Any = None  # a PIL image or the bytes of an uploaded image file; searched by its CLIP feature
     category: str | list[str] | None = None  # exact category (or any of a list): payload QueryConfig.category_field
+    colour: str | list[str] | None = None  # exact colour (or any of a list): payload QueryConfig.colour_field
     min_price: float | None = None  # inclusive lower bound on payload QueryConfig.price_field
     max_price: float | None = None  # inclusive upper bound on payload QueryConfig.price_field
     filters: dict[str, Any] = field(default_factory=dict)  # any payload field -> exact value (str/int) or list
@@ -84,9 +85,11 @@ class SearchRequest:
         _expect_optional_number("max_price", self.max_price)
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
             raise QueryError(f"min_price {self.min_price} is above max_price {self.max_price}; swap or drop one")
-        if self.category is not None and not (isinstance(self.category, str) or (
-                isinstance(self.category, list) and self.category and all(isinstance(c, str) for c in self.category))):
-            raise QueryError(f"field 'category' must be a string or a non-empty list of strings, got {self.category!r}")
+        for name in ("category", "colour"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) or (
+                    isinstance(value, list) and value and all(isinstance(c, str) for c in value))):
+                raise QueryError(f"field {name!r} must be a string or a non-empty list of strings, got {value!r}")
         _expect("filters", self.filters, dict)
         _expect("ranges", self.ranges, dict)
         for key, bounds in self.ranges.items():
