@@ -18,7 +18,6 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from engine.lexical import WORD_RE, document_text, words
-from engine.tokenizer import PLACEHOLDER_RE
 
 METADATA_KEY = "spelling"  # collection metadata: {"version", "rows", "words": {word: rows containing it}}
 FORMAT_VERSION = 1
@@ -115,8 +114,17 @@ class Speller:
         return fixed
 
 
+def _placeholder_re() -> re.Pattern:
+    # imported here: engine.tokenizer loads torch, and the indexer's ONNX path (which builds the vocabulary) runs
+    # without it
+    from engine.tokenizer import PLACEHOLDER_RE
+
+    return PLACEHOLDER_RE
+
+
 def _plain_spans(text: str) -> Iterable[tuple[int, int]]:
     """Spans of `text` outside custom-token placeholders."""
+    PLACEHOLDER_RE = _placeholder_re()
     last = 0
     for m in PLACEHOLDER_RE.finditer(text):
         yield last, m.start()
@@ -126,4 +134,4 @@ def _plain_spans(text: str) -> Iterable[tuple[int, int]]:
 
 def strip_placeholders(text: str) -> str:
     """The query's words without custom-token placeholders: what the lexical side searches."""
-    return re.sub(r"\s+", " ", PLACEHOLDER_RE.sub(" ", text)).strip()
+    return re.sub(r"\s+", " ", _placeholder_re().sub(" ", text)).strip()
