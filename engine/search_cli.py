@@ -46,6 +46,14 @@ def register(sub) -> list[str]:
     p.add_argument("--method", choices=["composed", "text-only", "text+image"], default="composed",
                    help="query vector: ours (composed) or a baseline")
     p.add_argument("--category", action="append", help="only this category (repeat for any of several)")
+    p.add_argument("--colour", action="append", help="only this colour (repeat for any of several)")
+    p.add_argument("--sort", choices=["relevance", "price_asc", "price_desc"], default="relevance")
+    p.add_argument("--mode", choices=["products", "photos"], default="products",
+                   help="one row per product (its matching photos counted) or per photo")
+    p.add_argument("--retrieval", choices=["hybrid", "dense", "lexical"], default="hybrid",
+                   help="CLIP and BM25 fused in the store, or one side alone")
+    p.add_argument("--no-correct", dest="correct", action="store_false",
+                   help="search the words as typed (no typo correction against the catalog's words)")
     p.add_argument("--min-price", type=float)
     p.add_argument("--max-price", type=float)
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
@@ -115,10 +123,11 @@ def _request(args: argparse.Namespace):
         if not sep or not field:
             raise QueryError(f"--filter {item!r} must be FIELD=VALUE, e.g. --filter color=red")
         filters[field] = int(value) if value.lstrip("-").isdigit() else value
-    category = None if not args.category else (args.category[0] if len(args.category) == 1 else args.category)
-    return SearchRequest(query=args.query, image=image, category=category, min_price=args.min_price,
+    category, colour = (None if not v else (v[0] if len(v) == 1 else v) for v in (args.category, args.colour))
+    return SearchRequest(query=args.query, image=image, category=category, colour=colour, min_price=args.min_price,
                          max_price=args.max_price, filters=filters, limit=args.limit, offset=args.offset,
-                         gair=args.gair, weight=args.weight, seed=args.seed, method=args.method)
+                         gair=args.gair, weight=args.weight, seed=args.seed, method=args.method, mode=args.mode,
+                         retrieval=args.retrieval, sort=args.sort, correct=args.correct)
 
 
 def token_sources(args: argparse.Namespace, backbone):
@@ -191,13 +200,18 @@ class ConceptImages:
 
 def format_table(response, result=None) -> str:
     """The results as a text table, then w*, the GAIR scores and the notes."""
-    rows = [("rank", "score", "id", "title", "category", "price")]
+    rows = [("rank", "score", "id", "title", "category", "price", "photos")]
+    photos = {r.rank: len(p.photos) for p in response.products for r in p.photos[:1]}
     for r in response.results:
         p = r.payload
         rows.append((str(r.rank), f"{r.score:.4f}", str(_first(p, ID_FIELDS) or r.id[:8]),
-                     str(_first(p, TITLE_FIELDS) or "")[:40], str(p.get("category", "")), _price(p.get("price"))))
+                     str(_first(p, TITLE_FIELDS) or "")[:40], str(p.get("category", "")), _price(p.get("price")),
+                     str(photos.get(r.rank, ""))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    if response.correction is not None:
+        lines.insert(0, f"showing results for {response.correction.corrected!r}; search instead for "
+                        f"{response.correction.original!r} with --no-correct")
     if not response.results:
         lines.append("(no results)")
     lines.append("")
@@ -207,6 +221,13 @@ def format_table(response, result=None) -> str:
         scores = ", ".join(f"w={s.w:g}: {s.score:.3f}" for s in result.scores)
         cached = " (cached)" if result.outcome.cached else ""
         lines.append(f"GAIR w* = {result.w_star:g}{cached}; min(context, object) scores: {scores}")
+    lines.append(f"retrieval: {response.retrieval}   sort: {response.sort}   per {response.mode[:-1]}")
+    if response.facets is not None:
+        for name, counts in response.facets.values.items():
+            lines.append(f"{name}: " + ", ".join(f"{v} ({n})" for v, n in counts.items()))
+        lines.append("price: " + ", ".join(f"{b['min'] if b['min'] is not None else ''}-"
+                                           f"{b['max'] if b['max'] is not None else ''} ({b['count']})"
+                                           for b in response.facets.price))
     for note in response.notes:
         lines.append(f"note: {note}")
     if response.next_offset is not None:

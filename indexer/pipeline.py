@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from engine.spelling import Vocabulary
 from engine.store import DimensionMismatch, VectorStore, open_store, point_id
 
 from .config import IndexerConfig
@@ -147,6 +148,10 @@ def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder:
             check_rows_kept(config, report, ("nothing was pruned: pruning now would delete every point of "
                                              f"{collection!r}. Fix the catalog, or pass --force to prune deliberately")
                             if prune else "fix the catalog (or pass --force to accept an empty run)")
+        t0 = time.perf_counter()
+        store.set_metadata(collection, run.vocabulary.to_metadata())  # the spelling vocabulary, whole catalog
+        report.vocabulary_words = len(run.vocabulary.counts)
+        report.stage_seconds["write"] += time.perf_counter() - t0
         if prune:
             t0 = time.perf_counter()
             stale = run.writer.stale(run.catalog_ids)
@@ -203,6 +208,7 @@ class _Run:
         self.seen: dict[str, int] = {}  # id -> first row holding it
         self.catalog_ids: set[str] = set()  # point ids of every row with a usable id (for prune)
         self.batch: list[Decoded] = []
+        self.vocabulary = Vocabulary()  # words of every valid row (changed or not): the catalog's spelling list
         self.stage = report.stage_seconds
 
     def consume_catalog(self, reader) -> None:
@@ -251,6 +257,7 @@ class _Run:
                 self._reject(Rejected(row.row, row.id, f"duplicate id: first seen at row {first}"))
                 continue
             chunk.append(row)
+            self.vocabulary.add(row.payload())
             if len(chunk) >= size:
                 yield chunk
                 chunk = []

@@ -31,6 +31,7 @@ class IngestReport:
     seconds: float = 0.0  # wall time of the pass
     rejects_path: str | None = None  # JSONL file: {"row", "id", "reason"} per rejected row
     reject_reasons: dict[str, int] = field(default_factory=dict)  # reason (first words) -> count
+    vocabulary_words: int = 0  # distinct words of the spelling vocabulary stored with the collection
 
     @property
     def rate(self) -> float:

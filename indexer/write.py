@@ -1,6 +1,6 @@
 """Stage 4, write: embedded rows -> points in the vector store; also the lookups that make runs incremental.
 
-A point is (point_id(row id), vector, payload + `_hash`). Upserts are idempotent (same id, same
+A point is (point_id(row id), vector, BM25 vector of the row's text, payload + `_hash`). Upserts are idempotent (same id, same
 content), so a run killed at any moment and run again ends with the same points as a clean run.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from engine.lexical import embed_document
 from engine.store import Point, VectorStore
 
 from .decode import Decoded
@@ -17,14 +18,20 @@ from .decode import Decoded
 log = logging.getLogger(__name__)
 
 HASH_FIELD = "_hash"  # payload field holding the content hash (decode.content_hash)
-PAYLOAD_INDEXES = {"id": "keyword", "product_id": "keyword", "category": "keyword", "price": "float"}
+PAYLOAD_INDEXES = {"id": "keyword", "product_id": "keyword", "category": "keyword", "price": "float",
+                   "attributes.colour": "keyword"}  # the colour facet filters on it
 
 
-def make_points(rows: Sequence[Decoded], vectors: np.ndarray) -> list[Point]:
+def make_points(rows: Sequence[Decoded], vectors: np.ndarray, sparse: bool = True) -> list[Point]:
+    """Points of embedded rows; with `sparse`, each also carries the BM25 vector of its text."""
     if len(rows) != len(vectors):
         raise ValueError(f"{len(rows)} rows but {len(vectors)} vectors")
-    return [Point(r.row.point_id, np.asarray(v, np.float32), {**r.row.payload(), HASH_FIELD: r.hash})
-            for r, v in zip(rows, vectors)]
+    points = []
+    for r, v in zip(rows, vectors):
+        payload = r.row.payload()
+        points.append(Point(r.row.point_id, np.asarray(v, np.float32), {**payload, HASH_FIELD: r.hash},
+                            embed_document(payload) if sparse else None))
+    return points
 
 
 class Writer:
@@ -34,6 +41,10 @@ class Writer:
         self.store = store
         self.collection = collection
         self.written = 0
+        self.sparse = store.has_sparse(collection)
+        if not self.sparse:
+            log.warning("collection %s was built without BM25 vectors: name search and typo correction need "
+                        "`coinage reindex`; writing image vectors only", collection)
 
     def known_hashes(self, point_ids: Sequence[str]) -> dict[str, str]:
         """point id -> stored `_hash`, for the ids the collection holds."""
@@ -43,7 +54,7 @@ class Writer:
         return {p.id: p.payload.get(HASH_FIELD) for p in found if p.payload.get(HASH_FIELD)}
 
     def write(self, rows: Sequence[Decoded], vectors: np.ndarray) -> None:
-        self.store.upsert(self.collection, make_points(rows, vectors))
+        self.store.upsert(self.collection, make_points(rows, vectors, self.sparse))
         self.written += len(rows)
 
     def stale(self, keep: set[str]) -> list[str]:

@@ -720,3 +720,48 @@ def test_cli_index_and_reindex_in_process(catalog, tmp_path, onnx_cache, store_c
     assert "does not exist" in capsys.readouterr().err
     assert main(["index", *common, "--no-onnx", "--quantize", "int8"]) == 1
     assert "quantize needs onnx" in capsys.readouterr().err
+
+
+def test_index_writes_bm25_vectors_and_reindex_refreshes_the_vocabulary(catalog, tmp_path, onnx_cache, store_cfg):
+    from engine.lexical import embed_query
+    from engine.spelling import Speller
+    from engine.store import StoreQuery
+
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
+    report = run_index(cfg)
+    rows = [json.loads(line) for line in catalog.read_text().splitlines()]
+    with open_store(cfg.store) as store:
+        assert store.has_sparse("products")
+        speller = Speller.from_metadata(store.get_metadata("products"))
+        assert report.vocabulary_words == len(speller.counts) > 0
+        assert all(speller.known(w) for w in rows[0]["title"].replace("—", " ").split())
+        # the product's own title, searched lexically only, finds one of its photos first
+        top = store.query("products", StoreQuery(sparse=embed_query(rows[0]["title"])), limit=1)[0]
+        assert top.payload["title"] == rows[0]["title"]
+    for r in rows:
+        if r["product_id"] == rows[0]["product_id"]:
+            r["title"] = "Quokkaberry Parasol"
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_reindex(cfg)
+    with open_store(cfg.store) as store:
+        speller = Speller.from_metadata(store.get_metadata("products"))
+        assert speller.known("quokkaberry")
+        assert speller.correct("quokaberry parasol").corrected == "quokkaberry parasol"
+
+
+def test_index_into_a_collection_built_before_bm25_keeps_working(catalog, tmp_path, onnx_cache, store_cfg, caplog):
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
+    with open_store(cfg.store) as store:
+        store.create_collection("products-old", _dim(cfg), sparse=False)
+        store.set_alias("products", "products-old")
+    report = run_index(cfg)
+    assert report.accepted == ROWS
+    assert "coinage reindex" in caplog.text
+    with open_store(cfg.store) as store:
+        assert not store.has_sparse("products") and store.count("products") == ROWS
+
+
+def _dim(cfg) -> int:
+    from indexer.pipeline import build_embedder, load_backbone_for
+
+    return build_embedder(cfg, load_backbone_for(cfg)).dim

@@ -44,13 +44,13 @@ def setup(tiny, tmp_path_factory, store_config):
     points = []
     for i in range(40):
         vec = rng.standard_normal(tiny.embed_dim).astype(np.float32)
-        payload = {"sku": f"p{i:02d}", "category": ["dress", "mug"][i % 2], "price": float(i),
+        payload = {"sku": f"p{i:02d}", "product_id": f"p{i:02d}", "category": ["dress", "mug"][i % 2], "price": float(i),
                    "color": ["red", "blue", "green"][i % 3], "rating": i % 5}
         points.append(Point(point_id(payload["sku"]), vec, payload))
     q = service.composed_vectors(QUERY, [0.0, 1.0])
     targets = {"target-w0": q[0], "target-w1": q[1], "target-image": service.image_vector(photo())}
     for sku, vec in targets.items():
-        points.append(Point(point_id(sku), vec.numpy(), {"sku": sku, "category": "dress", "price": 99.0,
+        points.append(Point(point_id(sku), vec.numpy(), {"sku": sku, "product_id": sku, "category": "dress", "price": 99.0,
                                                          "color": "gold", "rating": 5}))
     store.upsert("products-v1", points)
     store.set_alias("products", "products-v1")
@@ -74,7 +74,7 @@ def test_composition_endpoints_equal_the_plain_encodings(setup, encoder):
 
 def test_search_finds_the_composed_query_with_notes(setup):
     service, _, _ = setup
-    response = service.search(SearchRequest(QUERY, gair=False, limit=3))
+    response = service.search(SearchRequest(QUERY, gair=False, limit=3, retrieval="dense"))  # cosine scores
     assert skus(response)[0] == "target-w1" and response.results[0].score == pytest.approx(1.0, abs=1e-4)
     assert response.prompt == PROMPT and response.tokens == ["<aurora>"]
     assert response.weight == 1.0 and response.weight_source == "default"
@@ -145,7 +145,7 @@ def test_baselines(setup, encoder):
     assert service.search(SearchRequest(QUERY, method="text+image", limit=1)).results
     # fixed w: the score of a stored q(1) under the query q(0.5) is their cosine
     half, one = service.composed_vectors(QUERY, [0.5, 1.0])
-    gold = service.search(SearchRequest(QUERY, weight=0.5, filters={"color": "gold"}, limit=3))
+    gold = service.search(SearchRequest(QUERY, weight=0.5, filters={"color": "gold"}, limit=3, retrieval="dense"))
     score = {r.payload["sku"]: r.score for r in gold.results}["target-w1"]
     assert score == pytest.approx(float(half @ one), abs=1e-4)
 

@@ -143,6 +143,25 @@ def test_filters_limit_category_and_price(client, res):
     assert cards and all(cat == "mug" and float(price) <= 20 for price, cat in cards)
 
 
+def test_one_card_per_product_facets_narrow_sort_by_price_and_correct_typos(client):
+    html = client.get("/search?q=striped+thing", headers=HX).get_data(as_text=True)
+    products = re.findall(r'data-product="([^"]+)"', html)
+    assert products and len(products) == len(set(products))  # one card per product
+    assert re.search(r"Results 1–\d+ of (about )?\d+\s+products", html) and 'id="facets"' in html
+    link = re.search(r'data-facet="category".*?href="(/search\?[^"]*category=(\w[\w-]*)[^"]*)"', html, re.S)
+    url, category = link.group(1).replace("&amp;", "&"), link.group(2)
+    narrowed = client.get(url, headers=HX).get_data(as_text=True)
+    cards = re.findall(r'<span class="price">([0-9.,]+)</span><span>(\w[\w-]*)</span>', narrowed)
+    assert cards and {c for _, c in cards} == {category} and f"{category} ×" in narrowed  # the active facet
+    cheap = client.get("/search?q=striped+thing&sort=price_asc", headers=HX).get_data(as_text=True)
+    prices = [float(p.replace(",", "")) for p, _ in re.findall(r'<span class="price">([0-9.,]+)</span><span>(\w[\w-]*)</span>', cheap)]
+    assert prices == sorted(prices) and "<b>Price: low to high</b>" in cheap
+    typo = client.get("/search?q=strped+dres", headers=HX).get_data(as_text=True)
+    assert 'id="correction"' in typo and "Showing results for <b>“striped dress”</b>" in typo
+    as_typed = re.search(r'search instead for\s+<a href="([^"]+)"', typo).group(1).replace("&amp;", "&")
+    assert "exact=1" in as_typed and 'id="correction"' not in client.get(as_typed, headers=HX).get_data(as_text=True)
+
+
 @pytest.mark.parametrize("query,status,needle", [
     ("/search?q=", 400, "empty query"),
     ("/search?q=%20%20", 400, "empty query"),

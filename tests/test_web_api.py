@@ -82,11 +82,18 @@ def test_openapi_document_is_valid_and_matches_the_routes(client, app):
 
 
 def test_search_get_returns_results_image_urls_and_the_preview_job(client, res):
-    r = client.get("/api/search?q=red+dress&limit=4&category=dress")
+    r = client.get("/api/search?q=red+dress&limit=2&category=dress")
     body = r.json
-    assert r.status_code == 200 and len(body["results"]) == 4 and body["next_offset"] == 4
+    assert r.status_code == 200 and body["mode"] == "products" and body["retrieval"] == "hybrid"
+    assert len(body["products"]) == len(body["results"]) == 2 and body["next_offset"] == 2
+    photos = [p for product in body["products"] for p in product["photos"]]
+    assert len(photos) > 2 and all(p["payload"]["product_id"] == product["product_id"]
+                                   for product in body["products"] for p in product["photos"])
     assert all(x["payload"]["category"] == "dress" and x["image_url"].startswith("/catalog/images/")
-               for x in body["results"])
+               for x in body["results"] + photos)
+    assert body["facets"]["values"]["category"] == {"dress": body["facets"]["products"]}
+    photo_page = client.get("/api/search?q=red+dress&limit=4&category=dress&mode=photos&preview=0").json
+    assert photo_page["mode"] == "photos" and len(photo_page["results"]) == 4 and not photo_page["products"]
     preview = body["preview"]
     assert preview["state"] == "queued" and preview["url"] == f"/api/jobs/{preview['job']}"
     job = client.get(preview["url"])
@@ -123,7 +130,8 @@ def test_search_post_by_photo_needs_no_csrf(client):
 @pytest.mark.parametrize("kwargs,field,code", [
     ({"json": {"limit": 3}}, "query", "missing_field"),
     ({"json": {"query": "dress", "limit": "ten"}}, None, "bad_query"),
-    ({"json": {"query": "dress", "colour": "red"}}, None, "bad_query"),
+    ({"json": {"query": "dress", "flavour": "red"}}, None, "bad_query"),  # an unknown field
+    ({"json": {"query": "dress", "sort": "cheapest"}}, None, "bad_query"),
     ({"json": {"query": "dress", "preview": "yes"}}, "preview", "invalid_field"),
     ({"data": "not json", "content_type": "text/plain"}, None, "invalid_json"),
     ({"json": ["dress"]}, None, "invalid_json"),

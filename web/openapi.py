@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.query.schema import MODES, RETRIEVALS, SORTS
 from engine.tokenizer import NAME_PATTERN
 
 VERSION = "0.1.0"
@@ -64,6 +65,20 @@ SCHEMAS: dict[str, Any] = {
             "field": {"type": "string", "description": "the request field at fault, when one is"},
             "suggestions": {"type": "array", "items": {"type": "string"},
                             "description": "registered tokens close to an unknown one"}}}}},
+    "Product": {"type": "object", "properties": {
+        "rank": {"type": "integer"}, "product_id": {"type": "string"}, "score": {"type": "number"},
+        "payload": {"type": "object", "description": "the best photo's payload (title, category, price, ...)"},
+        "photos": {"type": "array", "items": _ref("Result"), "description": "matching photos, best first"}}},
+    "Correction": {"type": "object", "properties": {
+        "original": {"type": "string"}, "corrected": {"type": "string"},
+        "changes": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}}},
+    "Facets": {"type": "object", "properties": {
+        "values": {"type": "object", "description": "category / colour -> value -> matching products",
+                   "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}}},
+        "price": {"type": "array", "items": {"type": "object", "properties": {
+            "min": {"type": ["number", "null"]}, "max": {"type": ["number", "null"]}, "count": {"type": "integer"}}}},
+        "products": {"type": "integer", "description": "distinct products among the query's candidates"},
+        "complete": {"type": "boolean", "description": "false when more products could match further down"}}},
     "Result": {"type": "object", "properties": {
         "rank": {"type": "integer"}, "id": {"type": "string"}, "score": {"type": "number"},
         "payload": {"type": "object"}, "image_url": {"type": ["string", "null"]}}},
@@ -80,7 +95,14 @@ SCHEMAS: dict[str, Any] = {
         "results": {"type": "array", "items": _ref("Result")}, "limit": {"type": "integer"},
         "offset": {"type": "integer"}, "next_offset": {"type": ["integer", "null"]},
         "collection": {"type": "string"}, "backbone": {"type": "string"}, "timings_ms": {"type": "object"},
-        "preview": {"oneOf": [_ref("PreviewPanel"), {"type": "null"}]}}},
+        "preview": {"oneOf": [_ref("PreviewPanel"), {"type": "null"}]},
+        "mode": {"type": "string", "enum": ["products", "photos"],
+                 "description": "products: `products` is the page and `results` each product's best photo"},
+        "products": {"type": "array", "items": _ref("Product")},
+        "retrieval": {"type": "string", "enum": ["hybrid", "dense", "lexical"]},
+        "sort": {"type": "string", "enum": ["relevance", "price_asc", "price_desc"]},
+        "correction": {"oneOf": [_ref("Correction"), {"type": "null"}]},
+        "facets": {"oneOf": [_ref("Facets"), {"type": "null"}]}}},
     "Job": {"type": "object", "properties": {
         "id": {"type": "string"}, "kind": {"type": "string", "enum": ["train", "reindex", "preview"]},
         "params": {"type": "object"},
@@ -145,7 +167,18 @@ def _search_request(query, limits) -> dict[str, Any]:
                    "description": "fixed composition weight w; null: GAIR's w* when known, else 1"},
         "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SEED},
         "method": {"type": "string", "enum": ["composed", "text-only", "text+image"]},
-        "preview": {"type": "boolean", "default": True, "description": "queue the preview job for a text query"}},
+        "preview": {"type": "boolean", "default": True, "description": "queue the preview job for a text query"},
+        "colour": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                             {"type": "null"}]},
+        "mode": {"type": "string", "enum": list(MODES), "default": "products",
+                 "description": "a page of products (each with its matching photos) or of photos"},
+        "retrieval": {"type": "string", "enum": list(RETRIEVALS), "default": "hybrid",
+                      "description": "CLIP and BM25 fused in the store, or one side alone"},
+        "sort": {"type": "string", "enum": list(SORTS), "default": "relevance"},
+        "correct": {"type": "boolean", "default": True,
+                    "description": "correct typos against the catalog's words; false searches the query as typed"},
+        "facets": {"type": "boolean", "default": True,
+                   "description": "count categories, colours and price ranges over the matching products"}},
         "anyOf": [{"required": ["query"], "properties": {"query": {"pattern": QUERY_NONBLANK}}},
                   {"required": ["image"], "properties": {"image": {"type": "string"}}}],
         "description": "a text query, a photo, or both"}
@@ -196,6 +229,12 @@ def spec(query=None, limits=None) -> dict[str, Any]:
         _query("seed", {"type": "integer", "minimum": 0, "maximum": MAX_SEED}, "diffusion seed of the preview"),
         _query("method", {"type": "string", "enum": ["composed", "text-only", "text+image"]}, "query vector"),
         _query("preview", {"type": "boolean"}, "queue the preview job (default true)"),
+        _query("colour", {"type": "string"}, "exact colour (repeat for any of several)"),
+        _query("mode", {"type": "string", "enum": ["products", "photos"]}, "results per product (default) or photo"),
+        _query("retrieval", {"type": "string", "enum": ["hybrid", "dense", "lexical"]}, "retrieval sides"),
+        _query("sort", {"type": "string", "enum": ["relevance", "price_asc", "price_desc"]}, "result order"),
+        _query("correct", {"type": "boolean"}, "correct typos (default true)"),
+        _query("facets", {"type": "boolean"}, "count facets (default true)"),
     ]
     admin = SESSION
     paths: dict[str, Any] = {

@@ -20,12 +20,17 @@ from engine.jobs import Job
 from .errors import ApiError
 
 PHOTO_RE = re.compile(r"^[0-9a-f]{64}$")
+SORTS = ("relevance", "price_asc", "price_desc")  # engine.query.SORTS (not imported here: the engine loads lazily)
+SORT_LABELS = {"relevance": "Relevance", "price_asc": "Price: low to high", "price_desc": "Price: high to low"}
 
 
 @dataclass
 class SearchForm:
     q: str = ""  # the query text, custom tokens written <name>
     category: str = ""  # exact category, '' for all
+    colour: str = ""  # exact colour (a facet click), '' for all
+    sort: str = "relevance"  # 'relevance', 'price_asc' or 'price_desc'
+    exact: bool = False  # search the query as typed (the "search instead for" link): no typo correction
     min_price: float | None = None
     max_price: float | None = None
     page: int = 1  # 1-based
@@ -35,7 +40,13 @@ class SearchForm:
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> "SearchForm":
-        form = cls(q=(args.get("q") or "")[:1000], category=(args.get("category") or "").strip())
+        form = cls(q=(args.get("q") or "")[:1000], category=(args.get("category") or "").strip(),
+                   colour=(args.get("colour") or "").strip(), exact=(args.get("exact") or "") in ("1", "true", "on"))
+        sort = (args.get("sort") or "relevance").strip()
+        if sort in SORTS:
+            form.sort = sort
+        else:
+            form.errors.append(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
         form.min_price = form._number(args, "min_price", "Min price")
         form.max_price = form._number(args, "max_price", "Max price")
         page = (args.get("page") or "1").strip()
@@ -77,11 +88,14 @@ class SearchForm:
 
     def params(self, **changes: Any) -> dict[str, Any]:
         """URL parameters of this search (empty ones left out), with `changes` applied."""
-        values = {"q": self.q, "category": self.category, "min_price": self.min_price, "max_price": self.max_price,
+        values = {"q": self.q, "category": self.category, "colour": self.colour, "min_price": self.min_price,
+                  "max_price": self.max_price, "sort": self.sort, "exact": 1 if self.exact else None,
                   "page": self.page, "w": self.w, "photo": self.photo}
         values.update(changes)
         if values.get("page") == 1:
             values.pop("page")
+        if values.get("sort") == "relevance":
+            values.pop("sort")
         return {k: (f"{v:g}" if isinstance(v, float) else v) for k, v in values.items() if v not in (None, "")}
 
     def url(self, **changes: Any) -> str:
@@ -140,6 +154,59 @@ class SearchOutcome:
             return None
         return self.form.url(page=self.form.page + 1)
 
+    @property
+    def items(self) -> list[Any]:
+        """What the page shows: one entry per product (with its photos), or per photo for points without products."""
+        r = self.response
+        return r.products if r.products else [_PhotoAsProduct(item) for item in r.results]
+
+    def facet_links(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """(heading, [{label, count, url, active}]) for category, colour and price: clicks filter (and unfilter)."""
+        facets = self.response.facets if self.response is not None else None
+        if facets is None:
+            return []
+        form = self.form
+        groups = []
+        for heading, name in (("Category", "category"), ("Colour", "colour")):
+            current = getattr(form, name)
+            links = [{"label": value, "count": count, "active": value == current,
+                      "url": form.url(**{name: "" if value == current else value, "page": 1})}
+                     for value, count in facets.values.get(name, {}).items()]
+            groups.append((heading, links))
+        prices = []
+        for bucket in facets.price:
+            low, high = bucket["min"], bucket["max"]
+            active = form.min_price == low and form.max_price == high
+            label = (f"under {high:g}" if low is None else f"{low:g} and up" if high is None else f"{low:g}–{high:g}")
+            prices.append({"label": label, "count": bucket["count"], "active": active,
+                           "url": form.url(min_price=None if active else low, max_price=None if active else high,
+                                           page=1)})
+        groups.append(("Price", prices))
+        return groups
+
+    def sort_links(self) -> list[dict[str, Any]]:
+        return [{"label": SORT_LABELS[s], "url": self.form.url(sort=s, page=1), "active": s == self.form.sort}
+                for s in SORTS]
+
+
+@dataclass
+class _PhotoAsProduct:
+    """A photo result shown as a card (its collection has no product ids)."""
+
+    item: Any
+
+    @property
+    def photos(self) -> list[Any]:
+        return [self.item]
+
+    @property
+    def rank(self) -> int:
+        return self.item.rank
+
+    @property
+    def score(self) -> float:
+        return self.item.score
+
 
 def run_search(res, form: SearchForm, image: bytes | None = None, with_preview: bool = True) -> SearchOutcome:
     """Search now (fast path) and, for a text query, make sure a preview job exists for it."""
@@ -164,8 +231,9 @@ def run_search(res, form: SearchForm, image: bytes | None = None, with_preview: 
             out.error = ApiError(404, "photo_gone", "that uploaded photo is no longer on the server; upload it again")
             return out
         image = path.read_bytes()
-    request = SearchRequest(query=form.q, image=image, category=form.category or None, min_price=form.min_price,
-                            max_price=form.max_price, limit=per_page, offset=(form.page - 1) * per_page, weight=form.w)
+    request = SearchRequest(query=form.q, image=image, category=form.category or None, colour=form.colour or None,
+                            min_price=form.min_price, max_price=form.max_price, limit=per_page,
+                            offset=(form.page - 1) * per_page, weight=form.w, sort=form.sort, correct=not form.exact)
     out.request = request
     try:
         out.response = res.query.search(request)

@@ -9,12 +9,14 @@ from .errors import ConflictingFields, IndexMismatch, IndexNotFound, PreviewUnav
 from .gair import GairOutcome, WeightScore, choose, score_weights
 from .parse import ParsedQuery, parse_query, text_only_prompt
 from .previews import Preview, PreviewCache, cache_key
-from .schema import METHODS, GairResult, ResultItem, SearchRequest, SearchResponse
+from .schema import (METHODS, MODES, RETRIEVALS, SORTS, Correction, Facets, GairResult, ProductResult, ResultItem,
+                     SearchRequest, SearchResponse)
 from .service import QueryService
 
 __all__ = [
-    "METHODS", "ConflictingFields", "GairOutcome", "GairResult", "IndexMismatch", "IndexNotFound", "ParsedQuery",
-    "Preview", "PreviewCache", "PreviewUnavailable", "QueryConfig", "QueryError", "QueryService", "ResultItem",
+    "METHODS", "MODES", "RETRIEVALS", "SORTS", "ConflictingFields", "Correction", "Facets", "GairOutcome",
+    "GairResult", "IndexMismatch", "IndexNotFound", "ParsedQuery", "Preview", "PreviewCache", "PreviewUnavailable",
+    "ProductResult", "QueryConfig", "QueryError", "QueryService", "ResultItem",
     "SearchRequest", "SearchResponse", "WeightScore", "cache_key", "choose", "parse_query", "score_weights",
     "text_only_prompt",
 ]

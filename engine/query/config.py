@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.diffusion import SamplerConfig
+from engine.store import Fusion
 
 from .errors import QueryError
 
@@ -60,6 +61,29 @@ class QueryConfig:
     category_field: str = "category"
     # Payload field that SearchRequest.min_price / max_price bound (inclusive).
     price_field: str = "price"
+    # Payload field that groups photos into products (one result card per value).
+    group_by: str = "product_id"
+    # Photos shown per product card: the best one and up to group_size - 1 thumbnails.
+    group_size: int = 4
+    # Fusion of the dense (CLIP) and lexical (BM25) prefetches, done in the store: 'rrf' or 'dbsf'. DBSF had the
+    # best mean nDCG@10 over the query kinds of `coinage bench relevance` on world seed 0 (0.956; RRF k=60:
+    # 0.945), checked on seeds 1 and 2 (docs/relevance.md).
+    fusion: str = "dbsf"
+    # RRF's k in 1/(k + rank).
+    rrf_k: int = 60
+    # RRF weights of the dense and the lexical prefetch; None = equal.
+    fusion_weights: tuple[float, float] | None = None
+    # Candidates each side contributes before fusion (and the window facets, counts and price sorts cover) ...
+    prefetch_limit: int = 256
+    # ... grown to this many per product of the page end (offset + limit), so deep pages still have candidates.
+    prefetch_per_product: int = 16
+    # Payload field that SearchRequest.colour filters on (a dotted path into the payload); a facet with category.
+    colour_field: str = "attributes.colour"
+    # Price-range facet buckets [low, high) in the shop's currency; None leaves a side open.
+    price_buckets: tuple[tuple[float | None, float | None], ...] = ((None, 25.0), (25.0, 50.0), (50.0, 100.0),
+                                                                     (100.0, None))
+    # Seconds the spelling vocabulary of the searched collection is reused before the alias is checked again.
+    spelling_refresh_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.weights:
@@ -69,7 +93,8 @@ class QueryConfig:
             raise QueryError(f"QueryConfig.weights must lie in [0, 1]; {bad} do not")
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         for name in ("images_per_weight", "preview_cache_items", "gair_cache_items", "context_cache_items",
-                     "text_cache_items", "default_limit", "max_limit", "max_offset", "max_query_chars"):
+                     "text_cache_items", "default_limit", "max_limit", "max_offset", "max_query_chars", "group_size",
+                     "rrf_k", "prefetch_limit", "prefetch_per_product"):
             if int(getattr(self, name)) < 1:
                 raise QueryError(f"QueryConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:
@@ -80,8 +105,17 @@ class QueryConfig:
             raise QueryError(f"QueryConfig.default_limit ({self.default_limit}) exceeds max_limit ({self.max_limit})")
         if self.text_runtime not in ("auto", "onnx", "torch"):
             raise QueryError(f"QueryConfig.text_runtime must be 'auto', 'onnx' or 'torch', got {self.text_runtime!r}")
+        try:
+            self.store_fusion()
+        except ValueError as e:
+            raise QueryError(f"QueryConfig fusion settings: {e}") from e
         if self.sampler not in ("dpm", "ddim"):
             raise QueryError(f"QueryConfig.sampler must be 'dpm' or 'ddim', got {self.sampler!r}")
+
+    def store_fusion(self) -> Fusion:
+        """The store's fusion settings from fusion, rrf_k and fusion_weights."""
+        weights = tuple(float(w) for w in self.fusion_weights) if self.fusion_weights is not None else None
+        return Fusion(self.fusion, int(self.rrf_k), weights)
 
     def sampler_config(self, backbone) -> SamplerConfig:
         """The sampler settings for this backbone (None fields fall back to the backbone's defaults)."""

@@ -17,6 +17,12 @@ if TYPE_CHECKING:
 
 # Query vectors: "composed" is q_pool(w) (w from the request, GAIR or 1); the others are the paper's baselines.
 METHODS = ("composed", "text-only", "text+image")
+# Results per product (one card per product, its best photos) or per photo (the paper-protocol unit).
+MODES = ("products", "photos")
+# Which sides retrieve: both fused in the store (default), the CLIP vector alone, or BM25 over the product text alone.
+RETRIEVALS = ("hybrid", "dense", "lexical")
+# Result order: fused relevance, or price (QueryConfig.price_field) over the query's candidates.
+SORTS = ("relevance", "price_asc", "price_desc")
 
 
 @dataclass
@@ -24,6 +30,7 @@ class SearchRequest:
     query: str = ""  # text with <placeholders>; may be empty when `image` is given
     image: Any = None  # a PIL image or the bytes of an uploaded image file; searched by its CLIP feature
     category: str | list[str] | None = None  # exact category (or any of a list): payload QueryConfig.category_field
+    colour: str | list[str] | None = None  # exact colour (or any of a list): payload QueryConfig.colour_field
     min_price: float | None = None  # inclusive lower bound on payload QueryConfig.price_field
     max_price: float | None = None  # inclusive upper bound on payload QueryConfig.price_field
     filters: dict[str, Any] = field(default_factory=dict)  # any payload field -> exact value (str/int) or list
@@ -34,6 +41,11 @@ class SearchRequest:
     weight: float | None = None  # a fixed w in [0, 1] (no GAIR); None = w* from GAIR when known, else 1
     seed: int | None = None  # diffusion seed for GAIR and previews; None = QueryConfig.seed
     method: str = "composed"  # one of METHODS
+    mode: str = "products"  # one of MODES: a page of products (each with its matching photos) or of photos
+    retrieval: str = "hybrid"  # one of RETRIEVALS
+    sort: str = "relevance"  # one of SORTS
+    correct: bool = True  # correct typos against the catalog's words; False searches the query as typed
+    facets: bool = True  # count categories, colours and price ranges over the matching products
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "image"}
@@ -86,9 +98,11 @@ class SearchRequest:
         _expect_optional_number("max_price", self.max_price)
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
             raise ConflictingFields(f"min_price {self.min_price} is above max_price {self.max_price}; swap or drop one")
-        if self.category is not None and not (isinstance(self.category, str) or (
-                isinstance(self.category, list) and self.category and all(isinstance(c, str) for c in self.category))):
-            raise QueryError(f"field 'category' must be a string or a non-empty list of strings, got {self.category!r}")
+        for name in ("category", "colour"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) or (
+                    isinstance(value, list) and value and all(isinstance(c, str) for c in value))):
+                raise QueryError(f"field {name!r} must be a string or a non-empty list of strings, got {value!r}")
         _expect("filters", self.filters, dict)
         _expect("ranges", self.ranges, dict)
         for key, bounds in self.ranges.items():
@@ -109,6 +123,12 @@ class SearchRequest:
             raise QueryError(f"field 'seed' must be an integer >= 0, got {self.seed!r}")
         if self.method not in METHODS:
             raise QueryError(f"field 'method' must be one of {METHODS}, got {self.method!r}")
+        for name, allowed in (("mode", MODES), ("retrieval", RETRIEVALS), ("sort", SORTS)):
+            if getattr(self, name) not in allowed:
+                raise QueryError(f"field {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("correct", "facets"):
+            if not isinstance(getattr(self, name), bool):
+                raise QueryError(f"field {name!r} must be true or false, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -120,6 +140,39 @@ class ResultItem:
 
     def to_json(self) -> dict[str, Any]:
         return {"rank": self.rank, "id": self.id, "score": self.score, "payload": self.payload}
+
+
+@dataclass
+class ProductResult:
+    rank: int  # 1-based position among products (offset included)
+    product_id: str  # the catalog's product id (payload product_id)
+    score: float  # its best photo's score (fused relevance; under a price sort, still the ranking's score)
+    photos: list[ResultItem]  # its matching photos, best first: photos[0] is the card's image, the rest thumbnails
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rank": self.rank, "product_id": self.product_id, "score": self.score,
+                "payload": self.photos[0].payload, "photos": [p.to_json() for p in self.photos]}
+
+
+@dataclass
+class Correction:
+    original: str  # the query as typed
+    corrected: str  # the query searched
+    changes: list[tuple[str, str]]  # (typed word, replacement)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"original": self.original, "corrected": self.corrected, "changes": [list(c) for c in self.changes]}
+
+
+@dataclass
+class Facets:
+    values: dict[str, dict[str, int]]  # field (category, colour) -> value -> matching products with it
+    price: list[dict[str, Any]]  # [{"min", "max", "count"}] per price range; min/max null when open
+    products: int  # distinct products among the query's candidates
+    complete: bool  # False when the candidate window was full (more products could match further down)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"values": self.values, "price": self.price, "products": self.products, "complete": self.complete}
 
 
 @dataclass
@@ -138,10 +191,19 @@ class SearchResponse:
     collection: str  # collection or alias searched
     backbone: str  # backbone id the query was encoded with
     timings_ms: dict[str, float] = field(default_factory=dict)  # parse, encode, search, total
+    mode: str = "photos"  # "products": `products` holds the page and `results` each product's best photo
+    products: list[ProductResult] = field(default_factory=list)  # the page of products (mode "products")
+    retrieval: str = "dense"  # the sides that retrieved: "hybrid", "dense" or "lexical"
+    sort: str = "relevance"  # one of SORTS
+    correction: Correction | None = None  # the typo correction applied, if any
+    facets: Facets | None = None  # counts over the matching products (when asked for)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["results"] = [r.to_json() for r in self.results]
+        out["products"] = [p.to_json() for p in self.products]
+        out["correction"] = self.correction.to_json() if self.correction else None
+        out["facets"] = self.facets.to_json() if self.facets else None
         return out
 
 

@@ -33,16 +33,18 @@ import torch.nn.functional as F
 from engine.compose import attribute_prompts, mix
 from engine.diffusion import GenerationCancelled, generate
 from engine.images import ImageEncoder
-from engine.store import CollectionNotFound, DimensionMismatch, Filter, VectorStore
+from engine.spelling import strip_placeholders
+from engine.store import VectorStore
 from engine.text import TextEncoder, TextFeatures
 from engine.tokens import TokenSet
 
 from .config import QueryConfig
-from .errors import ConflictingFields, IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
+from .errors import ConflictingFields, PreviewUnavailable, QueryError
 from .gair import GairOutcome, WeightScore, choose, score_weights
 from .parse import ParsedQuery, parse_query, text_only_prompt
 from .previews import LRU, Preview, PreviewCache, cache_key, to_png
-from .schema import GairResult, ResultItem, SearchRequest, SearchResponse
+from .retrieval import Retriever, SpellingSource
+from .schema import Correction, GairResult, SearchRequest, SearchResponse
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ class _Prepared:
     image_feature: torch.Tensor | None  # (embed_dim,) for an image query
     notes: list[str]
     seed: int
+    correction: Correction | None = None  # the typo correction applied to the query text, if any
+    lexical: str = ""  # what the lexical (BM25) side searches: the (corrected) words without placeholders
 
     @property
     def has_tokens(self) -> bool:
@@ -118,6 +122,8 @@ class QueryService:
         self._uncond: torch.Tensor | None = None
         self._flights: dict[str, threading.Lock] = {}
         self._flights_lock = threading.Lock()
+        self.retriever = Retriever(store, self.config, backbone.id)
+        self.spelling = SpellingSource(store, self.config)
 
     # --- public: fast path ---------------------------------------------------------------
 
@@ -234,15 +240,30 @@ class QueryService:
         notes: list[str] = []
         parsed = None
         used = TokenSet()
+        correction = None
+        text = request.query
         if request.query.strip() or image is None:
             registered = self.current_tokens()
-            parsed = parse_query(request.query, registered, self.config.max_query_chars)
+            correction = self._correct(request)
+            text = correction.corrected if correction else request.query
+            parsed = parse_query(text, registered, self.config.max_query_chars)
             notes.extend(parsed.notes)
             used = TokenSet([registered.get(p) for p in parsed.placeholders])
         if image is not None and parsed is not None:
             notes.append("searching by the image and the text together (normalised mean of both features)")
         seed = request.seed if request.seed is not None else self.config.seed
-        return _Prepared(request, parsed, used, {t.placeholder: t.version for t in used}, image, notes, seed)
+        return _Prepared(request, parsed, used, {t.placeholder: t.version for t in used}, image, notes, seed,
+                         correction, strip_placeholders(text))
+
+    def _correct(self, request: SearchRequest) -> Correction | None:
+        """The query with unknown words corrected to catalog words; None when nothing changed (or asked not to)."""
+        if not request.correct:
+            return None
+        speller = self.spelling.get()
+        if speller is None:
+            return None
+        found = speller.correct(request.query)
+        return Correction(found.original, found.corrected, list(found.changes)) if found.changed else None
 
     def _image_feature(self, image: Any) -> torch.Tensor:
         from PIL import Image
@@ -340,46 +361,23 @@ class QueryService:
 
     def _search_prepared(self, prep: _Prepared, weight: float | None, source: str, clock: _Clock) -> SearchResponse:
         request = prep.request
-        vector = self._vector(prep, weight)
+        vector = None
+        if request.retrieval != "lexical":
+            vector = self._vector(prep, weight).detach().float().cpu().numpy()
         clock.lap("encode")
         limit = request.limit or self.config.default_limit
-        hits = self._store_search(vector, limit, request.offset, self._filter(request))
+        page = self.retriever.page(request, vector, prep.lexical)
         clock.lap("search")
-        results = [ResultItem(request.offset + i + 1, h.id, h.score, h.payload) for i, h in enumerate(hits)]
         parsed = prep.parsed
+        shown = page.products or page.results
         return SearchResponse(
             query=request.query, prompt=parsed.prompt if parsed else None,
-            tokens=list(parsed.placeholders) if parsed else [], notes=list(prep.notes), method=request.method,
-            weight=weight, weight_source=source, results=results, limit=limit, offset=request.offset,
-            next_offset=request.offset + limit if len(results) == limit else None,
-            collection=self.config.collection, backbone=self.backbone.id, timings_ms=clock.done())
-
-    def _filter(self, request: SearchRequest) -> Filter | None:
-        must = dict(request.filters)
-        ranges = {k: tuple(v) for k, v in request.ranges.items()}
-        if request.category is not None:
-            must[self.config.category_field] = request.category
-        if request.min_price is not None or request.max_price is not None:
-            ranges[self.config.price_field] = (request.min_price, request.max_price)
-        if not must and not ranges:
-            return None
-        try:
-            return Filter(must=must, ranges=ranges)
-        except ValueError as e:
-            raise QueryError(f"bad filter: {e}") from e
-
-    def _store_search(self, vector: torch.Tensor, limit: int, offset: int, flt: Filter | None) -> list:
-        name = self.config.collection
-        try:
-            return self.store.search(name, vector.detach().float().cpu().numpy(), limit=limit, offset=offset,
-                                     filter=flt)
-        except CollectionNotFound as e:
-            raise IndexNotFound(f"no product index {name!r} in the vector store: build it with `coinage index ...` "
-                                f"(backbone {self.backbone.id!r}), or point QueryConfig.collection / --store-path "
-                                "at an existing one") from e
-        except DimensionMismatch as e:
-            raise IndexMismatch(f"index {name!r} was built with another backbone ({e}); search with the backbone "
-                                f"it was built with (--backbone), or reindex with {self.backbone.id!r}") from e
+            tokens=list(parsed.placeholders) if parsed else [], notes=list(prep.notes) + page.notes,
+            method=request.method, weight=weight, weight_source=source, results=page.results, limit=limit,
+            offset=request.offset, next_offset=request.offset + limit if len(shown) == limit else None,
+            collection=self.config.collection, backbone=self.backbone.id, timings_ms=clock.done(),
+            mode="products" if page.products else "photos", products=page.products, retrieval=page.retrieval, sort=request.sort,
+            correction=prep.correction, facets=page.facets)
 
     # --- GAIR ----------------------------------------------------------------------------
 

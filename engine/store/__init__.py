@@ -21,6 +21,7 @@ from engine.store.base import (
     DimensionMismatch,
     Filter,
     Hit,
+    NoSparseVectors,
     Point,
     StoreConfig,
     StoreError,
@@ -28,14 +29,22 @@ from engine.store.base import (
     VectorStore,
     point_id,
 )
+from engine.store.hybrid import FacetCounts, Fusion, Group, OrderBy, SparseVector, StoreQuery
 
 __all__ = [
     "CollectionExists",
     "CollectionNotFound",
     "DimensionMismatch",
+    "FacetCounts",
     "Filter",
+    "Fusion",
+    "Group",
     "Hit",
+    "NoSparseVectors",
+    "OrderBy",
     "Point",
+    "SparseVector",
+    "StoreQuery",
     "StoreConfig",
     "StoreError",
     "StoreUnavailable",

@@ -16,11 +16,13 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine.errors import CoinageError
+if TYPE_CHECKING:
+    from engine.store.hybrid import FacetCounts, Group, SparseVector, StoreQuery
 
 # Fixed namespace for product ids -> point ids. Changing it re-keys every stored point.
 PRODUCT_NAMESPACE = uuid.UUID("6f1f3c0e-5a2b-4c8e-9d71-2b1f0c9a4e55")
@@ -163,6 +165,7 @@ class Point:
     id: str  # a UUID string; use point_id(product_id) to derive one
     vector: np.ndarray | None  # float32, shape (dim,); None when retrieved without vectors
     payload: dict[str, Any] = field(default_factory=dict)
+    sparse: SparseVector | None = None  # BM25 vector of the point's text (engine.store.lexical); None: none
 
 
 @dataclass
@@ -239,6 +242,17 @@ class CollectionExists(StoreError):
 
 class DimensionMismatch(StoreError):
     """A vector whose length differs from the collection's."""
+
+
+class NoSparseVectors(StoreError):
+    """A lexical (sparse) query or write on a collection built before collections carried BM25 vectors."""
+
+    def __init__(self, name: str):
+        super().__init__(
+            f"collection {name!r} was built without the lexical (BM25) vectors that name search and typo "
+            "correction need; rebuild it with `coinage reindex` (searches keep being served meanwhile)"
+        )
+        self.name = name
 
 
 def check_server_url(url: str) -> str:
@@ -384,9 +398,43 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     def create_collection(self, name: str, dim: int, distance: str = "cosine",
-                          payload_indexes: dict[str, str] | None = None) -> None:
-        """New empty collection; payload_indexes maps field -> "keyword"|"integer"|"float".
+                          payload_indexes: dict[str, str] | None = None, sparse: bool = True) -> None:
+        """New empty collection; payload_indexes maps field -> "keyword"|"integer"|"float"; `sparse`: points
+        may also carry a BM25 vector (IDF modifier) for lexical and hybrid queries.
         Raises CollectionExists if the name is taken (by a collection or an alias)."""
+
+    @abc.abstractmethod
+    def has_sparse(self, collection_or_alias: str) -> bool:
+        """Whether the collection was created with the sparse (BM25) vector."""
+
+    @abc.abstractmethod
+    def set_metadata(self, collection: str, values: dict[str, Any]) -> None:
+        """Merge JSON-ready `values` into the collection's metadata (e.g. the spelling vocabulary)."""
+
+    @abc.abstractmethod
+    def get_metadata(self, collection_or_alias: str) -> dict[str, Any]:
+        """The collection's metadata ({} when none was set)."""
+
+    @abc.abstractmethod
+    def query(self, collection_or_alias: str, query: StoreQuery, limit: int = 10, offset: int = 0) -> list[Hit]:
+        """Points for a dense, sparse or hybrid query (fused in the engine), best first, or in
+        query.order_by's order. Raises NoSparseVectors for a sparse query on a collection without them."""
+
+    @abc.abstractmethod
+    def query_groups(self, collection_or_alias: str, query: StoreQuery, group_by: str, limit: int = 10,
+                     offset: int = 0, group_size: int = 4) -> list[Group]:
+        """Groups of points sharing payload `group_by` (one per product), ranked by their best point (or
+        by query.order_by); each with its best `group_size` points. `offset` skips that many groups."""
+
+    def facets(self, collection_or_alias: str, query: StoreQuery, group_by: str, fields: Sequence[str] = (),
+               ranges: Mapping[str, Sequence[tuple[float | None, float | None]]] | None = None) -> FacetCounts:
+        """Counts of each field's values (and range buckets) over the distinct `group_by` values (products)
+        among the query's candidates: its prefetch window, query.window() points."""
+        from engine.store.hybrid import count_facets
+
+        window = query.window()
+        hits = self.query(collection_or_alias, query, limit=window)
+        return count_facets(hits, group_by, fields, ranges or {}, complete=len(hits) < window)
 
     @abc.abstractmethod
     def drop_collection(self, name: str) -> bool:

@@ -4,8 +4,10 @@ Layout under StoreConfig.path:
 
     store.lock                    held (exclusive, non-blocking) while a store is open
     aliases.json                  {"alias": "collection"}, replaced atomically (os.replace)
-    collections/<name>/meta.json  {"dim", "distance", "payload_indexes"}; written last, so a
+    collections/<name>/meta.json  {"dim", "distance", "payload_indexes", "sparse"}; written last, so a
                                   directory without it is an unfinished create and is ignored
+                                  ("sparse" absent: built before collections carried BM25 vectors)
+    collections/<name>/metadata.json  the collection's metadata (set_metadata), replaced atomically
     collections/<name>/shard/     one qdrant-edge shard: segments, WAL, HNSW graph
 
 Chosen over qdrant-client's local mode by measurement (bench/store.py, 100k x 512 clustered
@@ -32,6 +34,8 @@ Limitations:
   collection's files while its shard is closed (`frozen_collection`) and restores them under a
   new name (`adopt_collection`); see engine/store/snapshots.py.
 - POSIX only (the directory lock is fcntl.flock); keep the directory on a local disk.
+- No group-by in the engine: query_groups over-fetches points and groups them
+  (engine/store/hybrid.py, overfetch_groups).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from engine.store.base import (
     DimensionMismatch,
     Filter,
     Hit,
+    NoSparseVectors,
     Point,
     RWLock,
     StoreClosed,
@@ -72,6 +77,7 @@ from engine.store.base import (
     is_dimension_error,
     is_valid_name,
 )
+from engine.store.hybrid import SPARSE_VECTOR, Group, SparseVector, StoreQuery, overfetch_groups
 
 _DISTANCE = {"cosine": qe.Distance.Cosine, "dot": qe.Distance.Dot, "euclid": qe.Distance.Euclid}
 _SCHEMA = {
@@ -79,6 +85,9 @@ _SCHEMA = {
     "integer": qe.PayloadSchemaType.Integer,
     "float": qe.PayloadSchemaType.Float,
 }
+_FUSION_QUERY = {"dbsf": lambda f: qe.Fusion.Dbsf(),
+                 "rrf": lambda f: qe.Fusion.Rrf(k=f.rrf_k, weights=list(f.weights) if f.weights else None)}
+_DIRECTION = {"asc": qe.Direction.Asc, "desc": qe.Direction.Desc}
 _BATCH = 1024  # points per engine update call
 _SCROLL_PAGE = 4096
 
@@ -109,6 +118,15 @@ def _quantization_config(quantization: str) -> qe.ScalarQuantizationConfig | Non
     return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
 
 
+def _dense_part(vector: Any) -> Any:
+    """The unnamed dense vector of a retrieved point (a dict when the point also has a sparse vector)."""
+    return vector.get("") if isinstance(vector, dict) else vector
+
+
+def _edge_sparse(vector: SparseVector) -> qe.SparseVector:
+    return qe.SparseVector(list(vector.indices), list(vector.values))
+
+
 class _Collection:
     """One open shard and its metadata."""
 
@@ -118,6 +136,7 @@ class _Collection:
         self.dim = int(meta["dim"])
         self.distance = str(meta["distance"])
         self.quantization = str(meta.get("quantization", "none"))  # collections from before the setting: none
+        self.sparse = bool(meta.get("sparse"))
 
 
 class EmbeddedStore(VectorStore):
@@ -189,11 +208,12 @@ class EmbeddedStore(VectorStore):
         # names that check_name would refuse cannot exist, and must not reach the filesystem
         return is_valid_name(name) and (self._dir(name) / "meta.json").is_file()
 
-    def _edge_config(self, dim: int, distance: str, quantization: str = "none") -> qe.EdgeConfig:
+    def _edge_config(self, dim: int, distance: str, quantization: str = "none", sparse: bool = False) -> qe.EdgeConfig:
         cfg = self._config
         return qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=dim, distance=_DISTANCE[distance]),
             quantization_config=_quantization_config(quantization),
+            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if sparse else None,
             hnsw_config=qe.HnswIndexConfig(
                 m=cfg.hnsw_m,
                 ef_construct=cfg.hnsw_ef_construct,
@@ -223,7 +243,8 @@ class EmbeddedStore(VectorStore):
                 meta = json.loads((self._dir(target) / "meta.json").read_text())
                 shard = qe.EdgeShard.load(
                     str(self._dir(target) / "shard"),
-                    self._edge_config(int(meta["dim"]), str(meta["distance"]), meta.get("quantization", "none")),
+                    self._edge_config(int(meta["dim"]), str(meta["distance"]), meta.get("quantization", "none"),
+                                      bool(meta.get("sparse"))),
                 )
             except Exception as e:
                 raise StoreError(
@@ -236,7 +257,7 @@ class EmbeddedStore(VectorStore):
     # --- collections -------------------------------------------------------------------
 
     def create_collection(self, name: str, dim: int, distance: str = "cosine",
-                          payload_indexes: dict[str, str] | None = None) -> None:
+                          payload_indexes: dict[str, str] | None = None, sparse: bool = True) -> None:
         check_name("collection", name)
         check_collection_args(dim, distance, payload_indexes)
         with self._rw.read(), self._meta_lock:
@@ -252,7 +273,7 @@ class EmbeddedStore(VectorStore):
             directory.mkdir(parents=True)
             try:
                 shard = qe.EdgeShard.create(str(directory / "shard"),
-                                            self._edge_config(dim, distance, self._config.quantization))
+                                            self._edge_config(dim, distance, self._config.quantization, sparse))
                 for key, schema in (payload_indexes or {}).items():
                     shard.update(qe.UpdateOperation.create_field_index(key, _SCHEMA[schema]))
                 shard.flush()
@@ -260,7 +281,7 @@ class EmbeddedStore(VectorStore):
                 shutil.rmtree(directory, ignore_errors=True)
                 raise StoreError(f"cannot create collection {name!r} in {directory}: {e}") from e
             meta = {"dim": dim, "distance": distance, "payload_indexes": dict(payload_indexes or {}),
-                    "quantization": self._config.quantization}
+                    "quantization": self._config.quantization, "sparse": sparse}
             tmp = directory / "meta.json.tmp"
             tmp.write_text(json.dumps(meta, indent=1))
             os.replace(tmp, directory / "meta.json")
@@ -307,7 +328,12 @@ class EmbeddedStore(VectorStore):
                 vec = check_vector(p.vector, col.dim, what=f"vector of point {p.id!r} for {collection!r}")
                 if not isinstance(p.payload, dict):
                     raise ValueError(f"payload of point {p.id!r} must be a dict, got {type(p.payload).__name__}")
-                batch.append(qe.Point(check_point_ids([p.id])[0], vec, p.payload))
+                vector: Any = vec
+                if p.sparse:
+                    if not col.sparse:
+                        raise NoSparseVectors(col.name)
+                    vector = {"": vec.tolist(), SPARSE_VECTOR: _edge_sparse(p.sparse)}
+                batch.append(qe.Point(check_point_ids([p.id])[0], vector, p.payload))
                 if len(batch) >= _BATCH:
                     self._apply(col, qe.UpdateOperation.upsert_points(batch), "upsert")
                     batch = []
@@ -371,6 +397,84 @@ class EmbeddedStore(VectorStore):
             return None
         return qe.QuantizationSearchParams(rescore=True, oversampling=self._config.quantization_oversampling)
 
+    def query(self, collection_or_alias: str, query: StoreQuery, limit: int = 10, offset: int = 0) -> list[Hit]:
+        check_search_args(limit, offset)
+        with self._rw.read():
+            col = self._get(collection_or_alias)
+            request = self._request(col, query, limit, offset, collection_or_alias)
+            try:
+                found = col.shard.query(request)
+            except Exception as e:
+                if is_dimension_error(e):
+                    raise DimensionMismatch(f"query in {col.name!r}: {e}") from e
+                raise StoreError(f"query in collection {col.name!r} failed: {e}") from e
+        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in found]
+
+    def query_groups(self, collection_or_alias: str, query: StoreQuery, group_by: str, limit: int = 10,
+                     offset: int = 0, group_size: int = 4) -> list[Group]:
+        check_search_args(limit, offset)
+        groups = overfetch_groups(lambda n: self.query(collection_or_alias, query, limit=n), group_by,
+                                  offset + limit, group_size)
+        return groups[offset:]
+
+    def _request(self, col: _Collection, query: StoreQuery, limit: int, offset: int, name: str) -> qe.QueryRequest:
+        """The engine request: one nearest query, or prefetches fused (and/or ordered) in the engine."""
+        edge_filter = to_edge_filter(query.filter)
+        if query.sparse and not col.sparse:
+            raise NoSparseVectors(col.name)
+        stages = []
+        if query.dense is not None:
+            dense = check_vector(query.dense, col.dim, what=f"query vector for {name!r}")
+            wanted = query.prefetch_limit if query.windowed else limit + offset
+            ef = self._config.hnsw_ef
+            # selective filters: exact scoring of the few matching points beats filtered HNSW on recall
+            exact = edge_filter is not None and self._config.exact_filter_below > col.shard.count(
+                qe.CountRequest(exact=False, filter=edge_filter))
+            params = qe.SearchParams(hnsw_ef=max(ef, wanted) if ef else None, exact=exact,
+                                     quantization=self._rescoring(col))
+            stages.append((qe.Query.Nearest(dense.tolist()), params))
+        if query.sparse:
+            stages.append((qe.Query.Nearest(_edge_sparse(query.sparse), using=SPARSE_VECTOR), None))
+        common = {"limit": limit, "offset": offset, "filter": edge_filter, "with_payload": True}
+        if not query.windowed:
+            scoring, params = stages[0]
+            return qe.QueryRequest(query=scoring, params=params, **common)
+        prefetches = [qe.Prefetch(limit=query.prefetch_limit, query=q, params=p, filter=edge_filter)
+                      for q, p in stages]
+        if query.hybrid:
+            fused = _FUSION_QUERY[query.fusion.method](query.fusion)
+            if query.order_by is None:
+                return qe.QueryRequest(prefetches=prefetches, query=fused, **common)
+            prefetches = [qe.Prefetch(limit=query.window(), prefetches=prefetches, query=fused, filter=edge_filter)]
+        order = qe.OrderBy(query.order_by.key, _DIRECTION[query.order_by.direction])
+        return qe.QueryRequest(prefetches=prefetches, query=order, **common)
+
+    def has_sparse(self, collection_or_alias: str) -> bool:
+        with self._rw.read():
+            return self._get(collection_or_alias).sparse
+
+    def set_metadata(self, collection: str, values: dict[str, Any]) -> None:
+        with self._rw.read(), self._meta_lock:
+            col = self._get(collection)
+            path = self._dir(col.name) / "metadata.json"
+            merged = {**self._read_metadata(col.name), **values}
+            tmp = path.with_name(f".metadata.{uuid.uuid4().hex}.tmp")
+            tmp.write_text(json.dumps(merged))
+            os.replace(tmp, path)
+
+    def get_metadata(self, collection_or_alias: str) -> dict[str, Any]:
+        with self._rw.read(), self._meta_lock:
+            return self._read_metadata(self._get(collection_or_alias).name)
+
+    def _read_metadata(self, name: str) -> dict[str, Any]:
+        path = self._dir(name) / "metadata.json"
+        if not path.exists():
+            return {}
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as e:
+            raise StoreError(f"cannot read {path}: {e}; rebuild the collection with `coinage reindex`") from e
+
     def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
         point_ids = check_point_ids(ids)
         with self._rw.read():
@@ -384,7 +488,7 @@ class EmbeddedStore(VectorStore):
         for pid in point_ids:
             r = by_id.get(pid)
             if r is not None:
-                vec = np.asarray(r.vector, dtype=np.float32) if with_vectors else None
+                vec = np.asarray(_dense_part(r.vector), dtype=np.float32) if with_vectors else None
                 out.append(Point(id=pid, vector=vec, payload=dict(r.payload or {})))
         return out
 
@@ -483,8 +587,8 @@ class EmbeddedStore(VectorStore):
             try:
                 fill(staging)
                 meta = json.loads((staging / "meta.json").read_text())
-                shard = qe.EdgeShard.load(str(staging / "shard"),
-                                          self._edge_config(int(meta["dim"]), str(meta["distance"])))
+                shard = qe.EdgeShard.load(str(staging / "shard"), self._edge_config(
+                    int(meta["dim"]), str(meta["distance"]), bool(meta.get("sparse"))))
                 shard.close()  # it opens: the files are a collection of this engine's format
                 if self._dir(name).exists():  # an unfinished create from a crash
                     shutil.rmtree(self._dir(name))

@@ -27,6 +27,7 @@ from engine.store.base import (
     DimensionMismatch,
     Filter,
     Hit,
+    NoSparseVectors,
     Point,
     StoreClosed,
     StoreConfig,
@@ -41,6 +42,7 @@ from engine.store.base import (
     finite_or_none,
     is_dimension_error,
 )
+from engine.store.hybrid import SPARSE_VECTOR, Group, SparseVector, StoreQuery, check_group_args, overfetch_groups
 
 T = TypeVar("T")
 _LOCAL_LOCK = ".lock"  # the file qdrant-client's local mode locks (qdrant_client/local/qdrant_local.py)
@@ -50,6 +52,7 @@ _SCHEMA = {
     "integer": models.PayloadSchemaType.INTEGER,
     "float": models.PayloadSchemaType.FLOAT,
 }
+_DIRECTION = {"asc": models.Direction.ASC, "desc": models.Direction.DESC}
 _BATCH = 256  # points per upsert request
 _SCROLL_PAGE = 1024
 _OPTIMIZE_WAIT_S = 1800.0  # optimize() gives up waiting for a green collection after this
@@ -115,6 +118,10 @@ def _search_params(config: StoreConfig) -> models.SearchParams | None:
         return None
     return models.SearchParams(quantization=models.QuantizationSearchParams(
         rescore=True, oversampling=config.quantization_oversampling))
+
+
+def _client_sparse(vector: SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
 
 
 class ServerStore(VectorStore):
@@ -186,7 +193,7 @@ class ServerStore(VectorStore):
     # --- collections -------------------------------------------------------------------
 
     def create_collection(self, name: str, dim: int, distance: str = "cosine",
-                          payload_indexes: dict[str, str] | None = None) -> None:
+                          payload_indexes: dict[str, str] | None = None, sparse: bool = True) -> None:
         check_name("collection", name)
         check_collection_args(dim, distance, payload_indexes)
         if self._exists(name):
@@ -199,6 +206,8 @@ class ServerStore(VectorStore):
             "create collection", None, self._client.create_collection,
             collection_name=name,
             vectors_config=models.VectorParams(size=dim, distance=_DISTANCE[distance]),
+            sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+            if sparse else None,
             shard_number=cfg.shard_number,
             replication_factor=cfg.replication_factor,
             write_consistency_factor=cfg.write_consistency_factor,
@@ -232,6 +241,7 @@ class ServerStore(VectorStore):
 
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
         dim = self._dim(collection)
+        sparse = None if not any(p.sparse for p in points) else self.has_sparse(collection)
         batch: list[models.PointStruct] = []
         for p in points:
             if p.vector is None:
@@ -239,7 +249,12 @@ class ServerStore(VectorStore):
             vec = check_vector(p.vector, dim, what=f"vector of point {p.id!r} for {collection!r}")
             if not isinstance(p.payload, dict):
                 raise ValueError(f"payload of point {p.id!r} must be a dict, got {type(p.payload).__name__}")
-            batch.append(models.PointStruct(id=check_point_ids([p.id])[0], vector=vec.tolist(), payload=p.payload))
+            vector: Any = vec.tolist()
+            if p.sparse:
+                if not sparse:
+                    raise NoSparseVectors(collection)
+                vector = {"": vector, SPARSE_VECTOR: _client_sparse(p.sparse)}
+            batch.append(models.PointStruct(id=check_point_ids([p.id])[0], vector=vector, payload=p.payload))
             if len(batch) >= _BATCH:
                 self._call("upsert", collection, self._client.upsert,
                            collection_name=collection, points=batch, wait=True)
@@ -292,6 +307,81 @@ class ServerStore(VectorStore):
             raise CollectionNotFound(name) from error
         check_vector(query, self._dim(target), what=f"query vector for {name!r}")
 
+    def query(self, collection_or_alias: str, query: StoreQuery, limit: int = 10, offset: int = 0) -> list[Hit]:
+        check_search_args(limit, offset)
+        response = self._query_call("query", collection_or_alias, query, self._client.query_points, limit=limit,
+                                    offset=offset, with_payload=True)
+        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in response.points]
+
+    def query_groups(self, collection_or_alias: str, query: StoreQuery, group_by: str, limit: int = 10,
+                     offset: int = 0, group_size: int = 4) -> list[Group]:
+        check_search_args(limit, offset)
+        check_group_args(limit, group_size)
+        if query.order_by is not None:  # Qdrant groups by score only: group the ordered points here
+            groups = overfetch_groups(lambda n: self.query(collection_or_alias, query, limit=n), group_by,
+                                      offset + limit, group_size)
+            return groups[offset:]
+        response = self._query_call("query groups", collection_or_alias, query, self._client.query_points_groups,
+                                    group_by=group_by, limit=offset + limit, group_size=group_size, with_payload=True)
+        return [Group(g.id, [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in g.hits])
+                for g in response.groups[offset:]]
+
+    def _query_call(self, what: str, name: str, query: StoreQuery, fn: Callable[..., T], **kwargs: Any) -> T:
+        try:
+            return self._call(what, name, fn, **self._query_args(name, query), **kwargs)
+        except StoreError as e:
+            if isinstance(e, StoreUnavailable):
+                raise
+            # asked only after a failure (no extra round trip); has_sparse raises CollectionNotFound if it is that
+            if query.sparse and not self.has_sparse(name):
+                raise NoSparseVectors(name) from e
+            if isinstance(e, CollectionNotFound | DimensionMismatch):
+                raise
+            if query.dense is not None:
+                self._explain(name, check_vector(query.dense), e)
+            raise
+
+    def _query_args(self, name: str, query: StoreQuery) -> dict[str, Any]:
+        """query_points arguments: one nearest query, or prefetches fused (and/or ordered) by the server."""
+        flt = to_qdrant_filter(query.filter)
+        # (query, vector name, search params): the dense side rescores quantized candidates (StoreConfig.quantization)
+        stages: list[tuple[Any, str | None, models.SearchParams | None]] = []
+        if query.dense is not None:
+            stages.append((check_vector(query.dense).tolist(), None, self._search_params))
+        if query.sparse:
+            stages.append((_client_sparse(query.sparse), SPARSE_VECTOR, None))
+        if not query.windowed:
+            scoring, using, params = stages[0]
+            return {"collection_name": name, "query": scoring, "using": using, "query_filter": flt,
+                    "search_params": params}
+        prefetch = [models.Prefetch(query=q, using=u, limit=query.prefetch_limit, filter=flt, params=p)
+                    for q, u, p in stages]
+        if query.hybrid:
+            fusion = query.fusion
+            fused: Any = (models.RrfQuery(rrf=models.Rrf(k=fusion.rrf_k, weights=list(fusion.weights)
+                                                         if fusion.weights else None))
+                          if fusion.method == "rrf" else models.FusionQuery(fusion=models.Fusion.DBSF))
+            if query.order_by is None:
+                return {"collection_name": name, "prefetch": prefetch, "query": fused, "query_filter": flt}
+            prefetch = [models.Prefetch(prefetch=prefetch, query=fused, limit=query.window(), filter=flt)]
+        order = models.OrderByQuery(order_by=models.OrderBy(key=query.order_by.key,
+                                                             direction=_DIRECTION[query.order_by.direction]))
+        return {"collection_name": name, "prefetch": prefetch, "query": order, "query_filter": flt}
+
+    def has_sparse(self, collection_or_alias: str) -> bool:
+        target = self.get_alias(collection_or_alias) or collection_or_alias
+        info = self._call("get collection", collection_or_alias, self._client.get_collection, collection_name=target)
+        return SPARSE_VECTOR in (info.config.params.sparse_vectors or {})
+
+    def set_metadata(self, collection: str, values: dict[str, Any]) -> None:
+        self._call("update collection metadata", collection, self._client.update_collection,
+                   collection_name=collection, metadata=values)
+
+    def get_metadata(self, collection_or_alias: str) -> dict[str, Any]:
+        target = self.get_alias(collection_or_alias) or collection_or_alias
+        info = self._call("get collection", collection_or_alias, self._client.get_collection, collection_name=target)
+        return dict(info.config.metadata or {})
+
     def retrieve(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Point]:
         point_ids = check_point_ids(ids)
         records = self._call("retrieve", collection, self._client.retrieve, collection_name=collection,
@@ -301,7 +391,8 @@ class ServerStore(VectorStore):
         for pid in point_ids:
             r = by_id.get(pid)
             if r is not None:
-                vec = np.asarray(r.vector, dtype=np.float32) if with_vectors else None
+                dense = r.vector.get("") if isinstance(r.vector, dict) else r.vector
+                vec = np.asarray(dense, dtype=np.float32) if with_vectors else None
                 out.append(Point(id=pid, vector=vec, payload=dict(r.payload or {})))
         return out
 

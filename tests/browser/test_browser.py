@@ -137,6 +137,47 @@ def test_search_shows_results_first_then_the_preview(server, page):
     shot(page, "search-by-photo")
 
 
+def test_shopper_search_names_products_groups_facets_and_corrects_typos(server, page):
+    from playwright.sync_api import expect
+
+    base, app, root = server
+    rows = [json.loads(line) for line in (root / "world" / "catalog.jsonl").read_text().splitlines()]
+    titles = {}
+    for r in rows:
+        titles.setdefault(r["title"], set()).add(r["product_id"])
+    title, owners = next((t, o) for t, o in sorted(titles.items()) if len(o) == 1)  # a name only one product has
+    page.goto(base + "/")
+    page.fill("#q", title)
+    page.press("#q", "Enter")
+    expect(page.locator("#result-count")).to_contain_text("Results 1–")
+    products = page.locator(".card").evaluate_all("cards => cards.map(c => c.dataset.product)")
+    assert products[0] in owners, (title, products)  # the product's own name finds it first
+    assert len(products) == len(set(products))  # one card per product
+    shot(page, "search-product-name")
+
+    page.fill("#q", "dotted thing")
+    page.press("#q", "Enter")
+    expect(page.locator("#facets")).to_be_visible()
+    before = page.locator("#result-count").inner_text()
+    colour = page.locator('[data-facet="colour"] a').first
+    value = colour.get_attribute("data-value")
+    colour.click()
+    expect(page.locator('[data-facet="colour"] a.active')).to_contain_text(value)
+    assert f"colour={value}" in page.url
+    assert page.locator("#result-count").inner_text() != before  # fewer products match
+    shot(page, "search-facets")
+
+    page.fill("#q", "strped dres")
+    page.press("#q", "Enter")
+    expect(page.locator("#correction")).to_contain_text("Showing results for “striped dress”")
+    page.click("#correction a")
+    expect(page.locator("#correction")).to_have_count(0)
+    assert "exact=1" in page.url
+    page.go_back()
+    expect(page.locator("#correction")).to_be_visible()
+    shot(page, "search-typo-corrected")
+
+
 def test_admin_registers_a_concept_watches_training_and_searches_with_it(server, page):
     from playwright.sync_api import expect
 

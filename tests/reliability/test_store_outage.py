@@ -52,18 +52,27 @@ class FakeQdrant:
 
             def do_POST(self):  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                m = re.fullmatch(r"/collections/([^/]+)/points/(query|count)", self.path.split("?")[0])
+                m = re.fullmatch(r"/collections/([^/]+)/points/(query|count|query/groups)", self.path.split("?")[0])
                 if not m or m.group(1) not in (fake.collection, fake.alias):
                     return self.send_error(404)
                 if m.group(2) == "count":
                     return self._send({"count": len(fake.points)})
                 query = body["query"]
+                if body.get("prefetch"):  # hybrid: rank by the dense prefetch (the stand-in has no BM25 index)
+                    query = next(p["query"] for p in body["prefetch"] if isinstance(p["query"], list))
                 query = np.asarray(query["nearest"] if isinstance(query, dict) else query, np.float32)
                 scores = fake.vectors @ query / (np.linalg.norm(fake.vectors, axis=1) * np.linalg.norm(query) + 1e-9)
                 offset, limit = body.get("offset") or 0, body.get("limit", 10)
-                order = np.argsort(-scores)[offset:offset + limit]
-                self._send({"points": [{"id": fake.points[i].id, "version": 0, "score": float(scores[i]),
-                                        "payload": fake.points[i].payload} for i in order]})
+                point = lambda i: {"id": fake.points[i].id, "version": 0, "score": float(scores[i]),  # noqa: E731
+                                   "payload": fake.points[i].payload}
+                if m.group(2) == "query/groups":
+                    groups: dict = {}
+                    for i in np.argsort(-scores):
+                        hits = groups.setdefault(fake.points[i].payload[body["group_by"]], [])
+                        if len(hits) < body.get("group_size", 3):
+                            hits.append(point(i))
+                    return self._send({"groups": [{"id": k, "hits": v} for k, v in list(groups.items())[:limit]]})
+                self._send({"points": [point(i) for i in np.argsort(-scores)[offset:offset + limit]]})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

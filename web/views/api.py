@@ -88,7 +88,7 @@ def _search_response(data: Mapping[str, Any], want_preview: bool):
         request_obj.limit = res.settings.limits.results_per_page
     response = res.query.search(request_obj)
     out = response.to_json()
-    for item in out["results"]:
+    for item in out["results"] + [photo for product in out["products"] for photo in product["photos"]]:
         image = item["payload"].get("image")
         item["image_url"] = (url_for("ops.catalog_image", filename=image)
                              if isinstance(image, str) and not image.startswith(("http://", "https://")) else image)
@@ -110,13 +110,16 @@ def _query_args() -> dict[str, Any]:
                 data[name] = kind(raw)
             except ValueError:
                 raise bad_field(name, f"must be a{'n integer' if kind is int else ' number'}, got {raw!r}") from None
-    categories = args.getlist("category")
-    if categories:
-        data["category"] = categories[0] if len(categories) == 1 else categories
-    if args.get("method"):
-        data["method"] = args["method"]
-    if args.get("gair") not in (None, ""):
-        data["gair"] = args["gair"].lower() in ("1", "true", "yes", "on")
+    for name in ("category", "colour"):
+        values = args.getlist(name)
+        if values:
+            data[name] = values[0] if len(values) == 1 else values
+    for name in ("method", "mode", "retrieval", "sort"):
+        if args.get(name):
+            data[name] = args[name]
+    for name in ("gair", "correct", "facets"):
+        if args.get(name) not in (None, ""):
+            data[name] = args[name].lower() in ("1", "true", "yes", "on")
     return data
 
 

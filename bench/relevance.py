@@ -1,0 +1,438 @@
+"""Product-level relevance benchmark: dense-only, lexical-only and hybrid search side by side.
+
+    coinage bench relevance [--world-seed 0] [--queries 60] [--fusion rrf:60 rrf:60:1:2 dbsf ...]
+    coinage bench relevance --latency-products 10000 100000     # p50/p95 at a synthetic scale-up
+
+From a world seed (world.build.make_world: 320 products, 8 photos each), the catalog rows the indexer would
+write (world.catalog.catalog_rows) go into an embedded store with the world backbone's image vectors, the
+BM25 vectors and the spelling vocabulary (the functions the indexer uses). Queries, per kind, for
+`queries` products drawn with a seeded RNG:
+
+- name: the product's title without its colour ("Yarrow Dotted Dress"); with the colour when the shorter
+  name is shared by several products; grade 3 for every product carrying that exact name;
+- attributes: "purple dotted dress" (colour, pattern word, category noun); grade 2 for products with all
+  three, 1 for the category and one of colour / pattern;
+- attributes + scene: "purple dotted dress on a beach" (a context of one of the product's photos): grade 3
+  for all attributes and a photo in that scene, 2 for all attributes, 1 as above;
+- each with one typo per word of 4+ letters (a deletion, swap, substitution or insertion, seeded);
+- custom-token queries need trained tokens: they are read from the quality benchmark's token cache
+  (`--token-cache`, bench/quality.py), and skipped, saying so, when it holds none.
+
+Metrics per kind (products ranked by the engine, first 50): nDCG@10 (gain 2^grade - 1), MRR (first product
+of the query's top grade), R@10 (top-grade products in the first 10, over min(10, their number)), and the
+share of the first 12 slots that repeat a product already shown, for the product page and for the
+photo ranking it groups (the page before this change).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import write_result
+
+KINDS = ("name", "attributes", "attributes+scene")
+RETRIEVALS = ("dense", "lexical", "hybrid")
+DEPTH = 50  # products retrieved per query for the metrics
+PAGE = 12  # slots of the first page (repeat share)
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+@dataclass(frozen=True)
+class BenchQuery:
+    kind: str  # one of KINDS, "+typo" appended for the misspelt twin
+    text: str
+    grades: dict[str, int]  # product id -> grade (> 0 only)
+
+    @property
+    def top(self) -> int:
+        return max(self.grades.values())
+
+
+# ---------------------------------------------------------------- queries
+
+
+def name_of(title: str) -> str:
+    return title.split(" — ")[0]
+
+
+def make_queries(world, rows: list[dict], n: int, seed: int) -> list[BenchQuery]:
+    from world.captions import describe
+    from world.vocab import CONTEXTS
+
+    products = {p.id: p for p in world.products}
+    title = {r["product_id"]: r["title"] for r in rows}
+    contexts: dict[str, set[str]] = {}
+    for r in rows:
+        contexts.setdefault(r["product_id"], set()).add(r["attributes"]["context"])
+    by_name: dict[str, set[str]] = {}
+    for pid, t in title.items():
+        by_name.setdefault(name_of(t), set()).add(pid)
+        by_name.setdefault(t, set()).add(pid)
+
+    def attr_grades(p, scene: str | None) -> dict[str, int]:
+        grades = {}
+        for q in products.values():
+            if q.category != p.category:
+                continue
+            full = q.colour == p.colour and q.pattern == p.pattern
+            if full:
+                grades[q.id] = 3 if scene is not None and scene in contexts[q.id] else 2
+            elif q.colour == p.colour or q.pattern == p.pattern:
+                grades[q.id] = 1
+        return grades
+
+    out = []
+    for kind in KINDS:
+        rng = random.Random(f"coinage-relevance:{seed}:{kind}")
+        for pid in rng.sample(sorted(products), n):
+            p = products[pid]
+            if kind == "name":
+                short = name_of(title[pid])
+                text = short if len(by_name[short]) == 1 else title[pid]
+                query = BenchQuery(kind, text, dict.fromkeys(by_name[text], 3))
+            else:
+                phrase = re.sub(r"^an? ", "", describe(p))
+                scene = rng.choice(sorted(contexts[pid])) if kind == "attributes+scene" else None
+                text = phrase if scene is None else f"{phrase} {CONTEXTS[scene][0]}"
+                query = BenchQuery(kind, text, attr_grades(p, scene))
+            out.append(query)
+            out.append(BenchQuery(kind + "+typo", misspell(query.text, random.Random(f"{seed}:{query.text}")),
+                                  query.grades))
+    return out
+
+
+def misspell(text: str, rng: random.Random) -> str:
+    """One typo in each word of 4+ letters: a deletion, a swap of neighbours, a substitution or an insertion."""
+    def typo(m: re.Match) -> str:
+        w = m.group(0)
+        if len(w) < 4:
+            return w
+        i = rng.randrange(1, len(w) - 1)  # keep the first letter, as people mostly do
+        op = rng.choice(("delete", "swap", "substitute", "insert"))
+        if op == "delete":
+            return w[:i] + w[i + 1:]
+        if op == "swap":
+            return w[:i] + w[i + 1] + w[i] + w[i + 2:]
+        if op == "substitute":
+            return w[:i] + rng.choice([c for c in LETTERS if c != w[i].lower()]) + w[i + 1:]
+        return w[:i] + rng.choice(LETTERS) + w[i:]
+
+    return re.sub(r"[A-Za-z]+", typo, text)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def metrics(query: BenchQuery, ranked: Sequence[str], photo_products: Sequence[str]) -> dict[str, float]:
+    gains = [2 ** query.grades.get(pid, 0) - 1 for pid in ranked[:10]]
+    ideal = sorted((2 ** g - 1 for g in query.grades.values()), reverse=True)[:10]
+    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    top = [pid for pid, g in query.grades.items() if g == query.top]
+    first = next((i for i, pid in enumerate(ranked) if query.grades.get(pid) == query.top), None)
+    found = sum(1 for pid in ranked[:10] if query.grades.get(pid) == query.top)
+    return {"ndcg10": dcg / idcg if idcg else 0.0, "mrr": 1.0 / (first + 1) if first is not None else 0.0,
+            "r10": found / min(10, len(top)), "repeat12": repeat_share(ranked[:PAGE]),
+            "repeat12_photos": repeat_share(photo_products[:PAGE])}
+
+
+def repeat_share(products: Sequence[str]) -> float:
+    """Share of the slots that show a product already shown higher up."""
+    seen: set[str] = set()
+    repeats = 0
+    for pid in products:
+        repeats += pid in seen
+        seen.add(pid)
+    return repeats / len(products) if products else 0.0
+
+
+def summarise(per_query: list[tuple[BenchQuery, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    kinds = dict.fromkeys(q.kind for q, _ in per_query)
+    return {k: {m: round(statistics.fmean(v[m] for q, v in per_query if q.kind == k), 4)
+                for m in ("ndcg10", "mrr", "r10", "repeat12", "repeat12_photos")} for k in kinds}
+
+
+# ---------------------------------------------------------------- the store and the service
+
+
+@dataclass(frozen=True)
+class RelevanceConfig:
+    backbone: str = "world"  # backbone that embeds the photos and the queries
+    world_seed: int = 0  # the world the catalog and the queries come from
+    queries: int = 60  # products drawn per query kind (each also gives a misspelt query)
+    fusions: tuple[str, ...] = ("rrf:60", "rrf:60:2:1", "rrf:60:1:2", "rrf:10", "dbsf")  # hybrid settings compared
+    latency_products: tuple[int, ...] = ()  # synthetic catalog sizes for p50/p95 (e.g. 10000 100000)
+    latency_photos: int = 2  # photos per synthetic product
+    latency_queries: int = 100  # timed queries per retrieval and size
+    token_cache: str | None = None  # the quality benchmark's token cache (custom-token queries)
+    threads: int = 2  # torch threads
+
+
+def parse_fusion(spec: str):
+    """'rrf:K', 'rrf:K:WD:WS' (dense, sparse weights) or 'dbsf' -> engine.store.Fusion."""
+    from engine.store import Fusion
+
+    parts = spec.split(":")
+    try:
+        if parts[0] == "dbsf" and len(parts) == 1:
+            return Fusion("dbsf")
+        if parts[0] == "rrf" and len(parts) in (2, 4):
+            weights = (float(parts[2]), float(parts[3])) if len(parts) == 4 else None
+            return Fusion("rrf", int(parts[1]), weights)
+    except ValueError as e:
+        raise SystemExit(f"--fusion {spec!r}: {e}") from e
+    raise SystemExit(f"--fusion {spec!r}: use rrf:K, rrf:K:DENSE_WEIGHT:SPARSE_WEIGHT or dbsf")
+
+
+def fusion_config(spec: str) -> dict[str, Any]:
+    f = parse_fusion(spec)
+    return {"fusion": f.method, "rrf_k": f.rrf_k, "fusion_weights": f.weights}
+
+
+def load_catalog(store, collection: str, rows: list[dict], vectors, dim: int) -> None:
+    """What the indexer writes for these rows: image vector, BM25 vector, payload; the spelling vocabulary."""
+    import numpy as np
+
+    from engine.lexical import embed_document
+    from engine.spelling import Vocabulary
+    from engine.store import Point, point_id
+    from indexer.write import PAYLOAD_INDEXES
+
+    store.create_collection(collection, dim=dim, payload_indexes=PAYLOAD_INDEXES)
+    vocabulary = Vocabulary()
+    batch = []
+    for row, vec in zip(rows, vectors):
+        vocabulary.add(row)
+        batch.append(Point(point_id(row["id"]), np.asarray(vec, np.float32), row, embed_document(row)))
+        if len(batch) >= 2048:
+            store.upsert(collection, batch)
+            batch = []
+    store.upsert(collection, batch)
+    store.set_metadata(collection, vocabulary.to_metadata())
+    store.optimize(collection)
+
+
+def photo_vectors(backbone, world, photos) -> Any:
+    from engine.images import ImageEncoder
+    from world.render import render
+
+    images = ImageEncoder(backbone)
+    feats = [images.encode_pil([render(ph, 64) for ph in photos[i:i + 256]]).float().numpy()
+             for i in range(0, len(photos), 256)]
+    import numpy as np
+
+    return np.concatenate(feats)
+
+
+def evaluate(service, queries: list[BenchQuery], retrieval: str,
+             correct: bool = True) -> list[tuple[BenchQuery, dict[str, float]]]:
+    from engine.query import SearchRequest
+
+    out = []
+    for q in queries:
+        page = service.search(SearchRequest(q.text, gair=False, retrieval=retrieval, limit=DEPTH, facets=False,
+                                            correct=correct))
+        photos = service.search(SearchRequest(q.text, gair=False, retrieval=retrieval, limit=PAGE, mode="photos",
+                                              facets=False, correct=correct))
+        out.append((q, metrics(q, [p.product_id for p in page.products],
+                               [r.payload["product_id"] for r in photos.results])))
+    return out
+
+
+def scaled_rows(rows: list[dict], vectors, products: int, photos: int, seed: int):
+    """A synthetic catalog of `products` products: the world's rows repeated under new product ids and names
+    (a made-up product line per copy), each vector jittered so copies are not exact duplicates."""
+    import numpy as np
+
+    from world.catalog import PRODUCT_LINES
+
+    rng = np.random.default_rng(seed)
+    by_product: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_product.setdefault(r["product_id"], []).append(i)
+    base = sorted(by_product)
+    out_rows, out_vecs = [], []
+    for n in range(products):
+        src = base[n % len(base)]
+        line = f"{PRODUCT_LINES[n % len(PRODUCT_LINES)]}{n // len(PRODUCT_LINES)}"
+        for k, i in enumerate(by_product[src][:photos]):
+            r = rows[i]
+            out_rows.append({**r, "id": f"s{n}-{k}", "product_id": f"s{n}",
+                             "title": re.sub(r"^\S+", line, r["title"])})
+            v = vectors[i] + 0.02 * rng.standard_normal(vectors.shape[1]).astype(np.float32)
+            out_vecs.append(v / np.linalg.norm(v))
+    return out_rows, np.stack(out_vecs)
+
+
+def latency(service, queries: list[BenchQuery], n: int) -> dict[str, Any]:
+    """p50/p95 of a first page (12 products, no facets) per retrieval, with each query's CLIP text encoding
+    cached beforehand (the same for dense and hybrid); the first, cold pass is reported apart."""
+    from engine.query import SearchRequest
+
+    picked = [q.text for q in queries if "+typo" not in q.kind]
+    picked = [picked[(i * 7) % len(picked)] for i in range(min(n, len(picked)))]  # every kind, in turns
+
+    def timed(retrieval: str) -> list[float]:
+        times = []
+        for text in picked:
+            t = time.perf_counter()
+            service.search(SearchRequest(text, gair=False, retrieval=retrieval, facets=False, limit=PAGE))
+            times.append((time.perf_counter() - t) * 1000)
+        return times
+
+    out: dict[str, Any] = {"queries": len(picked), "cold_dense_with_text_encoding": _percentiles(timed("dense"))}
+    for retrieval in RETRIEVALS:
+        out[retrieval] = _percentiles(timed(retrieval))
+    out["hybrid_p95_over_dense"] = round(out["hybrid"]["p95_ms"] / out["dense"]["p95_ms"], 3)
+    return out
+
+
+def _percentiles(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    return {"p50_ms": round(times[len(times) // 2], 2), "p95_ms": round(times[min(len(times) - 1,
+                                                                                  int(0.95 * len(times)))], 2)}
+
+
+def token_queries_note(cache: str | None) -> str:
+    if cache and Path(cache).is_dir() and any(Path(cache).rglob("*.safetensors")):
+        return (f"token cache {cache} found, but custom-token relevance queries are not wired into this run; "
+                "see `coinage bench quality` for the paper-protocol MRR")
+    return ("skipped: no trained tokens in the quality benchmark's cache (--token-cache); training them "
+            "(`coinage bench quality`: 2,800 s for 20 concepts x 3 seeds x 4 methods on the 2-core machine) is "
+            "too long for this run. Custom tokens stay on the dense side, so their ranking is the dense ranking "
+            "of `coinage bench quality`")
+
+
+def log(message: str) -> None:
+    print(f"[relevance] {message}", file=sys.stderr, flush=True)
+
+
+def run(rc: RelevanceConfig) -> dict[str, Any]:
+    import torch
+
+    from engine.loading import load_backbone
+    from engine.query import QueryConfig, QueryService
+    from engine.store import StoreConfig, open_store
+    from engine.tokens import TokenSet
+    from world.build import make_world
+    from world.catalog import catalog_rows
+
+    torch.set_num_threads(rc.threads)
+    start = time.perf_counter()
+    world = make_world(rc.world_seed)
+    rows = catalog_rows(world)
+    backbone = load_backbone(rc.backbone, device="cpu", with_diffusion=False)
+    t = time.perf_counter()
+    vectors = photo_vectors(backbone, world, world.photos)
+    embed_seconds = time.perf_counter() - t
+    queries = make_queries(world, rows, rc.queries, rc.world_seed)
+    log(f"world {rc.world_seed}: {len(world.products)} products, {len(rows)} photos, {len(queries)} queries")
+    base = QueryConfig(text_runtime="torch", gair=False, max_limit=100)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp, open_store(StoreConfig(path=tmp)) as store:
+        load_catalog(store, "products", rows, vectors, backbone.embed_dim)
+        service = QueryService(backbone, store, TokenSet(), None, base)
+        for retrieval in ("dense", "lexical"):
+            results[retrieval] = summarise(evaluate(service, queries, retrieval))
+            log(f"{retrieval}: {results[retrieval]}")
+        # before this change: CLIP alone on the query as typed (no typo correction)
+        results["dense_as_typed"] = summarise(evaluate(service, queries, "dense", correct=False))
+        log(f"dense as typed: {results['dense_as_typed']}")
+        hybrid = {}
+        for spec in rc.fusions:
+            fused = QueryService(backbone, store, TokenSet(), None, dataclasses.replace(base, **fusion_config(spec)))
+            hybrid[spec] = summarise(evaluate(fused, queries, "hybrid"))
+            log(f"hybrid {spec}: {hybrid[spec]}")
+        results["hybrid"] = hybrid
+    scale = {}
+    for products in rc.latency_products:
+        scale[str(products)] = scaled_latency(rc, backbone, rows, vectors, queries, products, base)
+        log(f"latency at {products} products: {scale[str(products)]}")
+    return {"config": dataclasses.asdict(rc),
+            "world": {"seed": rc.world_seed, "products": len(world.products), "photos": len(rows)},
+            "queries_per_kind": rc.queries, "depth": DEPTH, "results": results,
+            "custom_token_queries": token_queries_note(rc.token_cache),
+            "latency": scale, "examples": {k: next(q.text for q in queries if q.kind == k)
+                                           for k in dict.fromkeys(q.kind for q in queries)},
+            "seconds": {"photo_embedding": round(embed_seconds, 1), "total": round(time.perf_counter() - start, 1)}}
+
+
+def scaled_latency(rc: RelevanceConfig, backbone, rows, vectors, queries, products: int, base) -> dict[str, Any]:
+    from engine.query import QueryService
+    from engine.store import StoreConfig, open_store
+    from engine.tokens import TokenSet
+
+    scaled, vecs = scaled_rows(rows, vectors, products, rc.latency_photos, rc.world_seed)
+    with tempfile.TemporaryDirectory() as tmp, open_store(StoreConfig(path=tmp)) as store:
+        t = time.perf_counter()
+        load_catalog(store, "products", scaled, vecs, backbone.embed_dim)
+        build = time.perf_counter() - t
+        out = latency(QueryService(backbone, store, TokenSet(), None, base), queries, rc.latency_queries)
+    return {"points": len(scaled), "photos_per_product": rc.latency_photos, "build_seconds": round(build, 1), **out}
+
+
+# ---------------------------------------------------------------- command line
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = RelevanceConfig()
+    p.add_argument("--backbone", default=d.backbone)
+    p.add_argument("--world-seed", type=int, default=d.world_seed)
+    p.add_argument("--queries", type=int, default=d.queries, help="products drawn per query kind")
+    p.add_argument("--fusion", nargs="+", default=list(d.fusions),
+                   help="hybrid settings to compare: rrf:K, rrf:K:DENSE_W:SPARSE_W or dbsf")
+    p.add_argument("--latency-products", type=int, nargs="*", default=list(d.latency_products))
+    p.add_argument("--latency-photos", type=int, default=d.latency_photos)
+    p.add_argument("--latency-queries", type=int, default=d.latency_queries)
+    p.add_argument("--token-cache", default=None, help="the quality benchmark's token cache directory")
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--out", help="JSON report (default bench/results/relevance.json; relevance-world<N>.json "
+                                 "for other seeds)")
+
+
+def run_command(args: argparse.Namespace, prog: str = "coinage bench relevance") -> int:
+    rc = RelevanceConfig(args.backbone, args.world_seed, args.queries, tuple(args.fusion),
+                         tuple(args.latency_products), args.latency_photos, args.latency_queries, args.token_cache,
+                         args.threads)
+    report = run(rc)
+    name = Path(args.out).stem if args.out else ("relevance" if rc.world_seed == 0 else
+                                                  f"relevance-world{rc.world_seed}")
+    path = write_result(name, report, argv=[prog, *sys.argv[3:]] if sys.argv[1:3] == ["bench", "relevance"]
+                        else None)
+    print(table(report))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = ["| retrieval | kind | nDCG@10 | MRR | R@10 | repeats in 12 (page) | repeats in 12 (photos) |",
+             "|---|---|---|---|---|---|---|"]
+    rows = [("dense, as typed (before)", report["results"]["dense_as_typed"]), ("dense", report["results"]["dense"]),
+            ("lexical", report["results"]["lexical"])]
+    rows += [(f"hybrid {spec}", r) for spec, r in report["results"]["hybrid"].items()]
+    for name, by_kind in rows:
+        for kind, m in by_kind.items():
+            lines.append(f"| {name} | {kind} | {m['ndcg10']:.3f} | {m['mrr']:.3f} | {m['r10']:.3f} | "
+                         f"{m['repeat12']:.2f} | {m['repeat12_photos']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.relevance", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run_command(p.parse_args(argv), "python -m bench.relevance")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

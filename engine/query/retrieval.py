@@ -1,0 +1,183 @@
+"""From a prepared query to a page: the store query (dense + BM25, fused in the store), products or photos, facets.
+
+    page = Retriever(store, config, backbone_id).page(request, vector, lexical_text)
+
+The lexical side sees the query's words without custom-token placeholders (`<aurora>` is not a word);
+the dense side the composed CLIP vector. A collection built before collections carried BM25 vectors
+is still served, dense only, with a note naming `coinage reindex`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from engine.lexical import embed_query
+from engine.spelling import Speller
+from engine.store import (
+    CollectionNotFound,
+    DimensionMismatch,
+    Filter,
+    NoSparseVectors,
+    OrderBy,
+    StoreError,
+    StoreQuery,
+    VectorStore,
+)
+
+from .config import QueryConfig
+from .errors import IndexMismatch, IndexNotFound, QueryError
+from .schema import Facets, ProductResult, ResultItem, SearchRequest
+
+T = TypeVar("T")
+_ORDER = {"price_asc": "asc", "price_desc": "desc"}
+REINDEX_NOTE = ("this index was built before name search and typo correction: results come from the image "
+                "vectors only; rebuild it with `coinage reindex` (searches keep being served meanwhile)")
+
+
+@dataclass
+class Page:
+    results: list[ResultItem]  # photos (mode "photos") or each product's best photo (mode "products")
+    products: list[ProductResult]  # the products of the page (mode "products"), else []
+    retrieval: str  # the sides that retrieved: "hybrid", "dense" or "lexical"
+    facets: Facets | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Retriever:
+    def __init__(self, store: VectorStore, config: QueryConfig, backbone_id: str):
+        self.store = store
+        self.config = config
+        self.backbone_id = backbone_id
+
+    def page(self, request: SearchRequest, vector: np.ndarray | None, lexical_text: str) -> Page:
+        """One page of results for the request: `vector` is the dense query (None: lexical only)."""
+        sparse = embed_query(lexical_text) if request.retrieval != "dense" and lexical_text else None
+        if request.retrieval == "lexical" and not sparse:
+            raise QueryError("lexical retrieval needs words to match (custom tokens and stop words are not); "
+                             "use retrieval 'hybrid' or 'dense'")
+        vector = None if request.retrieval == "lexical" else vector
+        query = self._query(request, vector, sparse)
+        try:
+            return self._run(request, query)
+        except NoSparseVectors as e:
+            if vector is None:
+                raise QueryError(f"lexical retrieval is unavailable: {e}") from e
+            query.sparse = None
+            page = self._run(request, query)
+            page.notes.insert(0, REINDEX_NOTE)
+            return page
+
+    def _query(self, request: SearchRequest, vector: np.ndarray | None, sparse) -> StoreQuery:
+        cfg = self.config
+        limit = request.limit or cfg.default_limit
+        order = OrderBy(cfg.price_field, _ORDER[request.sort]) if request.sort in _ORDER else None
+        prefetch = max(cfg.prefetch_limit, cfg.prefetch_per_product * (request.offset + limit))
+        return StoreQuery(dense=vector, sparse=sparse, filter=self.filter(request), fusion=cfg.store_fusion(),
+                          prefetch_limit=prefetch, order_by=order)
+
+    def _run(self, request: SearchRequest, query: StoreQuery) -> Page:
+        cfg = self.config
+        name = cfg.collection
+        limit = request.limit or cfg.default_limit
+        retrieval = "hybrid" if query.hybrid else ("dense" if query.dense is not None else "lexical")
+        notes = []
+        products: list[ProductResult] = []
+        if request.mode == "products":
+            groups = self._call(lambda: self.store.query_groups(name, query, cfg.group_by, limit=limit,
+                                                                offset=request.offset, group_size=cfg.group_size))
+            products = [ProductResult(request.offset + i + 1, str(g.key), g.score,
+                                      [ResultItem(request.offset + i + 1, h.id, h.score, h.payload) for h in g.hits])
+                        for i, g in enumerate(groups)]
+        if products:
+            results = [p.photos[0] for p in products]
+        else:  # photo mode, or points without the group field (a collection not built by the indexer)
+            hits = self._call(lambda: self.store.query(name, query, limit=limit, offset=request.offset))
+            results = [ResultItem(request.offset + i + 1, h.id, h.score, h.payload) for i, h in enumerate(hits)]
+            if request.mode == "products" and results:
+                notes.append(f"these points have no {cfg.group_by!r} field, so results are per photo; "
+                             "index the catalog with `coinage index` to group them per product")
+        facets = self._facets(query) if request.facets else None
+        return Page(results, products, retrieval, facets, notes)
+
+    def _facets(self, query: StoreQuery) -> Facets:
+        cfg = self.config
+        fields = {"category": cfg.category_field, "colour": cfg.colour_field}
+        counts = self._call(lambda: self.store.facets(cfg.collection, query, cfg.group_by, list(fields.values()),
+                                                      {cfg.price_field: list(cfg.price_buckets)}))
+        values = {name: {str(v): n for v, n in counts.values[f].items()} for name, f in fields.items()}
+        price = [{"min": lo, "max": hi, "count": n} for lo, hi, n in counts.ranges[cfg.price_field]]
+        return Facets(values, price, counts.products, counts.complete)
+
+    def filter(self, request: SearchRequest) -> Filter | None:
+        cfg = self.config
+        must = dict(request.filters)
+        ranges = {k: tuple(v) for k, v in request.ranges.items()}
+        if request.category is not None:
+            must[cfg.category_field] = request.category
+        if request.colour is not None:
+            must[cfg.colour_field] = request.colour
+        if request.min_price is not None or request.max_price is not None:
+            ranges[cfg.price_field] = (request.min_price, request.max_price)
+        if not must and not ranges:
+            return None
+        try:
+            return Filter(must=must, ranges=ranges)
+        except ValueError as e:
+            raise QueryError(f"bad filter: {e}") from e
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        name = self.config.collection
+        try:
+            return fn()
+        except CollectionNotFound as e:
+            raise IndexNotFound(f"no product index {name!r} in the vector store: build it with `coinage index ...` "
+                                f"(backbone {self.backbone_id!r}), or point QueryConfig.collection / --store-path "
+                                "at an existing one") from e
+        except DimensionMismatch as e:
+            raise IndexMismatch(f"index {name!r} was built with another backbone ({e}); search with the backbone "
+                                f"it was built with (--backbone), or reindex with {self.backbone_id!r}") from e
+
+
+class SpellingSource:
+    """The speller of the searched collection: re-read when its alias moves (checked every refresh_s seconds)."""
+
+    def __init__(self, store: VectorStore, config: QueryConfig, clock: Callable[[], float] = time.monotonic):
+        self.store = store
+        self.config = config
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._checked = -float("inf")
+        self._target: str | None = None
+        self._speller: Speller | None = None
+
+    def get(self) -> Speller | None:
+        """None when the collection has no vocabulary (built before it had one) or does not exist."""
+        if self.store is None:  # a service used for query vectors only (benchmarks, exports)
+            return None
+        with self._lock:
+            now = self._clock()
+            if now - self._checked < self.config.spelling_refresh_s:
+                return self._speller
+            self._checked = now
+            name = self.config.collection
+            try:
+                target = self.store.get_alias(name) or name
+                if target != self._target or self._speller is None:
+                    self._speller = Speller.from_metadata(self._metadata(target))
+                    self._target = target
+            except CollectionNotFound:
+                self._speller, self._target = None, None
+            return self._speller
+
+    def _metadata(self, name: str) -> dict[str, Any]:
+        try:
+            return self.store.get_metadata(name)
+        except CollectionNotFound:
+            raise
+        except StoreError:
+            return {}

@@ -1,0 +1,146 @@
+"""Shopper-grade search through the query service, on both store backends: one result per product, hybrid
+retrieval, typo correction, facets, price sort, and collections built before any of it."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine.lexical import embed_document
+from engine.query import QueryConfig, QueryError, QueryService, SearchRequest
+from engine.spelling import Vocabulary, strip_placeholders
+from engine.store import Point, open_store, point_id
+from engine.tokens import CustomToken, TokenMeta, TokenSet
+
+CONFIG = QueryConfig(text_runtime="torch", steps=2, gair=False, default_limit=5)
+COLOURS = ["purple", "green", "orange"]
+CATEGORIES = ["dress", "backpack", "teapot"]
+LINES = ["Yarrow", "Aurora", "Basil", "Cascade", "Dune", "Ember", "Fjord"]
+PRODUCTS, PHOTOS = 21, 3
+INDEXES = {"product_id": "keyword", "category": "keyword", "price": "float", "attributes.colour": "keyword"}
+
+
+def rows():
+    for p in range(PRODUCTS):
+        colour, category = COLOURS[p % 3], CATEGORIES[(p // 3) % 3]
+        for k in range(PHOTOS):
+            yield {"id": f"p{p}-{k}", "product_id": f"p{p}", "category": category, "price": 10.0 + 7 * p,
+                   "title": f"{LINES[p % 7]} {['Dotted', 'Striped', 'Plain'][p % 3]} {category.title()} — "
+                            f"{colour.title()}", "attributes": {"colour": colour}}
+
+
+def load(store, name, tiny, sparse=True):
+    rng = np.random.default_rng(0)
+    store.create_collection(name, dim=tiny.embed_dim, payload_indexes=INDEXES, sparse=sparse)
+    vocabulary = Vocabulary()
+    points = []
+    for row in rows():
+        vocabulary.add(row)
+        points.append(Point(point_id(row["id"]), rng.standard_normal(tiny.embed_dim).astype(np.float32), row,
+                            embed_document(row) if sparse else None))
+    store.upsert(name, points)
+    if sparse:
+        store.set_metadata(name, vocabulary.to_metadata())
+
+
+@pytest.fixture(scope="module")
+def service(tiny, tmp_path_factory, store_config):
+    store = open_store(store_config(tmp_path_factory.mktemp("store")))
+    load(store, "shop-v1", tiny)
+    store.set_alias("products", "shop-v1")
+    meta = TokenMeta(parent="dress", backbone_id=tiny.id, attributes=["red"])
+    tokens = TokenSet([CustomToken("<aurora>", torch.randn(2, tiny.text_width) * 0.02, meta)])
+    yield QueryService(tiny, store, tokens, None, CONFIG)
+    store.close()
+
+
+def products(response):
+    return [p.product_id for p in response.products]
+
+
+def test_one_card_per_product_with_its_photos_and_pages_per_product(service):
+    whole = service.search(SearchRequest("dotted dress", limit=PRODUCTS))
+    assert whole.mode == "products" and whole.retrieval == "hybrid"
+    assert len(products(whole)) == len(set(products(whole))) == PRODUCTS  # every product once, none repeated
+    for card in whole.products:
+        assert 1 <= len(card.photos) <= CONFIG.group_size
+        assert {ph.payload["product_id"] for ph in card.photos} == {card.product_id}
+        assert card.photos[0].score == card.score
+    assert [r.payload["product_id"] for r in whole.results] == products(whole)  # results: each card's best photo
+    first = service.search(SearchRequest("dotted dress", limit=5))
+    second = service.search(SearchRequest("dotted dress", limit=5, offset=first.next_offset))
+    assert first.next_offset == 5 and [p.rank for p in second.products] == [6, 7, 8, 9, 10]
+    assert products(first) + products(second) == products(whole)[:10]
+    body = json.loads(json.dumps(whole.to_json()))
+    assert body["products"][0]["photos"][0]["payload"]["product_id"] == body["products"][0]["product_id"]
+    photos = service.search(SearchRequest("dotted dress", mode="photos", limit=10))
+    assert photos.mode == "photos" and not photos.products and len(photos.results) == 10
+
+
+def test_a_product_name_finds_that_product_first(service):
+    lexical = service.search(SearchRequest("Cascade Dotted Backpack", retrieval="lexical"))
+    assert lexical.products[0].photos[0].payload["title"].startswith("Cascade Dotted Backpack")
+    # the tiny backbone's dense side is noise; score-based fusion (DBSF) keeps the name's product first
+    weighted = QueryService(service.backbone, service.store, TokenSet(), None,
+                            dataclasses.replace(CONFIG, fusion="dbsf"))
+    hybrid = weighted.search(SearchRequest("Cascade Dotted Backpack"))
+    assert hybrid.retrieval == "hybrid" and products(hybrid)[0] == lexical.products[0].product_id
+
+
+def test_typos_are_corrected_and_known_words_never_rewritten(service):
+    typo = service.search(SearchRequest("purpel doted dres"))
+    assert typo.correction is not None and typo.correction.corrected == "purple dotted dress"
+    assert typo.correction.changes == [("purpel", "purple"), ("doted", "dotted"), ("dres", "dress")]
+    assert typo.prompt == "purple dotted dress"
+    clean = service.search(SearchRequest("purple dotted dress"))
+    assert clean.correction is None and products(clean) == products(typo)
+    as_typed = service.search(SearchRequest("purpel doted dres", correct=False))
+    assert as_typed.correction is None and as_typed.prompt == "purpel doted dres"
+    token = service.search(SearchRequest("<aurora> dres"))
+    assert token.correction.corrected == "<aurora> dress" and token.tokens == ["<aurora>"]
+
+
+def test_custom_tokens_stay_on_the_dense_side(service):
+    assert strip_placeholders("<aurora> dress by the <pool-x> pool") == "dress by the pool"
+    only_token = service.search(SearchRequest("<aurora>"))
+    # the parent word 'dress' is added to the dense prompt, not to the typed words the lexical side searches
+    assert only_token.prompt == "<aurora> dress" and only_token.retrieval == "dense" and only_token.products
+    assert service.search(SearchRequest("<aurora> purple")).retrieval == "hybrid"
+    with pytest.raises(QueryError, match="lexical retrieval needs words"):
+        service.search(SearchRequest("<aurora>", retrieval="lexical"))
+
+
+def test_facets_count_products_under_the_filters(service):
+    response = service.search(SearchRequest("green", limit=3))
+    facets = response.facets
+    assert facets.products == PRODUCTS and facets.complete  # the window holds every photo here
+    per_product = {r["product_id"]: r for r in rows()}
+    expected = {c: sum(r["category"] == c for r in per_product.values()) for c in CATEGORIES}
+    assert facets.values["category"] == expected  # products, not photos (3 per product)
+    assert sum(b["count"] for b in facets.price) == PRODUCTS
+    assert facets.price[0] == {"min": None, "max": 25.0, "count": sum(r["price"] < 25 for r in per_product.values())}
+    teapots = service.search(SearchRequest("green", category="teapot", colour="green"))
+    green = sum(r["category"] == "teapot" and r["attributes"]["colour"] == "green" for r in per_product.values())
+    assert green and teapots.facets.values == {"category": {"teapot": green}, "colour": {"green": green}}
+    assert {p.photos[0].payload["category"] for p in teapots.products} == {"teapot"}
+
+
+@pytest.mark.parametrize("sort", ["price_asc", "price_desc"])
+def test_sort_by_price(service, sort):
+    response = service.search(SearchRequest("dress", sort=sort, limit=8))
+    prices = [p.photos[0].payload["price"] for p in response.products]
+    assert len(prices) == 8 and prices == sorted(prices, reverse=sort == "price_desc")
+    assert len(set(products(response))) == 8
+
+
+def test_collection_built_before_bm25_is_served_dense_with_a_note(tiny, tmp_path, store_config):
+    with open_store(store_config(tmp_path / "old")) as store:
+        load(store, "old-v1", tiny, sparse=False)
+        store.set_alias("products", "old-v1")
+        service = QueryService(tiny, store, TokenSet(), None, CONFIG)
+        response = service.search(SearchRequest("purpel dress"))
+        assert response.retrieval == "dense" and response.correction is None and len(response.products) == 5
+        assert any("coinage reindex" in n for n in response.notes)
+        with pytest.raises(QueryError, match="coinage reindex"):
+            service.search(SearchRequest("purple dress", retrieval="lexical"))
