@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import write_result  # noqa: E402
+from engine.backbones import DEFAULT_BACKBONE  # noqa: E402
 from engine.diffusion import SamplerConfig, generate, latent_shape  # noqa: E402
 from engine.loading import load_backbone  # noqa: E402
 from engine.text import TextEncoder  # noqa: E402
@@ -34,7 +35,7 @@ def timed(fn, repeats: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backbone", default="world")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)

@@ -1,4 +1,5 @@
 from coinage.cli import main
+from engine.backbones import DEFAULT_BACKBONE, resolve_backbone
 
 
 def test_backbone_list_and_info(capsys):
@@ -6,6 +7,24 @@ def test_backbone_list_and_info(capsys):
     assert "sd15" in capsys.readouterr().out
     assert main(["backbone", "info", "--backbone", "tiny-random", "--device", "cpu"]) == 0
     assert '"text_width": 32' in capsys.readouterr().out
+
+
+def test_backbone_list_shows_the_default_as_a_registry_entry(capsys):
+    assert main(["backbone", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    marked = [line.split()[0] for line in lines if line.endswith("(default)")]
+    assert marked == [DEFAULT_BACKBONE] == ["world"]
+    assert any(line.split()[0] == "tiny-random" for line in lines)
+
+
+def test_world_resolves_to_the_shipped_directory_not_the_registry_placeholder():
+    from engine.backbones import MANIFEST, WORLD_DIR
+
+    if not (WORLD_DIR / MANIFEST).is_file():
+        import pytest
+        pytest.skip("world/backbone/ is not trained in this checkout")
+    config, local = resolve_backbone("world")
+    assert local == WORLD_DIR and config.clip_model == f"local-dir:{WORLD_DIR}"
 
 
 def test_backbone_save_then_load(tmp_path, capsys):
