@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from engine.settings import AppSettings, SettingsError
+from web.settings import AppSettings, SettingsError
 from web import create_app
 from web.testing import build_catalog, png_bytes, tiny_settings
 

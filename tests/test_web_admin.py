@@ -143,7 +143,7 @@ def test_login_is_throttled_after_many_failures(app):
 def test_login_throttle_counts_per_forwarded_client_only_behind_a_configured_proxy(tmp_path, hops):
     """COINAGE_PROXY_HOPS=1 (deploy/): two clients behind the same proxy get their own buckets, so an attacker
     cannot lock the admin out; 0 (no proxy): X-Forwarded-For is ignored, or a client could pick its own bucket."""
-    from engine.settings import AppSettings
+    from web.settings import AppSettings
 
     assert AppSettings.from_env({"COINAGE_PROXY_HOPS": str(hops)}, data_dir=tmp_path).proxy_hops == hops
     app = create_app(tiny_settings(tmp_path, password=PASSWORD, proxy_hops=hops))
@@ -373,7 +373,7 @@ def test_jobs_page_lists_and_cancels(admin, res):
 def test_a_training_job_survives_a_restart_of_the_web_process(tmp_path):
     import time
 
-    from engine.jobs import JobStore
+    from web.jobs import JobStore
 
     first = create_app(tiny_settings(tmp_path))
     res = first.extensions["coinage"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.settings import AppSettings, data_dir_from_env
+from web.settings import AppSettings, data_dir_from_env
 from web import create_app
 from web.testing import build_catalog, png_bytes, tiny_settings
 

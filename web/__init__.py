@@ -15,7 +15,7 @@ from datetime import timedelta
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from engine.settings import AppSettings
+from web.settings import AppSettings
 
 from . import errors, metrics, security
 from .resources import Resources

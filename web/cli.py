@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from engine.settings import AppSettings
+from web.settings import AppSettings
 from engine.store import StoreUnavailable
 from web.resources import Resources
 

@@ -13,7 +13,7 @@ import torch
 from flask import url_for
 
 from engine.concepts import Concept
-from engine.jobs import Job
+from web.jobs import Job
 from engine.preprocess import open_upright
 from trainer import METHODS
 from trainer.subspace import select_attributes

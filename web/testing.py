@@ -16,7 +16,7 @@ from PIL import Image
 from werkzeug.security import generate_password_hash
 
 from engine.query import QueryConfig
-from engine.settings import AdminSettings, AppSettings, LimitSettings, WorkerSettings
+from web.settings import AdminSettings, AppSettings, LimitSettings, WorkerSettings
 from engine.store import StoreConfig
 from indexer import IndexerConfig, run_index
 from trainer import TrainConfig
