@@ -207,8 +207,8 @@ def app_env(svc: dict) -> dict[str, str]:
 
 @pytest.mark.parametrize("service", APP_SERVICES)
 def test_app_processes_get_production_settings_from_compose(compose, service):
-    from web.settings import AppSettings, data_dir_from_env, store_config_from_env
     from engine.store.snapshots import SnapshotConfig
+    from web.settings import AppSettings, data_dir_from_env, store_config_from_env
 
     env = app_env(compose["services"][service])
     settings = AppSettings.from_env(env)  # production: refuses missing secrets

@@ -9,27 +9,13 @@ import pytest
 
 from engine.tokens import load_token
 from web import create_app
-from web.testing import build_catalog, png_bytes, tiny_settings, with_limits
+from web.testing import png_bytes, tiny_settings, with_limits
 
 HX = {"HX-Request": "true"}
 PASSWORD = "secret-pw"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    root = tmp_path_factory.mktemp("admin")
-    build_catalog(root)
-    app = create_app(tiny_settings(root, password=PASSWORD))
-    yield app
-    app.extensions["coinage"].close()
-
-
-@pytest.fixture
-def res(app):
-    return app.extensions["coinage"]
 
 
 def csrf(client):

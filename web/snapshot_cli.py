@@ -57,8 +57,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _configs(args):
-    from web.settings import data_dir_from_env, store_config_from_env
     from engine.store.snapshots import SnapshotConfig
+    from web.settings import data_dir_from_env, store_config_from_env
 
     store = store_config_from_env()
     config = SnapshotConfig.from_env(store, data_dir_from_env(), dir=args.dir,
