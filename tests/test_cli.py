@@ -1,3 +1,5 @@
+import pytest
+
 from coinage.cli import main
 from engine.backbones import DEFAULT_BACKBONE, resolve_backbone
 
@@ -21,7 +23,6 @@ def test_world_resolves_to_the_shipped_directory_not_the_registry_placeholder():
     from engine.backbones import MANIFEST, WORLD_DIR
 
     if not (WORLD_DIR / MANIFEST).is_file():
-        import pytest
         pytest.skip("world/backbone/ is not trained in this checkout")
     config, local = resolve_backbone("world")
     assert local == WORLD_DIR and config.clip_model == f"local-dir:{WORLD_DIR}"
@@ -63,3 +64,28 @@ def test_pending_commands_name_the_missing_capability(capsys):
     for command in pending:
         assert main([command]) == 2
         assert "missing capability" in capsys.readouterr().err
+
+
+def test_every_benchmark_runs_as_coinage_bench_and_writes_the_common_header(tmp_path, capsys):
+    import importlib
+    import json
+    import os
+    import sys
+
+    from bench.cli import SCRIPTS
+
+    for name in SCRIPTS:  # importing a benchmark edits neither sys.path nor the environment
+        path, env = list(sys.path), dict(os.environ)
+        importlib.reload(importlib.import_module(f"bench.{name}"))
+        assert (sys.path, dict(os.environ)) == (path, env), name
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in [*SCRIPTS, "quality"])
+    out = tmp_path / "store.json"
+    argv = ["--n", "1000", "--dim", "8", "--queries", "5", "--candidates", "chosen", "--out", str(out)]
+    assert main(["bench", "store", *argv]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "store" and doc["command"] == "coinage bench store " + " ".join(argv)
+    assert {"date", "machine"} <= set(doc) and doc["machine"]["cpus"] == os.cpu_count()
+    assert doc["chosen"]
