@@ -1,10 +1,19 @@
-"""`coinage bench ...`: benchmarks that need the whole engine: `quality` (bench/quality.py) and `relevance`
-(bench/relevance.py).
-
-The other benchmarks (bench/indexing.py, query.py, store.py, training.py, generation.py) are scripts
-run with `python bench/<name>.py`.
-"""
+"""`coinage bench <name> ...`: every benchmark, each writing bench/results/<name>.json through bench/common
+(benchmark, command, date, machine). `coinage bench <name> --help` lists a benchmark's options."""
 from __future__ import annotations
+
+import importlib
+
+# Benchmarks whose module (bench.<name>) parses its own arguments in main(argv); one line each for the help.
+SCRIPTS = {
+    "generation": "preview generation speed on the demo backbone (bench/generation.py)",
+    "indexing": "indexing throughput: CLIP image encoder in PyTorch vs ONNX Runtime, and the pipeline (bench/indexing.py)",
+    "load": "concurrent searches against the app under gunicorn, idle and while jobs run (bench/load.py)",
+    "query": "query service: search latency, GAIR's time split and caches (bench/query.py)",
+    "realsize": "every deployment path at SD 1.5 / ViT-L-14 shapes on a random backbone (bench/realsize.py)",
+    "store": "embedded vector-store candidates on CLIP-like vectors (bench/store.py)",
+    "training": "training-loop cost: our step vs diffusers' textual-inversion step (bench/training.py)",
+}
 
 
 def register(sub) -> list[str]:
@@ -12,7 +21,7 @@ def register(sub) -> list[str]:
     from .quality import add_arguments
 
     p = sub.add_parser("bench", help="benchmarks: quality (the paper's tables in the demo world), relevance "
-                                     "(product search: dense, lexical, hybrid)")
+                                     "(product search: dense, lexical, hybrid), speed, scale and load")
     bsub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     bsub.required = True
     q = bsub.add_parser("quality", help=quality_doc.splitlines()[0], description=quality_doc.splitlines()[0])
@@ -24,6 +33,9 @@ def register(sub) -> list[str]:
     r = bsub.add_parser("relevance", help=relevance_doc.splitlines()[0], description=relevance_doc.splitlines()[0])
     relevance_arguments(r)
     r.set_defaults(func=_relevance)
+    for name, help_text in SCRIPTS.items():
+        s = bsub.add_parser(name, help=help_text, add_help=False)  # --help goes to the benchmark's own parser
+        s.set_defaults(func=_script(name), forward_args=True)
     return ["bench"]
 
 
@@ -37,3 +49,10 @@ def _quality(args) -> int:
     from .quality import run_command
 
     return run_command(args, "coinage bench quality")
+
+
+def _script(name: str):
+    def run(args) -> int:
+        return int(importlib.import_module(f"bench.{name}").main(list(args.extra)) or 0)
+
+    return run

@@ -10,16 +10,14 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import write_result  # noqa: E402
-from engine.diffusion import SamplerConfig, generate, latent_shape  # noqa: E402
-from engine.loading import load_backbone  # noqa: E402
-from engine.text import TextEncoder  # noqa: E402
+from bench.common import write_result
+from engine.backbones import DEFAULT_BACKBONE
+from engine.diffusion import SamplerConfig, generate, latent_shape
+from engine.loading import load_backbone
+from engine.text import TextEncoder
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -33,8 +31,8 @@ def timed(fn, repeats: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backbone", default="world")
+    p = argparse.ArgumentParser(prog="coinage bench generation", description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
@@ -61,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "grid5_batched_s_median": round(b, 4), "grid5_per_image_s": round(b / 5, 4),
         "batched_vs_one_by_one_ratio": round((b / 5) / s, 3),
     }
-    path = write_result("generation", figures, ["bench/generation.py", *(argv or sys.argv[1:])])
+    path = write_result("generation", figures, sys.argv[1:] if argv is None else argv)
     print(path.read_text())
     return 0
 

@@ -1,7 +1,7 @@
 """Indexing throughput: the CLIP image encoder in PyTorch eager vs ONNX Runtime, and the whole pipeline.
 
-    python bench/indexing.py [--backbone world] [--backbone tiny-random] [--arch ViT-B-32] [--arch ViT-L-14]
-                             [--batch 16] [--threads 2] [--out bench/results/indexing.json]
+    coinage bench indexing [--backbone world] [--backbone tiny-random] [--arch ViT-B-32] [--arch ViT-L-14]
+                           [--batch 16] [--threads 2] [--out bench/results/indexing.json]
 
 For each model:
 - encoder: the same model, batch and thread count, PyTorch eager and ONNX Runtime fp32 timed
@@ -25,12 +25,9 @@ the dev machines are shared.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
-import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -38,10 +35,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from bench.common import header, write_json
 
 log = logging.getLogger("bench.indexing")
 
@@ -228,7 +225,8 @@ def pipeline_ratio(identifier: str, args, catalog: Path, work: Path, embedder, n
             "wait_decode_seconds": round(report.wait_decode_seconds, 3)}
 
 
-def machine() -> dict[str, Any]:
+def machine_extra() -> dict[str, Any]:
+    """What bench.common.machine() does not say and this benchmark's figures depend on: CPU model, onnxruntime."""
     import onnxruntime
 
     cpu = ""
@@ -237,12 +235,11 @@ def machine() -> dict[str, Any]:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    return {"cpu": cpu, "onnxruntime": onnxruntime.__version__}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="coinage bench indexing", description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", action="append", default=[],
                     help="backbone id or directory (repeat); 'world' is skipped with a note when not trained yet")
     ap.add_argument("--arch", action="append", default=[], help="open_clip architecture with random weights (repeat)")
@@ -272,9 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("the world backbone is not trained yet; benchmarking its architecture with random weights")
         models[models.index("world")] = "world-arch"
     doc: dict[str, Any] = {
-        "command": "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "load_average_start": os.getloadavg(), "note": args.note,
+        **header("indexing", sys.argv[1:] if argv is None else argv, **machine_extra()),
+        "load_average_start": os.getloadavg(), "note": args.note,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "results": [],
     }
@@ -296,9 +292,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # noqa: BLE001 - a model that fails (world not trained yet) is recorded
                 log.warning("skipped %s: %s", identifier, e)
                 doc["results"].append({"model": identifier, "skipped": f"{type(e).__name__}: {e}"})
-            args.out.parent.mkdir(parents=True, exist_ok=True)
             doc["load_average_end"] = os.getloadavg()
-            args.out.write_text(json.dumps(doc, indent=1) + "\n")
+            write_json(args.out, doc, indent=1)
     print(json.dumps([{k: r.get(k) for k in ("model", "skipped")} | _headline(r) for r in doc["results"]], indent=1))
     return 0
 

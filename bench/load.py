@@ -1,9 +1,9 @@
 """Load: concurrent plain searches over loopback against the app under gunicorn, idle and while a reindex and
 a training job run in the same deployment; throughput, p50/p95/p99 latency and errors.
 
-    python bench/load.py [--products 400] [--photos 6] [--concurrency 4] [--idle-requests 1000]
-                         [--busy-requests 20000] [--max-seconds 300] [--threads 8] [--train-steps 150]
-                         [--note TEXT] [--out bench/results/load.json]
+    coinage bench load [--products 400] [--photos 6] [--concurrency 4] [--idle-requests 1000]
+                       [--busy-requests 20000] [--max-seconds 300] [--threads 8] [--train-steps 150]
+                       [--note TEXT] [--out bench/results/load.json]
 
 The deployment is the one the docs prescribe for the embedded store (docs/web.md): ONE gunicorn worker
 process with threads, and the job worker as a thread inside it (COINAGE_WORKER=thread), because the
@@ -43,8 +43,6 @@ from typing import Any
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 COLOURS = ["red", "blue", "green", "black", "white", "pink", "gold", "grey", "striped", "floral", "yellow", "brown"]
 PLACES = ["", "on a beach", "in a city", "at night", "on a brick wall", "in the snow", "in a garden", "on a table"]
@@ -349,7 +347,7 @@ def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="coinage bench load", description=__doc__.split("\n\n")[0])
     p.add_argument("--products", type=int, default=400)
     p.add_argument("--photos", type=int, default=6)
     p.add_argument("--concurrency", type=int, default=4, help="client threads sending searches")
@@ -366,18 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     from bench import common
 
-    command = ["bench/load.py", *(sys.argv[1:] if argv is None else argv)]
-    if args.out is None:
-        path = common.write_result("load", result, command)
-    else:  # elsewhere (tests): the committed bench/results/load.json is left alone
-        import datetime as dt
-
-        doc = {"benchmark": "load", "command": " ".join(["python", *command]),
-               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": common.machine(),
-               **result}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=2) + "\n")
-        path = args.out
+    # --out elsewhere (tests): the committed bench/results/load.json is left alone
+    path = common.write_result("load", result, sys.argv[1:] if argv is None else argv, args.out)
     print(json.dumps({k: result[k] for k in ("idle", "busy", "busy_by_job", "jobs", "p99_busy_over_idle", "target")},
                      indent=2))
     log(f"wrote {path}")

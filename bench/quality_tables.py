@@ -1,4 +1,4 @@
-"""Markdown tables of a quality report (bench/quality.py): retrieval, targets, recognition, lambda_CE, norms,
+"""Markdown tables of a quality report (bench/quality/): retrieval, targets, recognition, lambda_CE, norms,
 diagnostics. Pure formatting of the JSON document, so the tables can be regenerated from a saved report:
 
     python -m bench.quality_tables bench/results/quality.json

@@ -1,7 +1,7 @@
 """Benchmark the query service: plain search latency, and GAIR's time split and caches.
 
-    python bench/query.py [--sizes 10000,100000] [--queries 200] [--backbone tiny-random]
-                          [--gair-runs 3] [--steps 4] [--note TEXT] [--out bench/results/query.json]
+    coinage bench query [--sizes 10000,100000] [--queries 200] [--backbone tiny-random]
+                        [--gair-runs 3] [--steps 4] [--note TEXT] [--out bench/results/query.json]
 
 Search (no GAIR), per catalog size, on the embedded store (engine.store, HNSW at StoreConfig
 defaults, built by optimize()):
@@ -17,35 +17,29 @@ GAIR (the backbone's diffusion stack; steps as given):
 - the time split of a cold run (text, context generation, candidate generation, scoring, search);
 - batched vs one-by-one generation of the weight grid (same seed, so the same images);
 - cold vs warm cache (the same request again: nothing is generated).
+
+Torch runs on 2 threads; cap BLAS threads from outside, `OMP_NUM_THREADS=2 coinage bench query` (recorded
+in the result's machine.omp_num_threads), since numpy is loaded before any benchmark code runs.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "2")  # a script entry point: cap BLAS threads before numpy/torch load
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-import torch  # noqa: E402
-
-from engine.query import QueryConfig, QueryService, SearchRequest  # noqa: E402
-from engine.store import Filter, Point, StoreConfig, open_store  # noqa: E402
-from engine.tokens import CustomToken, TokenMeta, TokenSet  # noqa: E402
+from bench.common import header, write_json
+from engine.query import QueryConfig, QueryService, SearchRequest
+from engine.store import Filter, Point, StoreConfig, open_store
+from engine.tokens import CustomToken, TokenMeta, TokenSet
 
 N_CATEGORIES = 20
 CENTRES = 200
@@ -206,8 +200,8 @@ def bench_gair(backbone, store, tokens, features, steps: int, runs: int) -> dict
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="coinage bench query", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="10000,100000", help="catalog sizes, comma-separated")
     p.add_argument("--queries", type=int, default=200, help="queries per latency figure")
     p.add_argument("--backbone", default="tiny-random")
@@ -226,11 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dim = backbone.embed_dim
     tokens, features = make_tokens(backbone)
     result: dict[str, Any] = {
-        "command": "python " + " ".join(shlex.quote(a) for a in ["bench/query.py", *(argv or sys.argv[1:])]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "loadavg_1m_at_start": round(os.getloadavg()[0], 2)},
+        **header("query", sys.argv[1:] if argv is None else argv),
         "note": args.note,
         "backbone": {"id": backbone.id, "embed_dim": backbone.embed_dim, "text_width": backbone.text_width,
                      "image_size": backbone.config.image_size},
@@ -268,12 +258,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
     result["total_s"] = round(time.perf_counter() - started, 1)
     result["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_json(args.out, result)
     log(f"wrote {out} ({result['total_s']} s)")
-    return result
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Real size: every deployment code path at Stable Diffusion 1.5 / CLIP ViT-L-14 shapes, timed, without weights.
 
-    python bench/realsize.py [--backbone DIR] [--device cpu|cuda] [--threads 2]   # -> bench/results/realsize.json
+    coinage bench realsize [--backbone DIR] [--device cpu|cuda] [--threads 2]   # -> bench/results/realsize.json
 
 Runs on the sd15-shaped random backbone (`coinage backbone random sd15 DIR`; built into
 var/bench/sd15-random when --backbone is not given: about 5 GB fp32, never committed), loaded through
@@ -39,13 +39,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
+from bench.common import write_result
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from bench.common import write_result  # noqa: E402
 
 DEFAULT_DIR = ROOT / "var" / "bench" / "sd15-random"
 PROMPT = "a photo of a red striped dress on a beach"
@@ -316,9 +314,9 @@ def probe(kind: str, backbone: str, device: str, cache: str) -> None:
 def stage_memory(backbone: Path, device: torch.device, cache: Path) -> dict:
     out = {}
     for kind in ("web", "worker"):
-        cmd = [sys.executable, __file__, "--probe", kind, "--backbone", str(backbone), "--device", device.type,
+        cmd = [sys.executable, "-m", "bench.realsize", "--probe", kind, "--backbone", str(backbone), "--device", device.type,
                "--onnx-cache", str(cache)]
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
         out[kind] = json.loads(done.stdout.strip().splitlines()[-1])
         log(f"  memory {kind}: {out[kind]}")
     out["note"] = ("web: CLIP only (with_diffusion=False) + ONNX text tower; worker: the full backbone; after one text "
@@ -388,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         result["stage_s"] = round(time.perf_counter() - t, 1)
         figures[name] = result
         log(f"{name}: {result}")
-        write_result("realsize", {**figures, "partial": True}, ["bench/realsize.py", *(argv or sys.argv[1:])])
+        write_result("realsize", {**figures, "partial": True}, list(sys.argv[1:] if argv is None else argv))
         return value
 
     try:
@@ -405,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     figures["total_s"] = round(time.perf_counter() - started, 1)
-    path = write_result("realsize", figures, ["bench/realsize.py", *(argv or sys.argv[1:])])
+    path = write_result("realsize", figures, list(sys.argv[1:] if argv is None else argv))
     log(f"wrote {path} ({figures['total_s']} s)")
     return 0
 

@@ -1,7 +1,7 @@
 """Benchmark the embedded vector-store candidates on CLIP-like vectors.
 
-    python bench/store.py [--n 100000] [--dim 512] [--queries 200] [--out bench/results/store.json]
-    python bench/store.py --scale 100000,250000,500000 --dim 768   # -> bench/results/store_scale.json
+    OMP_NUM_THREADS=2 coinage bench store [--n 100000] [--dim 512] [--queries 200] [--out bench/results/store.json]
+    OMP_NUM_THREADS=2 coinage bench store --scale 100000,250000,500000 --dim 768   # -> bench/results/store_scale.json
 
 Candidates, each at n x dim:
 - qdrant_local: qdrant-client local mode (QdrantClient(path=...)), pure-Python brute force.
@@ -17,43 +17,36 @@ Data: 200 cluster centres on the unit sphere sharing a common direction (CLIP em
 anisotropic), points = centre + Gaussian noise, normalised; queries are fresh draws from the
 same mixture. Payload: category (20 values, independent of the cluster) and price.
 The filtered queries ask for 2 categories (match-any) and a price range (~5% of points).
-Threads are capped at 2 (shared 2-core machines). Each timing is given as wall-clock and as
+Threads are capped at 2 (shared 2-core machines: BLAS by OMP_NUM_THREADS=2 from outside, since numpy
+is loaded before any benchmark code runs; recorded as machine.omp_num_threads). Each timing is given as wall-clock and as
 process CPU time (cpu_*): on a busy shared machine the wall-clock figures stretch, the CPU
 figures much less; the load average at start and end is recorded.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-# Cap BLAS threads before numpy loads (this is a script entry point, not a library module).
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "2")
+import numpy as np
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import datetime as dt  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from engine.store import Filter, Point, StoreConfig, open_store  # noqa: E402
+from bench.common import header, write_json
+from engine.store import Filter, Point, StoreConfig, open_store
 
 K = 10
 N_CATEGORIES = 20
@@ -389,16 +382,14 @@ def scale_query_child(workdir: str, config_json: str, oversampling_json: str) ->
     print(json.dumps(result))
 
 
-def run_scale(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
+def run_scale(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     sizes = [int(x) for x in args.scale.split(",")]
     quantizations = [q.strip() for q in args.quantizations.split(",")]
     oversampling = [float(x) for x in args.oversampling.split(",")]
     defaults = StoreConfig()
     result: dict[str, Any] = {
-        "command": "python " + " ".join(shlex.quote(a) for a in ["bench/store.py", *(argv or sys.argv[1:])]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads_used": defaults.threads,
-                    "loadavg_1m_at_start": round(os.getloadavg()[0], 2)},
+        **header("store", sys.argv[1:] if argv is None else argv, threads_used=defaults.threads,
+                 loadavg_1m_at_start=round(os.getloadavg()[0], 2)),
         "data": {"dim": args.dim, "queries": args.queries, "centres": args.centres, "spread": args.spread,
                  "seed": args.seed, "k": K,
                  "kind": "clustered and anisotropic: centres on the sphere sharing a common direction, points = "
@@ -434,17 +425,16 @@ def run_scale(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str,
             shutil.rmtree(workdir, ignore_errors=True)
         result["sizes"][str(n)] = entry
         result["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")  # after each size: a long run keeps what it measured
+        write_json(out, result)  # after each size: a long run keeps what it measured
         log(f"wrote {out}")
-    return result
+    return 0
 
 
 # --- main ------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="coinage bench store", description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=100_000, help="points in the collection")
     p.add_argument("--dim", type=int, default=512, help="vector dimension")
     p.add_argument("--queries", type=int, default=200, help="queries per measurement")
@@ -469,7 +459,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.scale:
         return run_scale(args, argv)
@@ -483,11 +473,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     log(f"  numpy baseline: {baseline}")
     nn = data.vectors @ data.queries[:50].T
     result: dict[str, Any] = {
-        "command": "python " + " ".join(shlex.quote(a) for a in ["bench/store.py", *(argv or sys.argv[1:])]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "threads_used": 2, "loadavg_1m_at_start": round(os.getloadavg()[0], 2)},
+        **header("store", sys.argv[1:] if argv is None else argv,
+                 processor=platform.processor() or platform.machine(), threads_used=2),
         "data": {"n": args.n, "dim": args.dim, "queries": args.queries, "centres": args.centres,
                  "spread": args.spread, "seed": args.seed, "k": K,
                  "query_top1_cosine_mean": round(float(nn.max(axis=0).mean()), 3),
@@ -516,15 +503,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
     result["total_s"] = round(time.perf_counter() - started, 1)
     result["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)  # the machine is shared
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_json(args.out, result)
     log(f"wrote {out} ({result['total_s']} s)")
-    return result
+    return 0
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--scale-query"]:
         scale_query_child(*sys.argv[2:5])
     else:
-        main()
+        sys.exit(main())

@@ -12,7 +12,7 @@ own subprocess, which resets the kernel's peak-RSS mark after loading the backbo
 the loop's peak resident set size (/proc VmHWM) above the resident size before the loop, plus
 the whole process's resource.getrusage maximum.
 
-    python bench/training.py --backbone tiny-random --steps 8 --rounds 4
+    coinage bench training --backbone tiny-random --steps 8 --rounds 4
 """
 from __future__ import annotations
 
@@ -21,20 +21,18 @@ import json
 import os
 import platform
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from bench.common import header, write_json
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 ATTRS = ["red", "old", "worn", "bright", "dark", "pink", "blue", "striped"]
 
@@ -185,7 +183,7 @@ def timing(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="coinage bench training", description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="tiny-random")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--num-vectors", type=int, default=4)
@@ -208,18 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     result = timing(args)
     memory = {}
     for name in LOOPS:
-        cmd = [sys.executable, __file__, "--worker", name, "--backbone", args.backbone, "--batch-size",
+        cmd = [sys.executable, "-m", "bench.training", "--worker", name, "--backbone", args.backbone, "--batch-size",
                str(args.batch_size), "--num-vectors", str(args.num_vectors), "--images", str(args.images),
                "--memory-steps", str(args.memory_steps), "--threads", str(args.threads)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
         memory[name] = json.loads(done.stdout.strip().splitlines()[-1])
     report = {
-        "command": "python bench/training.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": args.threads,
-                    "loadavg_start": [round(x, 2) for x in load_start],
-                    "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        **header("training", sys.argv[1:] if argv is None else argv,
+                 processor=platform.processor() or platform.machine(), threads=args.threads,
+                 loadavg_start=[round(x, 2) for x in load_start], loadavg_end=[round(x, 2) for x in os.getloadavg()]),
         "note": args.note,
         "config": {"backbone": args.backbone, "batch_size": args.batch_size, "num_vectors": args.num_vectors,
                    "steps_per_block": args.steps, "rounds": args.rounds, "warmup": args.warmup},
@@ -228,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": memory,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(json.dumps({k: report[k] for k in ("ours", "reference", "ratio_ours_over_reference", "memory")}, indent=2))
     return 0
 

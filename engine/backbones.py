@@ -111,8 +111,17 @@ register_backbone(BackboneConfig(
     description="OpenCLIP ViT-H/14 (LAION-2B) + Stable Diffusion 2.1 (penultimate-layer conditioning)",
 ))
 
-# The demo world's backbone ships inside the package (trained here, see `coinage world train`).
+# The demo world's backbone ships inside the package (trained here, see `coinage world train`); its registry
+# entry names it so `coinage backbone list` shows it, and resolve_backbone reads its directory when asked for it.
 WORLD_DIR = Path(__file__).resolve().parent.parent / "world" / "backbone"
+register_backbone(BackboneConfig(
+    name="world",
+    clip_model="local-dir:world/backbone",
+    description="the demo world's backbone shipped in world/backbone/ (trained by `coinage world train`)",
+))
+
+# The backbone every command, config and benchmark uses unless told otherwise.
+DEFAULT_BACKBONE = "world"
 
 
 def resolve_backbone(identifier: str, diffusion_dir: str | None = None,

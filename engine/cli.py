@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from engine.backbones import get_backbone_config, list_backbones
+from engine.backbones import DEFAULT_BACKBONE, get_backbone_config, list_backbones
 
 
 def register(sub) -> list[str]:
@@ -40,7 +40,8 @@ def register(sub) -> list[str]:
 
 
 def _backbone_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", default="tiny-random", help="registry name, local directory or hf-hub:org/repo")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help=f"registry name, local directory or hf-hub:org/repo (default {DEFAULT_BACKBONE})")
     p.add_argument("--diffusion-dir", help="local diffusers directory for the diffusion stack (unet/, vae/, scheduler/)")
     p.add_argument("--clip-weights", help="local open_clip weights file instead of the pretrained tag")
     p.add_argument("--device", default="auto")
@@ -55,7 +56,8 @@ def _load(args):
 
 def _list(_args) -> int:
     for name in list_backbones():
-        print(f"{name:12s} {get_backbone_config(name).description}")
+        mark = " (default)" if name == DEFAULT_BACKBONE else ""
+        print(f"{name:12s} {get_backbone_config(name).description}{mark}")
     return 0
 
 

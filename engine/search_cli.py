@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from engine.backbones import DEFAULT_BACKBONE
 from engine.database import database_url_from_env
 from engine.image_files import pil_error, pil_open_errors
 from engine.preprocess import open_upright
@@ -25,7 +26,7 @@ def register(sub) -> list[str]:
                        description=__doc__.splitlines()[0])
     p.add_argument("query", nargs="?", default="", help="query text, e.g. '<aurora> dress on a beach' "
                    "(may be left out with --image)")
-    p.add_argument("--backbone", default="world", help="registry name, local directory or hf-hub:org/repo "
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="registry name, local directory or hf-hub:org/repo "
                    "(the backbone the index was built with)")
     p.add_argument("--diffusion-dir", help="local diffusers directory for the diffusion stack")
     p.add_argument("--clip-weights", help="local open_clip weights file instead of the pretrained tag")

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from engine.backbones import DEFAULT_BACKBONE
+
 
 def register(sub) -> list[str]:
     from .config import IndexerConfig as C  # the defaults the help texts quote
@@ -36,8 +38,9 @@ def register(sub) -> list[str]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", type=Path, required=True, help="catalog file: .csv, .jsonl or .parquet")
-    p.add_argument("--backbone", default="world",
-                   help="backbone that embeds: registry name, local directory or hf-hub:org/repo (default world)")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help="backbone that embeds: registry name, local directory or hf-hub:org/repo "
+                        f"(default {DEFAULT_BACKBONE})")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--store-path", help="embedded store directory (default $COINAGE_STORE_PATH or var/store)")
     where.add_argument("--store-url", help="Qdrant server URL, e.g. http://qdrant:6333 (default $COINAGE_QDRANT_URL)")

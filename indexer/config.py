@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.backbones import DEFAULT_BACKBONE
 from engine.store import StoreConfig
 
 from .decode import ImageLimits
@@ -16,7 +17,7 @@ class IndexerConfig:
     # Catalog file: .csv, .jsonl/.ndjson or .parquet; rows need id, title, image (+ category, price, attributes).
     catalog: Path
     # Backbone whose image encoder embeds the catalog: registry name, local directory or hf-hub:org/repo.
-    backbone: str = "world"
+    backbone: str = DEFAULT_BACKBONE
     # Vector store to write to (embedded directory or Qdrant server).
     store: StoreConfig = field(default_factory=StoreConfig)
     # Live name searches use: an alias that `reindex` re-points; `index` writes into its target.

@@ -58,6 +58,36 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+# --- the web app: one per test module (tests/test_web*.py) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app(request, tmp_path_factory):
+    """A web app on a tiny indexed catalog (web.testing: tiny-random, no worker thread) for one test module, closed
+    after it. The admin password is the module's PASSWORD when it sets one (else tiny_settings' default)."""
+    from web import create_app
+    from web.testing import build_catalog, tiny_settings
+
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    build_catalog(root)
+    password = getattr(request.module, "PASSWORD", None)
+    app = create_app(tiny_settings(root, **({} if password is None else {"password": password})))
+    yield app
+    app.extensions["coinage"].close()
+
+
+@pytest.fixture
+def client(app):
+    """A test client of the module's app (not logged in)."""
+    return app.test_client()
+
+
+@pytest.fixture
+def res(app):
+    """The module's app resources (web.resources: store, query service, jobs, registry)."""
+    return app.extensions["coinage"]
+
+
 # --- vector store backends: the engine tests run on each (tests/test_store.py, test_query.py, test_indexer.py) ----
 
 

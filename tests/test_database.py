@@ -16,8 +16,8 @@ import pytest
 
 from engine.concepts import ConceptRegistry
 from engine.database import DatabaseError, PostgresDatabase, database_errors, redact
-from engine.jobs import JobError, JobStore, Worker
-from engine.settings import AppSettings, SettingsError
+from web.jobs import JobError, JobStore, Worker
+from web.settings import AppSettings, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,7 @@ def test_claims_from_several_processes_never_share_a_job(postgres_url, tmp_path)
     store = JobStore(tmp_path / "unused.sqlite3", database_url=postgres_url)
     ids = {store.submit("preview", {"i": i}) for i in range(40)}
     code = BARRIER + (
-        "import json; from engine.jobs import JobStore\n"
+        "import json; from web.jobs import JobStore\n"
         "store = JobStore(folder / 'unused.sqlite3', database_url=sys.argv[3]); taken = []\n"
         "while (job := store.claim('w' + sys.argv[2], ['preview'])) is not None: taken.append(job.id)\n"
         "print(json.dumps(taken))")
@@ -114,7 +114,7 @@ def test_a_worker_outlives_a_database_outage(postgres_url, tmp_path, caplog):
                     stale_after_s=5).start()
     good = store.db
     try:
-        with caplog.at_level(logging.ERROR, logger="engine.jobs"):
+        with caplog.at_level(logging.ERROR, logger="web.jobs"):
             store.db = PostgresDatabase(f"postgresql://coinage@127.0.0.1:{closed_port()}/gone", "jobs")
             deadline = time.monotonic() + 10
             while "cannot claim a job" not in caplog.text and time.monotonic() < deadline:
@@ -138,7 +138,7 @@ def test_schema_creation_races_between_processes(postgres_url, tmp_path):
     """Processes starting at once each create the schema (CREATE ... IF NOT EXISTS races on PostgreSQL without
     the advisory lock); jobs and registry share the database, each in its own tables."""
     code = BARRIER + (
-        "from engine.concepts import ConceptRegistry; from engine.jobs import JobStore\n"
+        "from engine.concepts import ConceptRegistry; from web.jobs import JobStore\n"
         "JobStore(folder / 'jobs.sqlite3', database_url=sys.argv[3])\n"
         "ConceptRegistry(folder / 'root', database_url=sys.argv[3])\n")
     procs = [spawn(code, str(tmp_path), str(n), postgres_url) for n in range(2)]

@@ -207,8 +207,8 @@ def app_env(svc: dict) -> dict[str, str]:
 
 @pytest.mark.parametrize("service", APP_SERVICES)
 def test_app_processes_get_production_settings_from_compose(compose, service):
-    from engine.settings import AppSettings, data_dir_from_env, store_config_from_env
     from engine.store.snapshots import SnapshotConfig
+    from web.settings import AppSettings, data_dir_from_env, store_config_from_env
 
     env = app_env(compose["services"][service])
     settings = AppSettings.from_env(env)  # production: refuses missing secrets
@@ -414,7 +414,7 @@ def load_healthcheck():
 
 
 def test_worker_healthcheck_reads_the_job_store(tmp_path, monkeypatch):
-    from engine.jobs import JobStore
+    from web.jobs import JobStore
 
     hc = load_healthcheck()
     monkeypatch.setenv("COINAGE_DATA_DIR", str(tmp_path))
@@ -427,7 +427,7 @@ def test_worker_healthcheck_reads_the_job_store(tmp_path, monkeypatch):
 
 
 def test_worker_healthcheck_reads_the_postgres_job_store(tmp_path, monkeypatch, postgres_url):
-    from engine.jobs import JobStore
+    from web.jobs import JobStore
 
     hc = load_healthcheck()
     monkeypatch.setenv("COINAGE_DATA_DIR", str(tmp_path))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engine.jobs import JobCancelled, JobError, JobStore, Worker
+from web.jobs import JobCancelled, JobError, JobStore, Worker
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""The quality benchmark (bench/quality.py): metrics, protocol, and a tiny end-to-end run of `coinage bench quality`."""
+"""The quality benchmark (bench/quality/): metrics, protocol, and a tiny end-to-end run of `coinage bench quality`."""
 from __future__ import annotations
 
 import json

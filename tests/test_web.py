@@ -6,33 +6,14 @@ import re
 import pytest
 import torch
 
-from engine.settings import AppSettings, SettingsError
 from web import create_app
-from web.testing import build_catalog, png_bytes, tiny_settings
+from web.settings import AppSettings, SettingsError
+from web.testing import png_bytes, tiny_settings
 
 HX = {"HX-Request": "true"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    root = tmp_path_factory.mktemp("web")
-    build_catalog(root)
-    app = create_app(tiny_settings(root))
-    yield app
-    app.extensions["coinage"].close()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def res(app):
-    return app.extensions["coinage"]
 
 
 def states(html):

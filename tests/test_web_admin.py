@@ -9,27 +9,13 @@ import pytest
 
 from engine.tokens import load_token
 from web import create_app
-from web.testing import build_catalog, png_bytes, tiny_settings, with_limits
+from web.testing import png_bytes, tiny_settings, with_limits
 
 HX = {"HX-Request": "true"}
 PASSWORD = "secret-pw"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    root = tmp_path_factory.mktemp("admin")
-    build_catalog(root)
-    app = create_app(tiny_settings(root, password=PASSWORD))
-    yield app
-    app.extensions["coinage"].close()
-
-
-@pytest.fixture
-def res(app):
-    return app.extensions["coinage"]
 
 
 def csrf(client):
@@ -143,7 +129,7 @@ def test_login_is_throttled_after_many_failures(app):
 def test_login_throttle_counts_per_forwarded_client_only_behind_a_configured_proxy(tmp_path, hops):
     """COINAGE_PROXY_HOPS=1 (deploy/): two clients behind the same proxy get their own buckets, so an attacker
     cannot lock the admin out; 0 (no proxy): X-Forwarded-For is ignored, or a client could pick its own bucket."""
-    from engine.settings import AppSettings
+    from web.settings import AppSettings
 
     assert AppSettings.from_env({"COINAGE_PROXY_HOPS": str(hops)}, data_dir=tmp_path).proxy_hops == hops
     app = create_app(tiny_settings(tmp_path, password=PASSWORD, proxy_hops=hops))
@@ -373,7 +359,7 @@ def test_jobs_page_lists_and_cancels(admin, res):
 def test_a_training_job_survives_a_restart_of_the_web_process(tmp_path):
     import time
 
-    from engine.jobs import JobStore
+    from web.jobs import JobStore
 
     first = create_app(tiny_settings(tmp_path))
     res = first.extensions["coinage"]

@@ -5,32 +5,12 @@ import re
 
 import pytest
 
-from web import create_app
-from web.testing import build_catalog, png_bytes, tiny_settings
+from web.testing import png_bytes
 
 PASSWORD = "api-pw"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    root = tmp_path_factory.mktemp("api")
-    build_catalog(root)
-    app = create_app(tiny_settings(root, password=PASSWORD))
-    yield app
-    app.extensions["coinage"].close()
-
-
-@pytest.fixture
-def res(app):
-    return app.extensions["coinage"]
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def test_demo_no_serve_builds_catalog_index_and_concept_photos(tmp_path, capsys)
 
 def test_demo_falls_back_to_tiny_random_loudly_without_the_world_backbone(tmp_path, monkeypatch, capsys):
     import engine.backbones
-    from engine.settings import AppSettings
+    from web.settings import AppSettings
     from web.demo import choose_backbone
 
     monkeypatch.setattr(engine.backbones, "WORLD_DIR", tmp_path / "nowhere")

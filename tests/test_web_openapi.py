@@ -7,8 +7,7 @@ import base64
 
 import pytest
 
-from web import create_app
-from web.testing import build_catalog, png_bytes, tiny_settings
+from web.testing import png_bytes
 
 PASSWORD = "openapi-pw"
 EXAMPLES = 25  # per operation
@@ -20,15 +19,6 @@ SEMANTIC_ERRORS = {"unknown_token", "conflicting_fields", "not_an_image", "unsup
                    "image_too_many_pixels", "empty_file", "own_parent_word", "too_few_attributes"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    root = tmp_path_factory.mktemp("openapi")
-    build_catalog(root)
-    app = create_app(tiny_settings(root, password=PASSWORD))
-    yield app
-    app.extensions["coinage"].close()
 
 
 def logged_in(app) -> tuple[str, str]:

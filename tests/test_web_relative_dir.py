@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.settings import AppSettings, data_dir_from_env
 from web import create_app
+from web.settings import AppSettings, data_dir_from_env
 from web.testing import build_catalog, png_bytes, tiny_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from engine.backbones import DEFAULT_BACKBONE
 from engine.loading import load_backbone
 
 from .config import METHODS, TrainConfig, TrainRequest
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainer.ablation", description=__doc__.splitlines()[0])
     p.add_argument("--products", nargs="+", required=True, help="held-out product ids of the demo world")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--backbone", default="world")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
     p.add_argument("--world-seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)

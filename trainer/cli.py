@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from engine.backbones import DEFAULT_BACKBONE
 from engine.concepts import ConceptRegistry, default_root
 from engine.database import database_url_from_env
 from engine.loading import load_backbone
@@ -89,7 +90,7 @@ def _common(p: argparse.ArgumentParser, backbone: bool = False) -> None:
     p.add_argument("--root", help="registry root (default: $COINAGE_HOME or ./var); its rows are in PostgreSQL "
                    "when COINAGE_DATABASE_URL is set")
     if backbone:
-        p.add_argument("--backbone", default="world", help="registry name, local directory or hf-hub:org/repo")
+        p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="registry name, local directory or hf-hub:org/repo")
         p.add_argument("--device", default="auto")
         p.add_argument("--threads", type=int, help="torch CPU threads for this command")
 

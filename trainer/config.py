@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence, Union
 
+from engine.backbones import DEFAULT_BACKBONE
 from engine.concepts import MAX_IMAGES, MIN_IMAGES
 from engine.errors import CoinageError
 
@@ -193,7 +194,7 @@ class TrainRequest:
     placeholder: str  # '<aurora>'
     parent: str  # parent concept word, e.g. 'dress'
     images: Sequence[ImageInput]  # 3 to 50 example images of the concept
-    backbone: Any = "world"  # a loaded engine Backbone (shared, never modified) or an identifier to load
+    backbone: Any = DEFAULT_BACKBONE  # a loaded engine Backbone (shared, never modified) or an identifier to load
     attributes: Sequence[str] | None = None  # attribute words A; None: the best num_attributes from the vocabulary
     config: TrainConfig = field(default_factory=TrainConfig)
     catalog_negatives: Sequence[ImageInput] = ()  # catalog images of the parent category

@@ -23,11 +23,14 @@ from typing import Any, Callable
 
 import torch
 
+from engine.backbones import DEFAULT_BACKBONE
+
 from .config import TrainConfig, TrainingError, TrainRequest, fingerprint
 from .data import LatentBank, generate_negatives, image_digest, load_images, pil_batch
 from .diagnostics import embedding_stats, loss_curves, recognition_aucs, sample_grid
 from .loop import LossInputs, TokenTrainer, read_checkpoint, save_checkpoint
 from .subspace import Subspace, anchor_targets, initial_vectors, select_attributes, word_embeddings
+
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +141,7 @@ def _failed(request: TrainRequest, registry, version, report, e: BaseException) 
     report("failed", message=f"{type(e).__name__}: {e}")
 
 
-def request_from_registry(root: Any, placeholder: str, backbone: Any = "world",
+def request_from_registry(root: Any, placeholder: str, backbone: Any = DEFAULT_BACKBONE,
                           config: TrainConfig | None = None, **overrides: Any) -> TrainRequest:
     """A TrainRequest for a registered concept: its stored images, parent, attributes, method and size.
 

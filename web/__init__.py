@@ -15,10 +15,10 @@ from datetime import timedelta
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from engine.settings import AppSettings
 
 from . import errors, metrics, security
 from .resources import Resources
+from .settings import AppSettings
 from .templating import init_app as init_templating
 from .views import admin, api, ops, search
 

@@ -8,9 +8,9 @@ import signal
 import sys
 from pathlib import Path
 
-from engine.settings import AppSettings
 from engine.store import StoreUnavailable
 from web.resources import Resources
+from web.settings import AppSettings
 
 from .demo import run_demo
 from .devserver import serve

@@ -13,12 +13,12 @@ import torch
 from flask import url_for
 
 from engine.concepts import Concept
-from engine.jobs import Job
 from engine.preprocess import open_upright
 from trainer import METHODS
 from trainer.subspace import select_attributes
 from trainer.vocabulary import attribute_vocabulary
 from trainer.words import ConceptWordError, check_concept_words, with_method
+from web.jobs import Job
 
 from .errors import ApiError, bad_field, missing_field
 from .uploads import CheckedImage

@@ -16,10 +16,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from engine.concepts import ConceptError, ConceptExists, ConceptNotFound, VersionNotReady
 from engine.database import DatabaseError
 from engine.errors import CoinageError, TokenError, UnknownTokenError
-from engine.jobs import JobError
 from engine.query import ConflictingFields, IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
 from engine.store import StoreError
 from trainer import TrainingError
+from web.jobs import JobError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Iterable
 
 from flask import Flask, Response, g, request
 
-from engine.jobs import DURATION_BUCKETS, STATUSES
+from web.jobs import DURATION_BUCKETS, STATUSES
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

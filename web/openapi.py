@@ -207,9 +207,8 @@ def _concept_registration(limits) -> dict[str, Any]:
 def spec(query=None, limits=None) -> dict[str, Any]:
     """The document for a QueryConfig and LimitSettings (the app passes its own; None: the defaults)."""
     from engine.query import QueryConfig
-    from engine.settings import LimitSettings
-
-    from engine.jobs import STATUSES
+    from web.jobs import STATUSES
+    from web.settings import LimitSettings
 
     from .concepts_admin import MAX_STEPS
 

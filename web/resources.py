@@ -21,12 +21,12 @@ import torch
 from engine.concepts import ConceptError, ConceptRegistry
 from engine.diffusion import GenerationCancelled
 from engine.errors import CoinageError
-from engine.jobs import JobStore, Worker
 from engine.loading import load_backbone
 from engine.query import QueryService
-from engine.settings import AppSettings
 from engine.store import StoreError, open_store
 from engine.tokens import TokenSet
+from web.jobs import JobStore, Worker
+from web.settings import AppSettings
 from indexer import IndexCancelled
 from indexer.readers import open_catalog
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from flask import url_for
 
-from engine.jobs import Job
+from web.jobs import Job
 
 from .errors import ApiError
 

@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 from flask import Flask, g, redirect, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from engine.settings import AppSettings, SettingsError
+from web.settings import AppSettings, SettingsError
 
 from .errors import ApiError, wants_json
 
@@ -116,7 +116,7 @@ def csrf_token() -> str:
 
 
 def visitor_id() -> str:
-    """A random id of this browser (or API client) session: who waits on a shared preview job (engine.jobs
+    """A random id of this browser (or API client) session: who waits on a shared preview job (web.jobs
     JobStore.release), so one shopper's cancel does not stop another's preview."""
     visitor = session.get(VISITOR_KEY)
     if not visitor:

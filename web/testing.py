@@ -16,10 +16,10 @@ from PIL import Image
 from werkzeug.security import generate_password_hash
 
 from engine.query import QueryConfig
-from engine.settings import AdminSettings, AppSettings, LimitSettings, WorkerSettings
 from engine.store import StoreConfig
 from indexer import IndexerConfig, run_index
 from trainer import TrainConfig
+from web.settings import AdminSettings, AppSettings, LimitSettings, WorkerSettings
 from world.catalog import main as catalog_main
 
 TINY_TRAIN = dict(steps=3, batch_size=2, generated_negatives=2, checkpoint_every=0, num_attributes=4, lr=1e-2)

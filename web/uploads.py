@@ -15,7 +15,7 @@ from flask import request
 from PIL import Image
 
 from engine.image_files import is_bomb, pil_error, pil_open_errors
-from engine.settings import LimitSettings
+from web.settings import LimitSettings
 
 from .errors import ApiError
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine.backbones import DEFAULT_BACKBONE
 from engine.diffusion import SamplerConfig, generate
 from engine.images import ImageEncoder
 from engine.loading import load_backbone
@@ -150,7 +151,7 @@ def save_grid(images: torch.Tensor, path: Path, cols: int = 8, scale: int = 2) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="coinage world eval", description=__doc__.splitlines()[0])
-    p.add_argument("--backbone", default="world")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
     p.add_argument("--seed", type=int, default=0, help="world seed")
     p.add_argument("--samples", type=int, default=128, help="generations to judge")
     p.add_argument("--out", default="docs/world_eval.json")

@@ -150,7 +150,7 @@ def test_refusals_name_the_file_and_coinage_limit_never_pil_internals(client, tm
 
 def test_pixel_limits_stay_within_pils_guard():
     """Coinage's limits may not exceed PIL's guard, or PIL's message would speak for an image Coinage allows."""
-    from engine.settings import AppSettings, SettingsError
+    from web.settings import AppSettings, SettingsError
     from indexer.decode import ImageLimits
 
     with pytest.raises(SettingsError, match="COINAGE_MAX_IMAGE_PIXELS=200000000 must be from 1 to 89,478,485"):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.jobs import JobStore
+from web.jobs import JobStore
 from web.testing import png_bytes, tiny_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -282,7 +282,7 @@ def _visible(job) -> None:
 def list_jobs():
     res = resources()
     status = request.args.get("status") or None
-    from engine.jobs import STATUSES
+    from web.jobs import STATUSES
 
     if status is not None and status not in STATUSES:
         raise bad_field("status", f"must be one of {', '.join(STATUSES)}")

@@ -9,7 +9,7 @@ derives every path from `data_dir`, so one directory holds a whole installation:
 
     <data_dir>/store/          embedded vector store (unless COINAGE_STORE_PATH / a Qdrant server)
     <data_dir>/concepts/       concept registry (SQLite + images + token versions)
-    <data_dir>/jobs.sqlite3    job store (engine.jobs)
+    <data_dir>/jobs.sqlite3    job store (web.jobs)
       (with COINAGE_DATABASE_URL the rows of both are in PostgreSQL; the concept files stay here)
     <data_dir>/previews/       preview PNGs and GAIR outcomes shared by web and worker processes
     <data_dir>/indexer/        rejected-row files of reindex jobs
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from engine.backbones import DEFAULT_BACKBONE
 from engine.database import DatabaseError, check_url, database_url_from_env
 from engine.errors import CoinageError
 from engine.query.config import QueryConfig
@@ -124,7 +125,7 @@ class AppSettings:
     # it against the web package).
     data_dir: Path = Path("var")
     # Backbone identifier: registry name, local directory or hf-hub:org/repo (COINAGE_BACKBONE).
-    backbone: str = "world"
+    backbone: str = DEFAULT_BACKBONE
     # Torch device for the backbone: 'auto', 'cpu' or 'cuda' (COINAGE_DEVICE).
     device: str = "auto"
     # Catalog file that reindex jobs read, and whose folder catalog images are served from (COINAGE_CATALOG).

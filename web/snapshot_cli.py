@@ -57,8 +57,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _configs(args):
-    from engine.settings import data_dir_from_env, store_config_from_env
     from engine.store.snapshots import SnapshotConfig
+    from web.settings import data_dir_from_env, store_config_from_env
 
     store = store_config_from_env()
     config = SnapshotConfig.from_env(store, data_dir_from_env(), dir=args.dir,
@@ -144,7 +144,7 @@ def _restore(args) -> int:
     return 0
 
 
-if __name__ == "__main__":  # `python -m engine.store.cli snapshot ...`
+if __name__ == "__main__":  # `python -m web.snapshot_cli snapshot ...`
     from coinage.cli import main
 
     sys.exit(main(sys.argv[1:]))
