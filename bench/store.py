@@ -339,9 +339,9 @@ def scale_build(data: Data, workdir: Path, quantization: str) -> tuple[StoreConf
 def scale_queries(config: StoreConfig, workdir: Path, oversampling: Sequence[float]) -> dict[str, Any]:
     """In a fresh process (so that the build's freed memory does not hide the cost): open the built collection,
     run the queries (unfiltered and filtered) per oversampling, and the resident memory the store added."""
-    cmd = [sys.executable, __file__, "--scale-query", str(workdir), json.dumps(dataclasses.asdict(config)),
+    cmd = [sys.executable, "-m", "bench.store", "--scale-query", str(workdir), json.dumps(dataclasses.asdict(config)),
            json.dumps(list(oversampling))]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
