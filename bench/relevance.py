@@ -205,9 +205,9 @@ def load_catalog(store, collection: str, rows: list[dict], vectors, dim: int) ->
     import numpy as np
 
     from engine.lexical import embed_document
+    from engine.product import PAYLOAD_INDEXES
     from engine.spelling import Vocabulary
     from engine.store import Point, point_id
-    from indexer.write import PAYLOAD_INDEXES
 
     store.create_collection(collection, dim=dim, payload_indexes=PAYLOAD_INDEXES)
     vocabulary = Vocabulary()

@@ -13,10 +13,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from engine.product import ATTRIBUTES, TEXT_FIELDS
 from engine.store.hybrid import SparseVector
 
-# Payload fields whose text a point's BM25 vector covers, besides every string attribute value.
-TEXT_FIELDS = ("title", "category")
 # Average document length in words for BM25's length normalisation: a title, a category and a few attribute
 # values and a caption (the demo world's rows have 15-30 words; Qdrant's default of 256 fits long pages).
 AVG_DOC_WORDS = 24.0
@@ -24,9 +23,9 @@ WORD_RE = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*", re.UNICODE)  # words, keeping "
 
 
 def document_text(payload: Mapping[str, Any]) -> str:
-    """The text of a catalog row the lexical index sees: title, category and the attribute values."""
+    """The text of a catalog row the lexical index sees: the TEXT_FIELDS (title, category) and the attribute values."""
     parts = [str(payload[f]) for f in TEXT_FIELDS if isinstance(payload.get(f), str)]
-    parts.extend(_strings(payload.get("attributes")))
+    parts.extend(_strings(payload.get(ATTRIBUTES)))
     return " ".join(parts)
 
 

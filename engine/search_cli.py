@@ -14,11 +14,12 @@ from engine.backbones import DEFAULT_BACKBONE
 from engine.database import database_url_from_env
 from engine.image_files import pil_error, pil_open_errors
 from engine.preprocess import open_upright
+from engine.product import CATEGORY, ID, PRICE, PRODUCT_ID, TITLE
 from engine.store import StoreConfig, open_store
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-ID_FIELDS = ("product_id", "sku", "id")
-TITLE_FIELDS = ("title", "name")
+ID_FIELDS = (PRODUCT_ID, "sku", ID)  # shown in this order of preference (points not written by the indexer)
+TITLE_FIELDS = (TITLE, "name")
 
 
 def register(sub) -> list[str]:
@@ -206,7 +207,7 @@ def format_table(response, result=None) -> str:
     for r in response.results:
         p = r.payload
         rows.append((str(r.rank), f"{r.score:.4f}", str(_first(p, ID_FIELDS) or r.id[:8]),
-                     str(_first(p, TITLE_FIELDS) or "")[:40], str(p.get("category", "")), _price(p.get("price")),
+                     str(_first(p, TITLE_FIELDS) or "")[:40], str(p.get(CATEGORY, "")), _price(p.get(PRICE)),
                      str(photos.get(r.rank, ""))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

@@ -26,13 +26,13 @@ from PIL import Image, UnidentifiedImageError
 from engine.errors import ImageError
 from engine.image_files import check_pixel_limit, is_bomb, pil_error
 from engine.preprocess import fit, upright_rgb
+from engine.product import CATALOG_FIELDS
 from engine.store import point_id
 
 from .readers import RawRow
 
 # Raster formats we decode; anything else (PSD, EPS, ...) is refused unparsed.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO (phone photos)
-PAYLOAD_FIELDS = ("id", "product_id", "title", "category", "price", "image", "attributes")
 MAX_ID_LENGTH = 512
 USER_AGENT = "coinage-indexer/0.1"
 
@@ -74,7 +74,7 @@ class Row:
 class Decoded:
     row: Row
     pixels: np.ndarray  # (S, S, 3) uint8, resized and centre-cropped
-    hash: str  # content hash stored as payload `_hash`
+    hash: str  # content hash, stored as payload engine.product.HASH
     seconds: float  # time this row spent in the decoder
 
 
@@ -184,7 +184,7 @@ def _attributes(fields: dict[str, Any]) -> dict[str, Any]:
     else:
         raise Reject(f"attributes must be an object or a JSON string, got {type(value).__name__}")
     for key, extra in fields.items():  # unknown columns are attributes too
-        if key not in PAYLOAD_FIELDS and key not in attrs and not _blank(extra):
+        if key not in CATALOG_FIELDS and key not in attrs and not _blank(extra):
             attrs[str(key)] = extra
     try:
         json.dumps(attrs, allow_nan=False)

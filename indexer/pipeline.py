@@ -3,7 +3,7 @@
 Rows are validated and de-duplicated in catalog order, then handed to a thread pool that reads,
 hashes and decodes images while the main thread embeds and writes the previous ones; results are
 consumed in submission order with a bounded window, so memory stays flat on any catalog size.
-Rows whose content hash equals the stored point's `_hash` are not decoded or embedded again.
+Rows whose content hash equals the one stored with their point are not decoded or embedded again.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from engine.product import PAYLOAD_INDEXES
 from engine.spelling import Vocabulary
 from engine.store import DimensionMismatch, VectorStore, open_store, point_id
 
@@ -28,7 +29,7 @@ from .embed import Embedder, make_embedder
 from .errors import IndexCancelled, IndexerError
 from .readers import open_catalog
 from .report import IngestReport, Progress, RejectLog
-from .write import PAYLOAD_INDEXES, Writer
+from .write import Writer
 
 log = logging.getLogger(__name__)
 

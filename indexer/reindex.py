@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from engine.product import PAYLOAD_INDEXES
 from engine.store import VectorStore
 
 from .config import IndexerConfig
@@ -22,7 +23,6 @@ from .errors import IndexCancelled, IndexerError
 from .pipeline import (ProgressFn, _open, build_embedder, check_dimension, check_rows_kept, ingest, load_backbone_for,
                        new_collection_name)
 from .report import IngestReport
-from .write import PAYLOAD_INDEXES
 
 log = logging.getLogger(__name__)
 

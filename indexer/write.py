@@ -1,6 +1,6 @@
 """Stage 4, write: embedded rows -> points in the vector store; also the lookups that make runs incremental.
 
-A point is (point_id(row id), vector, BM25 vector of the row's text, payload + `_hash`). Upserts are idempotent (same id, same
+A point is (point_id(row id), vector, BM25 vector of the row's text, payload + content hash (engine.product.HASH)). Upserts are idempotent (same id, same
 content), so a run killed at any moment and run again ends with the same points as a clean run.
 """
 from __future__ import annotations
@@ -11,15 +11,12 @@ from typing import Sequence
 import numpy as np
 
 from engine.lexical import embed_document
+from engine.product import HASH
 from engine.store import Point, VectorStore
 
 from .decode import Decoded
 
 log = logging.getLogger(__name__)
-
-HASH_FIELD = "_hash"  # payload field holding the content hash (decode.content_hash)
-PAYLOAD_INDEXES = {"id": "keyword", "product_id": "keyword", "category": "keyword", "price": "float",
-                   "attributes.colour": "keyword"}  # the colour facet filters on it
 
 
 def make_points(rows: Sequence[Decoded], vectors: np.ndarray, sparse: bool = True) -> list[Point]:
@@ -29,7 +26,7 @@ def make_points(rows: Sequence[Decoded], vectors: np.ndarray, sparse: bool = Tru
     points = []
     for r, v in zip(rows, vectors):
         payload = r.row.payload()
-        points.append(Point(r.row.point_id, np.asarray(v, np.float32), {**payload, HASH_FIELD: r.hash},
+        points.append(Point(r.row.point_id, np.asarray(v, np.float32), {**payload, HASH: r.hash},
                             embed_document(payload) if sparse else None))
     return points
 
@@ -47,11 +44,11 @@ class Writer:
                         "`coinage reindex`; writing image vectors only", collection)
 
     def known_hashes(self, point_ids: Sequence[str]) -> dict[str, str]:
-        """point id -> stored `_hash`, for the ids the collection holds."""
+        """point id -> stored content hash, for the ids the collection holds."""
         if not point_ids:
             return {}
         found = self.store.retrieve(self.collection, list(point_ids))
-        return {p.id: p.payload.get(HASH_FIELD) for p in found if p.payload.get(HASH_FIELD)}
+        return {p.id: p.payload.get(HASH) for p in found if p.payload.get(HASH)}
 
     def write(self, rows: Sequence[Decoded], vectors: np.ndarray) -> None:
         self.store.upsert(self.collection, make_points(rows, vectors, self.sparse))

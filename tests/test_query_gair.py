@@ -263,3 +263,26 @@ def test_preview_size_and_images_per_weight(tiny, store, object_features):
     result = service.gair(SearchRequest(QUERY))
     assert sizes == [1, len(WEIGHTS)]
     assert Image.open(io.BytesIO(result.preview.png)).size == (32, 16)  # two images side by side, 16 px each
+
+
+def test_preview_job_identity_is_what_determines_the_images(tiny, store, object_features):
+    """Requests share a preview job exactly when their images would be the same: whitespace and a weight on
+    the grid do not matter; the seed, a weight off the grid, a retrained token and the preview size do."""
+    service, _ = fake_service(tiny, store, object_features)
+    job = service.preview_job(SearchRequest(QUERY))
+    assert job.params == {"request": {"query": QUERY, "seed": None, "gair": None, "weight": None,
+                                      "method": "composed"}}
+    assert SearchRequest.from_json(job.params["request"]).query == QUERY  # what the worker runs
+    assert service.preview_job(SearchRequest(f"  {QUERY.replace(' ', '   ')} ")).key == job.key
+    assert service.preview_job(SearchRequest(QUERY, weight=WEIGHTS[1])).key == job.key
+    assert job.key not in {service.preview_job(SearchRequest(QUERY, seed=7)).key,
+                           service.preview_job(SearchRequest(QUERY, weight=0.3)).key,
+                           service.preview_job(SearchRequest("a dress on a beach")).key}
+    assert service.preview_job(SearchRequest(QUERY, weight=0.3)).params["request"]["weight"] == 0.3
+    token = make_tokens(tiny).get("<aurora>")
+    retrained = CustomToken("<aurora>", token.vectors + 0.01, token.meta)
+    assert retrained.version != token.version
+    later = QueryService(tiny, store, TokenSet([retrained]), object_features, CONFIG)
+    assert later.preview_job(SearchRequest(QUERY)).key != job.key
+    larger = QueryService(tiny, store, make_tokens(tiny), object_features, dataclasses.replace(CONFIG, preview_size=64))
+    assert larger.preview_job(SearchRequest(QUERY)).key != job.key

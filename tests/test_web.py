@@ -55,6 +55,18 @@ def test_text_search_shows_results_at_once_and_queues_a_preview(client, res):
     assert res.jobs.count("preview") == 1
 
 
+def test_the_preview_job_the_page_queues_is_the_one_the_query_service_names(client, res):
+    """The service owns what determines a preview; the page asks it (no key of its own)."""
+    import web.search_state
+    from engine.query import SearchRequest
+
+    client.get("/search?q=blue+scarf", headers=HX)
+    identity = res.query.preview_job(SearchRequest.from_json({"query": "blue   scarf"}))
+    job = res.jobs.latest("preview", identity.key)
+    assert job is not None and job.params == identity.params and job.dedupe_key == identity.key
+    assert not hasattr(web.search_state, "preview_key")
+
+
 def test_preview_fragment_fills_in_when_the_job_finishes(client, res):
     html = client.get("/search?q=striped+mug", headers=HX).get_data(as_text=True)
     poll = re.search(r'hx-get="(/search/preview/[^"]+)"', html).group(1).replace("&amp;", "&")

@@ -83,6 +83,22 @@ def test_search_get_returns_results_image_urls_and_the_preview_job(client, res):
     assert done["status"] == "done" and done["panel"]["image"]["url"].startswith("/previews/")
 
 
+def test_search_responses_never_show_internal_payload_fields(client, res):
+    """The store keeps the indexer's bookkeeping (the content hash) in each point's payload; results show the
+    product's fields only, by text and by photo, per product and per photo."""
+    from engine.product import HASH, INTERNAL_FIELDS
+
+    pages = [client.get("/api/search?q=red+dress&limit=3&preview=0").json,
+             client.get("/api/search?q=red+dress&limit=3&mode=photos&preview=0").json,
+             client.post("/api/search", json={"image": b64(png_bytes(5)), "limit": 3}).json]
+    stored = res.store.retrieve(res.query.config.collection, [pages[0]["results"][0]["id"]])
+    assert stored[0].payload.get(HASH)  # there is something to hide
+    payloads = [x["payload"] for page in pages for x in page["results"]]
+    payloads += [p["payload"] for page in pages for product in page["products"] for p in product["photos"]]
+    assert len(payloads) > 9 and all(x["title"] and x["product_id"] for x in payloads)
+    assert not [k for x in payloads for k in x if k in INTERNAL_FIELDS]
+
+
 def test_a_shared_preview_job_is_cancelled_only_when_no_other_client_waits(app, admin):
     clients = [app.test_client(), app.test_client()]
     tokens = [c.get("/api/session").json["csrf_token"] for c in clients]

@@ -22,6 +22,7 @@ from engine.concepts import ConceptError, ConceptRegistry
 from engine.diffusion import GenerationCancelled
 from engine.errors import CoinageError
 from engine.loading import load_backbone
+from engine.product import CATEGORY, PRICE
 from engine.query import QueryService
 from engine.store import StoreError, open_store
 from engine.tokens import TokenSet
@@ -101,10 +102,10 @@ class CatalogFacts:
             for raw in open_catalog(self.path):
                 rows += 1
                 fields = raw.fields or {}
-                if isinstance(fields.get("category"), str) and fields["category"]:
-                    categories.add(fields["category"])
+                if isinstance(fields.get(CATEGORY), str) and fields[CATEGORY]:
+                    categories.add(fields[CATEGORY])
                 try:
-                    prices.append(float(fields.get("price")))
+                    prices.append(float(fields.get(PRICE)))
                 except (TypeError, ValueError):
                     pass
         except (CoinageError, OSError) as e:

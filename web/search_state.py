@@ -302,23 +302,6 @@ def _image_json(p: PreviewImage | None) -> dict[str, Any] | None:
             "object_score": p.object_score}
 
 
-def preview_key(res, request) -> tuple[str, dict]:
-    """(dedupe key, job params) of the preview job for a text request: what determines the images."""
-    from engine.query import cache_key
-    from engine.tokenizer import find_placeholders
-
-    grid = list(res.query.config.weights)
-    tokens = res.query.current_tokens()
-    versions = {p: tokens.get(p).version for p in dict.fromkeys(find_placeholders(request.query)) if p in tokens}
-    extra = float(request.weight) if request.weight is not None and float(request.weight) not in grid else None
-    query = " ".join(request.query.split())
-    params = {"request": {"query": query, "seed": request.seed, "gair": request.gair, "weight": extra,
-                          "method": request.method}}
-    key = cache_key(kind="preview-job", request=params["request"], versions=versions, backbone=res.backbone.id,
-                    grid=grid, steps=res.query.config.steps, preview_size=res.query.config.preview_size)
-    return key, params
-
-
 def ensure_preview(res, request, response=None) -> PreviewPanel:
     """The preview job for this request (reused when one exists or finished), as a panel to render."""
     if not res.backbone.diffusion_available:
@@ -329,15 +312,15 @@ def ensure_preview(res, request, response=None) -> PreviewPanel:
     from .security import visitor_id
 
     waiter = visitor_id() if has_request_context() else None  # who waits on it (scripts: nobody in particular)
-    key, params = preview_key(res, request)
-    job = res.jobs.latest("preview", key)
+    identity = res.query.preview_job(request)  # the service says which requests share a preview
+    job = res.jobs.latest("preview", identity.key)
     usable = job is not None and ((job.active and not job.cancel_requested)
                                   or (job.status == "done" and _pngs_present(res, job)))
     if not usable:
         if res.jobs.count("preview", "queued") >= res.settings.limits.max_queued_previews:
             return PreviewPanel("unavailable", "the preview generator is busy; the results are ready, search again "
                                                "in a moment for a preview")
-        job = res.jobs.get(res.jobs.submit("preview", params, dedupe_key=key, waiter=waiter))
+        job = res.jobs.get(res.jobs.submit("preview", identity.params, dedupe_key=identity.key, waiter=waiter))
     elif job.active and waiter is not None:
         res.jobs.wait(job.id, waiter)  # this shopper shares the job: another's cancel does not stop it
     return panel_for(job, request.weight, response.weight_source if response is not None else "")

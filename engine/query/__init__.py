@@ -8,6 +8,7 @@ from .config import QueryConfig
 from .errors import ConflictingFields, IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
 from .gair import GairOutcome, WeightScore, choose, score_weights
 from .parse import ParsedQuery, parse_query, text_only_prompt
+from .preview_jobs import PreviewJob
 from .previews import Preview, PreviewCache, cache_key
 from .schema import (METHODS, MODES, RETRIEVALS, SORTS, Correction, Facets, GairResult, ProductResult, ResultItem,
                      SearchRequest, SearchResponse)
@@ -15,7 +16,7 @@ from .service import QueryService
 
 __all__ = [
     "METHODS", "MODES", "RETRIEVALS", "SORTS", "ConflictingFields", "Correction", "Facets", "GairOutcome",
-    "GairResult", "IndexMismatch", "IndexNotFound", "ParsedQuery", "Preview", "PreviewCache", "PreviewUnavailable",
+    "GairResult", "IndexMismatch", "IndexNotFound", "ParsedQuery", "Preview", "PreviewCache", "PreviewJob", "PreviewUnavailable",
     "ProductResult", "QueryConfig", "QueryError", "QueryService", "ResultItem",
     "SearchRequest", "SearchResponse", "WeightScore", "cache_key", "choose", "parse_query", "score_weights",
     "text_only_prompt",

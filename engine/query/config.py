@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine import product
 from engine.diffusion import SamplerConfig
 from engine.store import Fusion
 
@@ -58,11 +59,11 @@ class QueryConfig:
     # Where ONNX exports are cached; None = engine.onnx's default ($COINAGE_ONNX_CACHE or var/onnx).
     onnx_cache_dir: str | None = None
     # Payload field that SearchRequest.category filters on (exact match, or any of a list).
-    category_field: str = "category"
+    category_field: str = product.CATEGORY
     # Payload field that SearchRequest.min_price / max_price bound (inclusive).
-    price_field: str = "price"
+    price_field: str = product.PRICE
     # Payload field that groups photos into products (one result card per value).
-    group_by: str = "product_id"
+    group_by: str = product.PRODUCT_ID
     # Photos shown per product card: the best one and up to group_size - 1 thumbnails.
     group_size: int = 4
     # Fusion of the dense (CLIP) and lexical (BM25) prefetches, done in the store: 'rrf' or 'dbsf'. DBSF had the
@@ -78,7 +79,7 @@ class QueryConfig:
     # ... grown to this many per product of the page end (offset + limit), so deep pages still have candidates.
     prefetch_per_product: int = 16
     # Payload field that SearchRequest.colour filters on (a dotted path into the payload); a facet with category.
-    colour_field: str = "attributes.colour"
+    colour_field: str = product.COLOUR
     # Price-range facet buckets [low, high) in the shop's currency; None leaves a side open.
     price_buckets: tuple[tuple[float | None, float | None], ...] = ((None, 25.0), (25.0, 50.0), (50.0, 100.0),
                                                                      (100.0, None))

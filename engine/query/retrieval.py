@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.lexical import embed_query
+from engine.product import public_payload
 from engine.spelling import Speller
 from engine.store import (
     CollectionNotFound,
     DimensionMismatch,
     Filter,
+    Hit,
     NoSparseVectors,
     OrderBy,
     StoreError,
@@ -91,13 +93,13 @@ class Retriever:
             groups = self._call(lambda: self.store.query_groups(name, query, cfg.group_by, limit=limit,
                                                                 offset=request.offset, group_size=cfg.group_size))
             products = [ProductResult(request.offset + i + 1, str(g.key), g.score,
-                                      [ResultItem(request.offset + i + 1, h.id, h.score, h.payload) for h in g.hits])
+                                      [_item(request.offset + i + 1, h) for h in g.hits])
                         for i, g in enumerate(groups)]
         if products:
             results = [p.photos[0] for p in products]
         else:  # photo mode, or points without the group field (a collection not built by the indexer)
             hits = self._call(lambda: self.store.query(name, query, limit=limit, offset=request.offset))
-            results = [ResultItem(request.offset + i + 1, h.id, h.score, h.payload) for i, h in enumerate(hits)]
+            results = [_item(request.offset + i + 1, h) for i, h in enumerate(hits)]
             if request.mode == "products" and results:
                 notes.append(f"these points have no {cfg.group_by!r} field, so results are per photo; "
                              "index the catalog with `coinage index` to group them per product")
@@ -141,6 +143,11 @@ class Retriever:
         except DimensionMismatch as e:
             raise IndexMismatch(f"index {name!r} was built with another backbone ({e}); search with the backbone "
                                 f"it was built with (--backbone), or reindex with {self.backbone_id!r}") from e
+
+
+def _item(rank: int, hit: Hit) -> ResultItem:
+    """A store hit as a result: its payload without the internal fields (engine.product)."""
+    return ResultItem(rank, hit.id, hit.score, public_payload(hit.payload))
 
 
 class SpellingSource:

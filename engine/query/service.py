@@ -42,6 +42,7 @@ from .config import QueryConfig
 from .errors import ConflictingFields, PreviewUnavailable, QueryError
 from .gair import GairOutcome, WeightScore, choose, score_weights
 from .parse import ParsedQuery, parse_query, text_only_prompt
+from .preview_jobs import PreviewJob, preview_job
 from .previews import LRU, Preview, PreviewCache, cache_key, to_png
 from .retrieval import Retriever, SpellingSource
 from .schema import Correction, GairResult, SearchRequest, SearchResponse
@@ -214,6 +215,10 @@ class QueryService:
         self._require_diffusion("a preview")
         weight, _source = self._default_weight(prep)
         return self._preview(prep, weight, progress, cancel)
+
+    def preview_job(self, request: SearchRequest) -> PreviewJob:
+        """The preview job of a text request: its dedupe key and parameters (see previews.preview_job)."""
+        return preview_job(request, self.current_tokens(), self.config, self.backbone.id)
 
     def preview_png(self, key: str) -> bytes | None:
         """A cached preview PNG by key (memory, then the shared directory); None when unknown."""

@@ -20,11 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import CoinageError
+from engine.product import CATALOG_FIELDS as PAYLOAD_FIELDS
 from engine.query import QueryError, SearchRequest, parse_query, text_only_prompt
 from engine.query.parse import mentions
 from engine.tokenizer import PromptTokenizer, TokenLayout, find_placeholders
 from engine.tokens import CustomToken, TokenMeta, TokenSet
-from indexer.decode import PAYLOAD_FIELDS, Rejected, Row, validate
+from indexer.decode import Rejected, Row, validate
 from indexer.errors import IndexerError
 from indexer.readers import RawRow, open_catalog
 
