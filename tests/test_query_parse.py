@@ -99,7 +99,7 @@ def test_request_from_json_validates_fields():
                                        "gair": False})
     assert request.limit == 5 and request.ranges == {"rating": (4, None)} and request.image == b"\x89PNG fake"
     assert json.loads(json.dumps(request.to_json()))["image"] is True
-    bad = [({"query": "x", "colour": "red"}, "unknown search request field"), ({"limit": 0}, "'limit'"),
+    bad = [({"query": "x", "flavour": "red"}, "unknown search request field"), ({"limit": 0}, "'limit'"),
            ({"limit": "10"}, "'limit'"), ({"weight": 1.5}, "'weight'"), ({"offset": -1}, "'offset'"),
            ({"min_price": 9, "max_price": 1}, "min_price"), ({"image": "not base64!"}, "base64"),
            ({"ranges": {"price": [None, None]}}, "at least one"), ({"method": "magic"}, "'method'"),
