@@ -295,7 +295,7 @@ def probe(kind: str, backbone: str, device: str, cache: str) -> None:
                        with_diffusion=kind == "worker")
     enc = TextEncoder(bb)
     if kind == "web":
-        from engine.query.service import onnx_text_tower
+        from engine.query.text_runtime import onnx_text_tower
 
         enc.tower = onnx_text_tower(bb, "onnx", cache)
     modules = [m for m in (bb.clip, bb.unet, bb.vae) if m is not None]

@@ -236,7 +236,7 @@ def bench_edge(data: Data, workdir: Path, truth: dict[str, Any], baseline: Basel
     same parameters: Qdrant's defaults m=16, ef_construct=100), to build the graph only once."""
     import qdrant_edge as qe
 
-    from engine.store.embedded import to_edge_filter
+    from engine.store.edge_convert import to_edge_filter
 
     dim = data.vectors.shape[1]
     config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine), max_search_threads=2)

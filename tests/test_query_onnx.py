@@ -6,7 +6,7 @@ import torch
 
 from engine.compose import compose
 from engine.query import QueryConfig, QueryError, QueryService
-from engine.query.service import onnx_text_tower
+from engine.query.text_runtime import onnx_text_tower
 from engine.tokens import CustomToken, TokenMeta, TokenSet
 
 pytest.importorskip("engine.onnx")

@@ -73,58 +73,15 @@ from engine.store.base import (
     check_point_ids,
     check_search_args,
     check_vector,
-    finite_or_none,
     is_dimension_error,
     is_valid_name,
 )
-from engine.store.hybrid import SPARSE_VECTOR, Group, SparseVector, StoreQuery, overfetch_groups
+from engine.store.edge_convert import (DIRECTION, DISTANCE, FUSION_QUERY, SCHEMA, dense_part, edge_sparse,
+                                       quantization_config, to_edge_filter)
+from engine.store.hybrid import SPARSE_VECTOR, Group, StoreQuery, overfetch_groups
 
-_DISTANCE = {"cosine": qe.Distance.Cosine, "dot": qe.Distance.Dot, "euclid": qe.Distance.Euclid}
-_SCHEMA = {
-    "keyword": qe.PayloadSchemaType.Keyword,
-    "integer": qe.PayloadSchemaType.Integer,
-    "float": qe.PayloadSchemaType.Float,
-}
-_FUSION_QUERY = {"dbsf": lambda f: qe.Fusion.Dbsf(),
-                 "rrf": lambda f: qe.Fusion.Rrf(k=f.rrf_k, weights=list(f.weights) if f.weights else None)}
-_DIRECTION = {"asc": qe.Direction.Asc, "desc": qe.Direction.Desc}
 _BATCH = 1024  # points per engine update call
 _SCROLL_PAGE = 4096
-
-
-def to_edge_filter(flt: Filter | None) -> qe.Filter | None:
-    """Our Filter -> qdrant_edge.Filter (must = exact / match-any, ranges = gte/lte)."""
-    if flt is None or (not flt.must and not flt.ranges):
-        return None
-    conditions: list[Any] = []
-    for key, value in flt.must.items():
-        if isinstance(value, list | tuple):
-            values = [v if isinstance(v, str) else int(v) for v in value]
-            conditions.append(qe.FieldCondition(key, match=qe.MatchAny(values)))
-        else:
-            conditions.append(
-                qe.FieldCondition(key, match=qe.MatchValue(value if isinstance(value, str) else int(value)))
-            )
-    for key, (gte, lte) in flt.ranges.items():
-        rng = qe.RangeFloat(gte=finite_or_none(gte), lte=finite_or_none(lte))
-        conditions.append(qe.FieldCondition(key, range=rng))
-    return qe.Filter(must=conditions)
-
-
-def _quantization_config(quantization: str) -> qe.ScalarQuantizationConfig | None:
-    """StoreConfig.quantization -> the shard's quantization config (None: fp32 vectors only)."""
-    if quantization == "none":
-        return None
-    return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
-
-
-def _dense_part(vector: Any) -> Any:
-    """The unnamed dense vector of a retrieved point (a dict when the point also has a sparse vector)."""
-    return vector.get("") if isinstance(vector, dict) else vector
-
-
-def _edge_sparse(vector: SparseVector) -> qe.SparseVector:
-    return qe.SparseVector(list(vector.indices), list(vector.values))
 
 
 class _Collection:
@@ -211,8 +168,8 @@ class EmbeddedStore(VectorStore):
     def _edge_config(self, dim: int, distance: str, quantization: str = "none", sparse: bool = False) -> qe.EdgeConfig:
         cfg = self._config
         return qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(size=dim, distance=_DISTANCE[distance]),
-            quantization_config=_quantization_config(quantization),
+            vectors=qe.EdgeVectorParams(size=dim, distance=DISTANCE[distance]),
+            quantization_config=quantization_config(quantization),
             sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if sparse else None,
             hnsw_config=qe.HnswIndexConfig(
                 m=cfg.hnsw_m,
@@ -275,7 +232,7 @@ class EmbeddedStore(VectorStore):
                 shard = qe.EdgeShard.create(str(directory / "shard"),
                                             self._edge_config(dim, distance, self._config.quantization, sparse))
                 for key, schema in (payload_indexes or {}).items():
-                    shard.update(qe.UpdateOperation.create_field_index(key, _SCHEMA[schema]))
+                    shard.update(qe.UpdateOperation.create_field_index(key, SCHEMA[schema]))
                 shard.flush()
             except Exception as e:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -332,7 +289,7 @@ class EmbeddedStore(VectorStore):
                 if p.sparse:
                     if not col.sparse:
                         raise NoSparseVectors(col.name)
-                    vector = {"": vec.tolist(), SPARSE_VECTOR: _edge_sparse(p.sparse)}
+                    vector = {"": vec.tolist(), SPARSE_VECTOR: edge_sparse(p.sparse)}
                 batch.append(qe.Point(check_point_ids([p.id])[0], vector, p.payload))
                 if len(batch) >= _BATCH:
                     self._apply(col, qe.UpdateOperation.upsert_points(batch), "upsert")
@@ -434,7 +391,7 @@ class EmbeddedStore(VectorStore):
                                      quantization=self._rescoring(col))
             stages.append((qe.Query.Nearest(dense.tolist()), params))
         if query.sparse:
-            stages.append((qe.Query.Nearest(_edge_sparse(query.sparse), using=SPARSE_VECTOR), None))
+            stages.append((qe.Query.Nearest(edge_sparse(query.sparse), using=SPARSE_VECTOR), None))
         common = {"limit": limit, "offset": offset, "filter": edge_filter, "with_payload": True}
         if not query.windowed:
             scoring, params = stages[0]
@@ -442,11 +399,11 @@ class EmbeddedStore(VectorStore):
         prefetches = [qe.Prefetch(limit=query.prefetch_limit, query=q, params=p, filter=edge_filter)
                       for q, p in stages]
         if query.hybrid:
-            fused = _FUSION_QUERY[query.fusion.method](query.fusion)
+            fused = FUSION_QUERY[query.fusion.method](query.fusion)
             if query.order_by is None:
                 return qe.QueryRequest(prefetches=prefetches, query=fused, **common)
             prefetches = [qe.Prefetch(limit=query.window(), prefetches=prefetches, query=fused, filter=edge_filter)]
-        order = qe.OrderBy(query.order_by.key, _DIRECTION[query.order_by.direction])
+        order = qe.OrderBy(query.order_by.key, DIRECTION[query.order_by.direction])
         return qe.QueryRequest(prefetches=prefetches, query=order, **common)
 
     def has_sparse(self, collection_or_alias: str) -> bool:
@@ -488,7 +445,7 @@ class EmbeddedStore(VectorStore):
         for pid in point_ids:
             r = by_id.get(pid)
             if r is not None:
-                vec = np.asarray(_dense_part(r.vector), dtype=np.float32) if with_vectors else None
+                vec = np.asarray(dense_part(r.vector), dtype=np.float32) if with_vectors else None
                 out.append(Point(id=pid, vector=vec, payload=dict(r.payload or {})))
         return out
 
