@@ -149,6 +149,8 @@ def test_one_card_per_product_facets_narrow_sort_by_price_and_correct_typos(clie
     cheap = client.get("/search?q=striped+thing&sort=price_asc", headers=HX).get_data(as_text=True)
     prices = [float(p.replace(",", "")) for p, _ in re.findall(r'<span class="price">([0-9.,]+)</span><span>(\w[\w-]*)</span>', cheap)]
     assert prices == sorted(prices) and "<b>Price: low to high</b>" in cheap
+    # a price order is no relevance order: the cards show no relevance score then (they do by relevance)
+    assert 'title="relevance to the query"' in html and 'title="relevance to the query"' not in cheap
     typo = client.get("/search?q=strped+dres", headers=HX).get_data(as_text=True)
     assert 'id="correction"' in typo and "Showing results for <b>“striped dress”</b>" in typo
     as_typed = re.search(r'search instead for\s+<a href="([^"]+)"', typo).group(1).replace("&amp;", "&")
