@@ -15,9 +15,10 @@ from typing import Any, Mapping
 
 from flask import url_for
 
+from engine.errors import CoinageError, UnknownTokenError
 from web.jobs import Job
 
-from .errors import ApiError
+from .errors import ApiError, from_engine
 
 PHOTO_RE = re.compile(r"^[0-9a-f]{64}$")
 SORTS = ("relevance", "price_asc", "price_desc")  # engine.query.SORTS (not imported here: the engine loads lazily)
@@ -210,11 +211,7 @@ class _PhotoAsProduct:
 
 def run_search(res, form: SearchForm, image: bytes | None = None, with_preview: bool = True) -> SearchOutcome:
     """Search now (fast path) and, for a text query, make sure a preview job exists for it."""
-    from engine.errors import CoinageError, UnknownTokenError
     from engine.query import SearchRequest
-    from engine.store import StoreError
-
-    from .errors import from_engine
 
     per_page = res.settings.limits.results_per_page
     last_page = res.query.config.max_offset // per_page + 1  # the API's offset bound, in pages
@@ -242,7 +239,7 @@ def run_search(res, form: SearchForm, image: bytes | None = None, with_preview: 
         out.corrections = [(fixed, form.url(q=fixed, page=1, w=None))
                            for fixed in (form.q.replace(e.placeholder, s) for s in e.suggestions)]
         return out
-    except (CoinageError, StoreError) as e:
+    except CoinageError as e:  # store errors included (StoreError is one)
         out.error = from_engine(e)
         return out
     if with_preview and form.q.strip() and image is None:
