@@ -2,6 +2,7 @@
 
     coinage bench relevance [--world-seed 0] [--queries 60] [--fusion rrf:60 rrf:60:1:2 dbsf ...]
     coinage bench relevance --latency-products 10000 100000     # p50/p95 at a synthetic scale-up
+    coinage bench relevance --world-seed 1 --token-cache DIR   # + custom-token queries (`coinage bench quality --cache DIR`)
 
 From a world seed (world.build.make_world: 320 products, 8 photos each), the catalog rows the indexer would
 write (world.catalog.catalog_rows) go into an embedded store with the world backbone's image vectors, the
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import write_result
+from bench.common import RESULTS, write_result
 from bench.quality import OURS, QualityConfig
 
 KINDS = ("name", "attributes", "attributes+scene")
@@ -460,14 +461,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace, prog: str = "coinage bench relevance") -> int:
+    """Run the benchmark for parsed `args`; `prog` is the caller's name for itself (the report's command is always
+    the `coinage bench relevance` one)."""
     rc = RelevanceConfig(args.backbone, args.world_seed, args.queries, tuple(args.fusion),
                          tuple(args.latency_products), args.latency_photos, args.latency_queries, args.token_cache,
                          args.token_steps, args.token_seed, args.threads)
     report = run(rc)
-    name = Path(args.out).stem if args.out else ("relevance" if rc.world_seed == 0 else
-                                                  f"relevance-world{rc.world_seed}")
-    path = write_result(name, report, argv=[prog, *sys.argv[3:]] if sys.argv[1:3] == ["bench", "relevance"]
-                        else None)
+    out = args.out or RESULTS / ("relevance.json" if rc.world_seed == 0 else f"relevance-world{rc.world_seed}.json")
+    # the benchmark's own arguments, whether run as `coinage bench relevance ...` or `python -m bench.relevance ...`
+    own = sys.argv[3:] if sys.argv[1:3] == ["bench", "relevance"] else sys.argv[1:]
+    path = write_result("relevance", report, own, out)
     print(table(report))
     print(f"wrote {path}", file=sys.stderr)
     return 0
