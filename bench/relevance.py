@@ -2,6 +2,7 @@
 
     coinage bench relevance [--world-seed 0] [--queries 60] [--fusion rrf:60 rrf:60:1:2 dbsf ...]
     coinage bench relevance --latency-products 10000 100000     # p50/p95 at a synthetic scale-up
+    coinage bench relevance --world-seed 1 --token-cache DIR   # + custom-token queries (`coinage bench quality --cache DIR`)
 
 From a world seed (world.build.make_world: 320 products, 8 photos each), the catalog rows the indexer would
 write (world.catalog.catalog_rows) go into an embedded store with the world backbone's image vectors, the
@@ -15,8 +16,12 @@ BM25 vectors and the spelling vocabulary (the functions the indexer uses). Queri
 - attributes + scene: "purple dotted dress on a beach" (a context of one of the product's photos): grade 3
   for all attributes and a photo in that scene, 2 for all attributes, 1 as above;
 - each with one typo per word of 4+ letters (a deletion, swap, substitution or insertion, seeded);
-- custom-token queries need trained tokens: they are read from the quality benchmark's token cache
-  (`--token-cache`, bench/quality.py), and skipped, saying so, when it holds none.
+- token: "<p0042> dress", a custom token and its parent word, for every held-out product whose token the
+  quality benchmark's cache holds (`--token-cache`; `coinage bench quality --cache`): ours (ti+ce+proj),
+  first training seed, looked up by the quality benchmark's own cache key; grade 3 for that product alone;
+- token + scene: "<p0042> dress on a beach", once per scene of the product's query photos (the photos its
+  token was not trained on); grade 3 for that product alone. Skipped, saying so, when the cache holds no
+  token for the world seed.
 
 Metrics per kind (products ranked by the engine, first 50): nDCG@10 (gain 2^grade - 1), MRR (first product
 of the query's top grade), R@10 (top-grade products in the first 10, over min(10, their number)), and the
@@ -39,9 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import write_result
+from bench.common import RESULTS, write_result
+from bench.quality import OURS, QualityConfig
 
 KINDS = ("name", "attributes", "attributes+scene")
+TOKEN_KINDS = ("token", "token+scene")  # custom-token queries (trained tokens from the quality benchmark's cache)
 RETRIEVALS = ("dense", "lexical", "hybrid")
 DEPTH = 50  # products retrieved per query for the metrics
 PAGE = 12  # slots of the first page (repeat share)
@@ -50,7 +57,7 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 @dataclass(frozen=True)
 class BenchQuery:
-    kind: str  # one of KINDS, "+typo" appended for the misspelt twin
+    kind: str  # one of KINDS ("+typo" appended for the misspelt twin) or TOKEN_KINDS
     text: str
     grades: dict[str, int]  # product id -> grade (> 0 only)
 
@@ -110,6 +117,49 @@ def make_queries(world, rows: list[dict], n: int, seed: int) -> list[BenchQuery]
             out.append(BenchQuery(kind + "+typo", misspell(query.text, random.Random(f"{seed}:{query.text}")),
                                   query.grades))
     return out
+
+
+@dataclass
+class TokenQueries:
+    queries: list[BenchQuery]  # TOKEN_KINDS queries, concept by concept
+    tokens: Any  # engine.tokens.TokenSet: the tokens they name, for the query service
+    report: dict[str, Any]  # what was looked up and found (the JSON's custom_token_queries)
+
+
+def token_queries(world, backbone, rc: "RelevanceConfig") -> TokenQueries:
+    """Queries for each held-out product of the world whose token (ours, training seed `rc.token_seed`, trained
+    `rc.token_steps` steps on this backbone) is in the quality benchmark's cache, found by that benchmark's key."""
+    from bench.quality import Task, backbone_key, cache_path
+    from engine.tokens import TokenSet, load_token
+    from world.vocab import CONTEXTS
+
+    tokens, queries, found = TokenSet(), [], []
+    report: dict[str, Any] = {"cache": rc.token_cache, "method": OURS, "training_seed": rc.token_seed,
+                              "steps": rc.token_steps}
+    if rc.token_cache:
+        qc = QualityConfig(backbone=rc.backbone, world_seed=rc.world_seed, seeds=(rc.token_seed,),
+                           steps=rc.token_steps, cache=rc.token_cache)
+        key = backbone_key(backbone)
+        for pid in world.splits.heldout:
+            path = cache_path(qc, Task(rc.token_seed, pid, OURS), key)
+            if not path.is_file():
+                continue
+            token = load_token(path, backbone_id=backbone.id)
+            tokens.add(token)
+            found.append(pid)
+            base = f"{token.placeholder} {token.meta.parent}"
+            queries.append(BenchQuery("token", base, {pid: 3}))
+            for photo_id in world.splits.query[pid]:
+                scene = CONTEXTS[world.photo(photo_id).context][0]
+                queries.append(BenchQuery("token+scene", f"{base} {scene}", {pid: 3}))
+    report["concepts"] = found
+    if not found:
+        report["note"] = (f"skipped: the quality benchmark's cache (--token-cache) holds no {OURS} token of "
+                          f"training seed {rc.token_seed} and {rc.token_steps} steps for world {rc.world_seed} and "
+                          f"backbone {rc.backbone!r}; fill it with `coinage bench quality --world-seed "
+                          f"{rc.world_seed} --cache DIR` (about 2,800 s for 20 concepts x 3 seeds x 4 methods on "
+                          "a 2-core machine)")
+    return TokenQueries(queries, tokens, report)
 
 
 def misspell(text: str, rng: random.Random) -> str:
@@ -175,7 +225,9 @@ class RelevanceConfig:
     latency_products: tuple[int, ...] = ()  # synthetic catalog sizes for p50/p95 (e.g. 10000 100000)
     latency_photos: int = 2  # photos per synthetic product
     latency_queries: int = 100  # timed queries per retrieval and size
-    token_cache: str | None = None  # the quality benchmark's token cache (custom-token queries)
+    token_cache: str | None = None  # the quality benchmark's token cache (custom-token queries); None: skip them
+    token_steps: int = QualityConfig.steps  # training steps of the cached tokens (the quality run's --steps)
+    token_seed: int = QualityConfig.seeds[0]  # training seed of the cached tokens used (the quality run's first)
     threads: int = 2  # torch threads
 
 
@@ -304,16 +356,6 @@ def _percentiles(times: list[float]) -> dict[str, float]:
                                                                                   int(0.95 * len(times)))], 2)}
 
 
-def token_queries_note(cache: str | None) -> str:
-    if cache and Path(cache).is_dir() and any(Path(cache).rglob("*.safetensors")):
-        return (f"token cache {cache} found, but custom-token relevance queries are not wired into this run; "
-                "see `coinage bench quality` for the paper-protocol MRR")
-    return ("skipped: no trained tokens in the quality benchmark's cache (--token-cache); training them "
-            "(`coinage bench quality`: 2,800 s for 20 concepts x 3 seeds x 4 methods on the 2-core machine) is "
-            "too long for this run. Custom tokens stay on the dense side, so their ranking is the dense ranking "
-            "of `coinage bench quality`")
-
-
 def log(message: str) -> None:
     print(f"[relevance] {message}", file=sys.stderr, flush=True)
 
@@ -322,39 +364,29 @@ def run(rc: RelevanceConfig) -> dict[str, Any]:
     import torch
 
     from engine.loading import load_backbone
-    from engine.query import QueryConfig, QueryService
+    from engine.query import QueryConfig
     from engine.store import StoreConfig, open_store
-    from engine.tokens import TokenSet
     from world.build import make_world
     from world.catalog import catalog_rows
 
     torch.set_num_threads(rc.threads)
     start = time.perf_counter()
     world = make_world(rc.world_seed)
-    rows = catalog_rows(world)
-    backbone = load_backbone(rc.backbone, device="cpu", with_diffusion=False)
+    rows = catalog_rows(world)  # every photo of every product, the held-out ones (the token queries' concepts) too
+    # the diffusion weights are part of the quality benchmark's cache key (backbone_key), so load them for it
+    backbone = load_backbone(rc.backbone, device="cpu", with_diffusion=bool(rc.token_cache))
     t = time.perf_counter()
     vectors = photo_vectors(backbone, world, world.photos)
     embed_seconds = time.perf_counter() - t
     queries = make_queries(world, rows, rc.queries, rc.world_seed)
-    log(f"world {rc.world_seed}: {len(world.products)} products, {len(rows)} photos, {len(queries)} queries")
+    custom = token_queries(world, backbone, rc)
+    queries_all = queries + custom.queries
+    log(f"world {rc.world_seed}: {len(world.products)} products, {len(rows)} photos, {len(queries)} queries, "
+        f"{len(custom.queries)} custom-token queries ({len(custom.tokens)} cached tokens)")
     base = QueryConfig(text_runtime="torch", gair=False, max_limit=100)
-    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, open_store(StoreConfig(path=tmp)) as store:
         load_catalog(store, "products", rows, vectors, backbone.embed_dim)
-        service = QueryService(backbone, store, TokenSet(), None, base)
-        for retrieval in ("dense", "lexical"):
-            results[retrieval] = summarise(evaluate(service, queries, retrieval))
-            log(f"{retrieval}: {results[retrieval]}")
-        # before this change: CLIP alone on the query as typed (no typo correction)
-        results["dense_as_typed"] = summarise(evaluate(service, queries, "dense", correct=False))
-        log(f"dense as typed: {results['dense_as_typed']}")
-        hybrid = {}
-        for spec in rc.fusions:
-            fused = QueryService(backbone, store, TokenSet(), None, dataclasses.replace(base, **fusion_config(spec)))
-            hybrid[spec] = summarise(evaluate(fused, queries, "hybrid"))
-            log(f"hybrid {spec}: {hybrid[spec]}")
-        results["hybrid"] = hybrid
+        results = compare(backbone, store, custom.tokens, base, queries_all, rc.fusions)
     scale = {}
     for products in rc.latency_products:
         scale[str(products)] = scaled_latency(rc, backbone, rows, vectors, queries, products, base)
@@ -362,10 +394,32 @@ def run(rc: RelevanceConfig) -> dict[str, Any]:
     return {"config": dataclasses.asdict(rc),
             "world": {"seed": rc.world_seed, "products": len(world.products), "photos": len(rows)},
             "queries_per_kind": rc.queries, "depth": DEPTH, "results": results,
-            "custom_token_queries": token_queries_note(rc.token_cache),
-            "latency": scale, "examples": {k: next(q.text for q in queries if q.kind == k)
-                                           for k in dict.fromkeys(q.kind for q in queries)},
+            "custom_token_queries": custom.report,
+            "latency": scale, "examples": {k: next(q.text for q in queries_all if q.kind == k)
+                                           for k in dict.fromkeys(q.kind for q in queries_all)},
             "seconds": {"photo_embedding": round(embed_seconds, 1), "total": round(time.perf_counter() - start, 1)}}
+
+
+def compare(backbone, store, tokens, base, queries: list[BenchQuery], fusions: Sequence[str]) -> dict[str, Any]:
+    """Summaries per retrieval over the store's "products" collection: dense, lexical, dense on the query as typed,
+    and hybrid for each fusion; `tokens` (engine.tokens.TokenSet) are the custom tokens the queries may name."""
+    from engine.query import QueryService
+
+    service = QueryService(backbone, store, tokens, None, base)
+    results: dict[str, Any] = {}
+    for retrieval in ("dense", "lexical"):
+        results[retrieval] = summarise(evaluate(service, queries, retrieval))
+        log(f"{retrieval}: {results[retrieval]}")
+    # before this change: CLIP alone on the query as typed (no typo correction)
+    results["dense_as_typed"] = summarise(evaluate(service, queries, "dense", correct=False))
+    log(f"dense as typed: {results['dense_as_typed']}")
+    hybrid = {}
+    for spec in fusions:
+        fused = QueryService(backbone, store, tokens, None, dataclasses.replace(base, **fusion_config(spec)))
+        hybrid[spec] = summarise(evaluate(fused, queries, "hybrid"))
+        log(f"hybrid {spec}: {hybrid[spec]}")
+    results["hybrid"] = hybrid
+    return results
 
 
 def scaled_latency(rc: RelevanceConfig, backbone, rows, vectors, queries, products: int, base) -> dict[str, Any]:
@@ -395,21 +449,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-products", type=int, nargs="*", default=list(d.latency_products))
     p.add_argument("--latency-photos", type=int, default=d.latency_photos)
     p.add_argument("--latency-queries", type=int, default=d.latency_queries)
-    p.add_argument("--token-cache", default=None, help="the quality benchmark's token cache directory")
+    p.add_argument("--token-cache", default=None, help="the quality benchmark's token cache directory "
+                                                        "(`coinage bench quality --cache`): custom-token queries")
+    p.add_argument("--token-steps", type=int, default=d.token_steps,
+                   help="training steps of the cached tokens (the quality run's --steps)")
+    p.add_argument("--token-seed", type=int, default=d.token_seed,
+                   help="training seed of the cached tokens to use (one of the quality run's --seeds)")
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--out", help="JSON report (default bench/results/relevance.json; relevance-world<N>.json "
                                  "for other seeds)")
 
 
 def run_command(args: argparse.Namespace, prog: str = "coinage bench relevance") -> int:
+    """Run the benchmark for parsed `args`; `prog` is the caller's name for itself (the report's command is always
+    the `coinage bench relevance` one)."""
     rc = RelevanceConfig(args.backbone, args.world_seed, args.queries, tuple(args.fusion),
                          tuple(args.latency_products), args.latency_photos, args.latency_queries, args.token_cache,
-                         args.threads)
+                         args.token_steps, args.token_seed, args.threads)
     report = run(rc)
-    name = Path(args.out).stem if args.out else ("relevance" if rc.world_seed == 0 else
-                                                  f"relevance-world{rc.world_seed}")
-    path = write_result(name, report, argv=[prog, *sys.argv[3:]] if sys.argv[1:3] == ["bench", "relevance"]
-                        else None)
+    out = args.out or RESULTS / ("relevance.json" if rc.world_seed == 0 else f"relevance-world{rc.world_seed}.json")
+    # the benchmark's own arguments, whether run as `coinage bench relevance ...` or `python -m bench.relevance ...`
+    own = sys.argv[3:] if sys.argv[1:3] == ["bench", "relevance"] else sys.argv[1:]
+    path = write_result("relevance", report, own, out)
     print(table(report))
     print(f"wrote {path}", file=sys.stderr)
     return 0

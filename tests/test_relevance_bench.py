@@ -50,3 +50,60 @@ def test_fusion_specs():
     assert parse_fusion("dbsf") == Fusion("dbsf")
     with pytest.raises(SystemExit, match="rrf:K"):
         parse_fusion("max")
+
+
+def test_custom_token_queries_come_from_the_quality_cache_and_reach_the_service(tiny, tmp_path):
+    """Ours (first training seed) is found under the quality benchmark's own cache key, decoys are not; the
+    queries name it with its parent word (and a scene of its query photos); the service composes it."""
+    import torch
+
+    from bench.quality import OURS, QualityConfig, Task, backbone_key, cache_path
+    from bench.relevance import RelevanceConfig, compare, load_catalog, token_queries
+    from engine.query import QueryConfig, QueryService
+    from engine.store import StoreConfig, open_store
+    from engine.tokens import CustomToken, TokenMeta, save_token
+    from world.build import make_world
+    from world.catalog import catalog_rows
+    from world.vocab import CATEGORY_NOUNS, CONTEXTS
+
+    world = make_world(3)
+    pid, other = world.splits.heldout[:2]
+    parent = CATEGORY_NOUNS[world.product(pid).category][0]
+    key = backbone_key(tiny)
+    qc = QualityConfig(backbone="tiny-random", world_seed=3, steps=5, cache=str(tmp_path))
+    rng = torch.Generator().manual_seed(0)
+    for task, steps in [(Task(0, pid, OURS), 5), (Task(1, pid, OURS), 5), (Task(0, other, "ti+ce"), 5),
+                        (Task(0, other, OURS), 300)]:  # only the first is ours, first seed, these steps
+        token = CustomToken(f"<{task.product_id}>", torch.randn(1, tiny.text_width, generator=rng),
+                            TokenMeta(parent=parent, backbone_id=tiny.id, method=task.method))
+        save_token(token, cache_path(QualityConfig(world_seed=3, steps=steps, cache=str(tmp_path)), task, key))
+    assert cache_path(qc, Task(0, pid, OURS), key).is_file()
+
+    custom = token_queries(world, tiny, RelevanceConfig(backbone="tiny-random", world_seed=3,
+                                                        token_cache=str(tmp_path), token_steps=5, token_seed=0))
+    assert custom.report["concepts"] == [pid] and custom.tokens.names() == [f"<{pid}>"]
+    scenes = [CONTEXTS[world.photo(ph).context][0] for ph in world.splits.query[pid]]
+    assert [(q.kind, q.text) for q in custom.queries] == [("token", f"<{pid}> {parent}")] + [
+        ("token+scene", f"<{pid}> {parent} {s}") for s in scenes]
+    assert all(q.grades == {pid: 3} for q in custom.queries)
+    empty = token_queries(world, tiny, RelevanceConfig(backbone="tiny-random", world_seed=3,
+                                                       token_cache=str(tmp_path), token_steps=5, token_seed=2))
+    assert not empty.queries and "skipped" in empty.report["note"]
+
+    # the concept's photos are in the indexed catalog; the service must compose the token for it to rank first:
+    # its photos hold the composed query vector, a look-alike's the query with the token read as its parent word
+    rows = catalog_rows(world)
+    assert {r["id"] for r in rows if r["product_id"] == pid} == {ph.id for ph in world.photos_of(pid)}
+    decoy = next(p.id for p in world.products if p.category == world.product(pid).category and p.id != pid)
+    rows = [r for r in rows if r["product_id"] in (pid, decoy)]
+    base = QueryConfig(text_runtime="torch", gair=False, max_limit=100)
+    with open_store(StoreConfig(path=str(tmp_path / "store"))) as store:
+        service = QueryService(tiny, store, custom.tokens, None, base)
+        text = custom.queries[0].text
+        composed, plain = service.composed_vectors(text, [1.0])[0], service.text_only_vector(text)
+        assert not torch.allclose(composed, plain)
+        vectors = torch.stack([composed if r["product_id"] == pid else plain for r in rows]).numpy()
+        load_catalog(store, "products", rows, vectors, tiny.embed_dim)
+        results = compare(tiny, store, custom.tokens, base, custom.queries, ("dbsf",))
+    assert results["dense"]["token"]["mrr"] == 1.0 and results["dense"]["token"]["r10"] == 1.0
+    assert set(results["lexical"]) == set(results["hybrid"]["dbsf"]) == {"token", "token+scene"}

@@ -42,6 +42,16 @@ def train_config(qc: QualityConfig, task: Task):
     return TrainConfig(method=task.method, steps=qc.steps, seed=task.seed, samples=False, checkpoint_every=0, **extra)
 
 
+def cache_path(qc: QualityConfig, task: Task, backbone_key: str) -> Path:
+    """The file of `task`'s token in the cache `qc.cache`, keyed by backbone weights (`backbone_key`), world seed,
+    product and training config: another backbone, world or config never shares a file."""
+    from trainer.config import fingerprint
+
+    key = fingerprint({"backbone": backbone_key, "world_seed": qc.world_seed, "product": task.product_id,
+                       "config": train_config(qc, task).result_fields()})
+    return Path(qc.cache) / f"world{qc.world_seed}-{task.product_id}-{task.method}-{key}.safetensors"
+
+
 _WORKER: dict[str, Any] = {"concepts": {}}  # per process: the loaded backbone and the world concepts built so far
 
 
@@ -57,15 +67,12 @@ def _init_worker(backbone_id: str, threads: int) -> None:
 def _train(qc: QualityConfig, task: Task, backbone_key: str) -> Run:
     from engine.tokens import load_token, save_token
     from trainer.ablation import train_world_token
-    from trainer.config import fingerprint
     from trainer.world_concept import world_concept
 
     config = train_config(qc, task)
     path = None
     if qc.cache is not None:
-        key = fingerprint({"backbone": backbone_key, "world_seed": qc.world_seed, "product": task.product_id,
-                           "config": config.result_fields()})
-        path = Path(qc.cache) / f"world{qc.world_seed}-{task.product_id}-{task.method}-{key}.safetensors"
+        path = cache_path(qc, task, backbone_key)
         if path.is_file():
             token = load_token(path)
             return Run(task, token, dict(token.meta.metrics, cached=True))
