@@ -10,7 +10,7 @@ scheduler) conditioned by the *same* CLIP text tower. Identifiers resolve as:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
