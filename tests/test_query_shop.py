@@ -144,3 +144,20 @@ def test_collection_built_before_bm25_is_served_dense_with_a_note(tiny, tmp_path
         assert any("coinage reindex" in n for n in response.notes)
         with pytest.raises(QueryError, match="coinage reindex"):
             service.search(SearchRequest("purple dress", retrieval="lexical"))
+
+
+def test_words_an_index_run_adds_reach_the_speller_without_a_restart(tiny, tmp_path, store_config):
+    store = open_store(store_config(tmp_path))
+    try:
+        load(store, "shop-v1", tiny)
+        service = QueryService(tiny, store, TokenSet([]), None,
+                               dataclasses.replace(CONFIG, collection="shop-v1", spelling_refresh_s=0.0))
+        assert service.search(SearchRequest("dunes dress", gair=False)).correction is not None  # read as "dune"
+        vocabulary = Vocabulary()
+        for row in rows():
+            vocabulary.add(row)
+        vocabulary.add({"title": "Dunes Plain Dress", "category": "dress"})  # a new product indexed in place
+        store.set_metadata("shop-v1", vocabulary.to_metadata())
+        assert service.search(SearchRequest("dunes dress", gair=False)).correction is None  # now a catalog word
+    finally:
+        store.close()

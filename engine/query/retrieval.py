@@ -151,7 +151,9 @@ def _item(rank: int, hit: Hit) -> ResultItem:
 
 
 class SpellingSource:
-    """The speller of the searched collection: re-read when its alias moves (checked every refresh_s seconds)."""
+    """The speller of the searched collection, re-read every refresh_s seconds: `coinage index` adds words to the
+    live collection in place and `reindex` moves the alias, and either must reach the speller without a restart
+    (else a new product's name would be "corrected" into another word)."""
 
     def __init__(self, store: VectorStore, config: QueryConfig, clock: Callable[[], float] = time.monotonic):
         self.store = store
@@ -174,9 +176,8 @@ class SpellingSource:
             name = self.config.collection
             try:
                 target = self.store.get_alias(name) or name
-                if target != self._target or self._speller is None:
-                    self._speller = Speller.from_metadata(self._metadata(target))
-                    self._target = target
+                self._speller = Speller.from_metadata(self._metadata(target))
+                self._target = target
             except CollectionNotFound:
                 self._speller, self._target = None, None
             return self._speller
