@@ -161,7 +161,6 @@ class SpellingSource:
         self._clock = clock
         self._lock = threading.Lock()
         self._checked = -float("inf")
-        self._target: str | None = None
         self._speller: Speller | None = None
 
     def get(self) -> Speller | None:
@@ -177,9 +176,8 @@ class SpellingSource:
             try:
                 target = self.store.get_alias(name) or name
                 self._speller = Speller.from_metadata(self._metadata(target))
-                self._target = target
             except CollectionNotFound:
-                self._speller, self._target = None, None
+                self._speller = None
             return self._speller
 
     def _metadata(self, name: str) -> dict[str, Any]:
