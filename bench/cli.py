@@ -6,6 +6,7 @@ import importlib
 
 # Benchmarks whose module (bench.<name>) parses its own arguments in main(argv); one line each for the help.
 SCRIPTS = {
+    "gair": "ways to choose GAIR's w and fuse the concept's photos or the preview, side by side (bench/gair.py)",
     "generation": "preview generation speed on the demo backbone (bench/generation.py)",
     "indexing": "indexing throughput: CLIP image encoder in PyTorch vs ONNX Runtime, and the pipeline (bench/indexing.py)",
     "load": "concurrent searches against the app under gunicorn, idle and while jobs run (bench/load.py)",

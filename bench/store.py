@@ -336,16 +336,18 @@ def scale_build(data: Data, workdir: Path, quantization: str) -> tuple[StoreConf
                     "disk_bytes_per_point": round(dir_bytes(Path(config.path)) / len(data.ids))}
 
 
-def scale_queries(config: StoreConfig, workdir: Path, oversampling: Sequence[float]) -> dict[str, Any]:
+def scale_queries(config: StoreConfig, workdir: Path, oversampling: Sequence[float],
+                  efs: Sequence[int] | None = None) -> dict[str, Any]:
     """In a fresh process (so that the build's freed memory does not hide the cost): open the built collection,
-    run the queries (unfiltered and filtered) per oversampling, and the resident memory the store added."""
+    run the queries (unfiltered and filtered) per oversampling (and per search-time hnsw_ef in `efs`, each on the
+    same build), and the resident memory the store added."""
     cmd = [sys.executable, "-m", "bench.store", "--scale-query", str(workdir), json.dumps(dataclasses.asdict(config)),
-           json.dumps(list(oversampling))]
+           json.dumps(list(oversampling)), json.dumps(list(efs) if efs else None)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def scale_query_child(workdir: str, config_json: str, oversampling_json: str) -> None:
+def scale_query_child(workdir: str, config_json: str, oversampling_json: str, efs_json: str = "null") -> None:
     work = Path(workdir)
     queries = np.load(work / "queries.npy")
     truth = json.loads((work / "truth.json").read_text())
@@ -357,12 +359,18 @@ def scale_query_child(workdir: str, config_json: str, oversampling_json: str) ->
     before = rss_bytes()
     result: dict[str, Any] = {}
     settings = [1.0] if config.quantization == "none" else json.loads(oversampling_json)
-    label = (lambda over: "fp32") if config.quantization == "none" else (lambda over: f"oversampling={over:g}")
-    # (result key, search-time settings, query kinds): each oversampling, then the last one with every filter through
-    # filtered HNSW (exact_filter_below=0): the path of filters matching >= exact_filter_below points at larger sizes
-    passes = [(label(over), {"quantization_oversampling": over}, ("unfiltered", "filtered")) for over in settings]
-    passes.append((label(settings[-1]), {"quantization_oversampling": settings[-1], "exact_filter_below": 0},
-                   ("filtered_hnsw",)))
+    efs = json.loads(efs_json)
+
+    def label(over: float, ef: int | None) -> str:
+        name = "fp32" if config.quantization == "none" else f"oversampling={over:g}"
+        return name if ef is None else f"ef={ef},{name}"
+
+    # (result key, search-time settings, query kinds): each (ef, oversampling), then the last pair with every filter
+    # through filtered HNSW (exact_filter_below=0): the path of filters matching >= exact_filter_below points at
+    # larger sizes
+    passes = [(label(over, ef), {"quantization_oversampling": over, **({} if ef is None else {"hnsw_ef": ef})},
+               ("unfiltered", "filtered")) for ef in (efs or [None]) for over in settings]
+    passes.append((passes[-1][0], {**passes[-1][1], "exact_filter_below": 0}, ("filtered_hnsw",)))
     for key, overrides, kinds in passes:  # the same collection reopened with each setting
         with open_store(dataclasses.replace(config, **overrides)) as store:
             for kind in kinds:
@@ -386,6 +394,7 @@ def run_scale(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     sizes = [int(x) for x in args.scale.split(",")]
     quantizations = [q.strip() for q in args.quantizations.split(",")]
     oversampling = [float(x) for x in args.oversampling.split(",")]
+    efs = [int(x) for x in args.ef.split(",")] if args.ef else None
     defaults = StoreConfig()
     result: dict[str, Any] = {
         **header("store", sys.argv[1:] if argv is None else argv, threads_used=defaults.threads,
@@ -416,7 +425,7 @@ def run_scale(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
                 [data.mask(f).mean() for f in data.filters[:20]])), 4)}
             for quantization in quantizations:
                 config, built = scale_build(data, workdir, quantization)
-                queried = scale_queries(config, workdir, oversampling)
+                queried = scale_queries(config, workdir, oversampling, efs)
                 built["memory_bytes_per_point"] = round(queried.pop("rss_added_bytes") / n)
                 entry[quantization] = {**built, **queried}
                 log(f"  {quantization}: {entry[quantization]}")
@@ -452,6 +461,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                    "(e.g. --scale 100000,250000 --dim 768)")
     p.add_argument("--quantizations", default="none,int8", help="with --scale: StoreConfig.quantization values")
     p.add_argument("--oversampling", default="1,2", help="with --scale: quantization_oversampling values searched")
+    p.add_argument("--ef", default=None, help="with --scale: comma list of search-time hnsw_ef values, each searched "
+                                               "on the same build (default: StoreConfig.hnsw_ef)")
     p.add_argument("--workdir", default=None, help="with --scale: where the collections are built (default: temp)")
     args = p.parse_args(argv)
     if args.out is None:
@@ -510,6 +521,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--scale-query"]:
-        scale_query_child(*sys.argv[2:5])
+        scale_query_child(*sys.argv[2:6])
     else:
         sys.exit(main())

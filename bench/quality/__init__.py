@@ -35,13 +35,13 @@ from .evaluation import (ERROR_KINDS, NORMS, PER_SEED_KEYS, RECOGNITION, Ranking
                          retrieval_metrics, summarise_fixed_w, summarise_retrieval, summarise_tokens, targets)
 from .protocol import (GAIR_ROWS, OURS, PAPER_MRR, QUICK, RECALL_AT, ROW_METHOD, ROWS, TRAINED, Protocol, QualityConfig,
                        Query, backbone_exposure, build_protocol, log, pick_concepts, replay_training_pairs)
-from .report import RESULTS, add_arguments, command_line, config_from_args, main, run, run_command
+from .report import RESULTS, Setup, add_arguments, command_line, config_from_args, main, run, run_command, setup
 from .training import Run, Task, backbone_key, cache_path, plan, run_jobs, train_all, train_config, workers
 
 __all__ = ["ERROR_KINDS", "GAIR_ROWS", "NORMS", "OURS", "PAPER_MRR", "PER_SEED_KEYS", "QUICK", "RECALL_AT",
            "RECOGNITION", "RESULTS", "ROWS", "ROW_METHOD", "TRAINED", "Protocol", "QualityConfig", "Query", "Ranking",
-           "Retrieval", "Run", "Task", "add_arguments", "backbone_exposure", "backbone_key", "build_protocol",
+           "Retrieval", "Run", "Setup", "Task", "add_arguments", "backbone_exposure", "backbone_key", "build_protocol",
            "cache_path", "command_line", "config_from_args", "diagnostics", "error_kind", "error_table", "evaluate_all",
            "gair_diagnostics", "lambda_ablation", "log", "main", "pick_concepts", "plan", "ranking", "ranks_of",
-           "replay_training_pairs", "retrieval_metrics", "run", "run_command", "run_jobs", "summarise_fixed_w",
+           "replay_training_pairs", "retrieval_metrics", "run", "run_command", "run_jobs", "setup", "summarise_fixed_w",
            "summarise_retrieval", "summarise_tokens", "targets", "train_all", "train_config", "workers"]

@@ -54,14 +54,15 @@ class Retrieval:
         self.targets = protocol.target_index
         self.concept_features = concept_features  # placeholder -> (5, D) training-image features
 
-    def service(self, tokens, seed: int):
+    def service(self, tokens, seed: int, **hooks):
+        """A QueryService on `tokens`, GAIR as configured; `hooks`: QueryService's keyword hooks (image_features)."""
         from engine.query import QueryConfig, QueryService
         from engine.tokens import TokenSet
 
         config = QueryConfig(weights=tuple(self.qc.gair_weights), images_per_weight=self.qc.gair_images,
                              steps=self.qc.gair_steps, seed=seed, text_runtime="torch")
         # the store is never searched: ranking is exact, in memory (see ranks_of)
-        return QueryService(self.backbone, None, TokenSet(list(tokens)), self.concept_features, config)
+        return QueryService(self.backbone, None, TokenSet(list(tokens)), self.concept_features, config, **hooks)
 
     def rank(self, vectors, queries: Sequence[Query] | None = None) -> Ranking:
         queries = self.protocol.queries if queries is None else queries

@@ -17,7 +17,21 @@ from .training import backbone_key, plan, train_all, workers
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-def run(qc: QualityConfig) -> dict[str, Any]:
+@dataclasses.dataclass
+class Setup:
+    """What every evaluation of one world needs: its protocol, the backbone and the image features."""
+
+    world: Any
+    protocol: Any  # Protocol
+    exposure: dict[str, Any]
+    backbone: Any
+    gallery: Any  # (G, D) numpy features of the gallery photos
+    concept_features: dict[str, Any]  # "<pid>" -> (5, D) torch features of the concept's training photos
+    gallery_seconds: float
+
+
+def setup(qc: QualityConfig) -> Setup:
+    """The world, its protocol, the backbone and the gallery and concept-photo features of `qc`."""
     import torch
 
     from engine.images import ImageEncoder
@@ -26,20 +40,25 @@ def run(qc: QualityConfig) -> dict[str, Any]:
     from world.render import render
 
     torch.set_num_threads(qc.threads)
-    t_start = time.perf_counter()
     world = make_world(qc.world_seed)
     seen, exposure = backbone_exposure(qc.backbone, world)
     protocol = build_protocol(world, qc.concepts, seen, exposure, qc.avoid_seen)
     backbone = load_backbone(qc.backbone, device="cpu")
     log(f"world seed {qc.world_seed}: {len(protocol.concepts)} concepts, {len(protocol.queries)} queries, "
         f"gallery {len(protocol.gallery)} photos; backbone {backbone.id}")
-
     t = time.perf_counter()
     images = ImageEncoder(backbone)
     gallery = images.encode_pil([render(world.photo(p), 64) for p in protocol.gallery]).float().numpy()
     concept_images = {pid: [render(world.photo(p), 64) for p in world.splits.concept[pid]] for pid in protocol.concepts}
     concept_features = {f"<{pid}>": images.encode_pil(ims).float() for pid, ims in concept_images.items()}
-    gallery_seconds = time.perf_counter() - t
+    return Setup(world, protocol, exposure, backbone, gallery, concept_features, time.perf_counter() - t)
+
+
+def run(qc: QualityConfig) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    s = setup(qc)
+    world, protocol, exposure, backbone = s.world, s.protocol, s.exposure, s.backbone
+    gallery, concept_features, gallery_seconds = s.gallery, s.concept_features, s.gallery_seconds
 
     tasks = plan(qc, protocol)
     log(f"training {len(tasks)} tokens ({qc.steps} steps each, {qc.jobs} process(es))")
