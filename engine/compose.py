@@ -52,3 +52,16 @@ def compose(encoder: TextEncoder, prompt: str, tokens: TokenSet, weights: Sequen
     token = TextFeatures(features.pooled[:1], features.seq[:1])
     attrs = TextFeatures(features.pooled[1:], features.seq[1:])
     return mix(token, attrs, weights)
+
+
+def fuse(query: torch.Tensor, image: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+    """normalize(normalize(query) + weight * normalize(image)): a query vector with an image feature added (the
+    concept's photo prototype, a shopper's photo, a preview); weight 0 gives the query alone, normalised."""
+    return F.normalize(F.normalize(query, dim=-1) + weight * F.normalize(image, dim=-1), dim=-1)
+
+
+def prototype(features: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The concept prototype of one or more tokens: each token's mean training-photo feature (normalised first),
+    then their mean, normalised, (D,)."""
+    means = torch.stack([F.normalize(F.normalize(f.float(), dim=-1).mean(0), dim=-1) for f in features])
+    return F.normalize(means.mean(0), dim=-1)

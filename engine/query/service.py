@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from engine.compose import attribute_prompts, mix
+from engine.compose import attribute_prompts, fuse, mix, prototype
 from engine.diffusion import GenerationCancelled, generate
 from engine.images import ImageEncoder
 from engine.spelling import strip_placeholders
@@ -331,10 +331,11 @@ class QueryService:
         if not prep.has_tokens:
             raise ConflictingFields("the 'text+image' method needs a custom token in the query (its images are "
                                     "averaged); add one, or use method 'composed' or 'text-only'")
-        concept = torch.stack([self._concept_features(prep, p).mean(0) for p in prep.parsed.placeholders])
-        concept = F.normalize(F.normalize(concept, dim=-1).mean(0), dim=-1)
-        text = F.normalize(self._text_only(prep), dim=-1)
-        return F.normalize(text + concept, dim=-1)
+        return fuse(self._text_only(prep), self._prototype(prep))
+
+    def _prototype(self, prep: _Prepared) -> torch.Tensor:
+        """The mean training-photo feature of the query's concepts (engine.compose.prototype)."""
+        return prototype([self._concept_features(prep, p) for p in prep.parsed.placeholders])
 
     def _vector(self, prep: _Prepared, weight: float | None) -> torch.Tensor:
         method = prep.request.method
