@@ -434,7 +434,7 @@ class ConceptRegistry:
         feats = load_file(str(path))["features"]
         if feats.numel() == 0:
             raise ConceptError(f"{placeholder} was imported without images, so it has no image features; "
-                               "retrain it from images to use GAIR's image term")
+                               "retrain it from images to use GAIR's image term and rank with the concept's photos")
         return feats
 
     # ------------------------------------------------------------------ errors

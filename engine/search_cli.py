@@ -218,11 +218,13 @@ def format_table(response, result=None) -> str:
         lines.append("(no results)")
     lines.append("")
     lines.append(f"query: {response.prompt if response.prompt is not None else '(image)'}   method: {response.method}"
-                 f"   w: {response.weight if response.weight is not None else '-'} ({response.weight_source})")
+                 f"   w: {response.weight if response.weight is not None else '-'} ({response.weight_source})"
+                 + (f"   + concept photos x{response.concept_photos:g}" if response.concept_photos else ""))
     if result is not None and result.outcome is not None:
         scores = ", ".join(f"w={s.w:g}: {s.score:.3f}" for s in result.scores)
         cached = " (cached)" if result.outcome.cached else ""
-        lines.append(f"GAIR w* = {result.w_star:g}{cached}; min(context, object) scores: {scores}")
+        ranks = "" if result.w_star == response.weight else f" (shown; w = {response.weight:g} ranks)"
+        lines.append(f"GAIR w* = {result.w_star:g}{cached}{ranks}; min(context, object) scores: {scores}")
     lines.append(f"retrieval: {response.retrieval}   sort: {response.sort}   per {response.mode[:-1]}")
     if response.facets is not None:
         for name, counts in response.facets.values.items():

@@ -16,7 +16,8 @@ from engine.tokens import CustomToken, TokenMeta, TokenSet
 QUERY = "<aurora> on a beach"
 PROMPT = "<aurora> dress on a beach"
 ATTRIBUTES = ["red", "old", "dark"]
-CONFIG = QueryConfig(text_runtime="torch", steps=2)
+# q(w) alone ranks here (the points below are exact q(w) vectors); the concept-photo fusion has its own tests
+CONFIG = QueryConfig(text_runtime="torch", steps=2, concept_photo_weight=0)
 
 
 def make_token(tiny, placeholder="<aurora>", seed=0):

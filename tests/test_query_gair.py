@@ -20,7 +20,8 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # context score cos(theta), object score sin(theta); min is largest at theta = 0.8, i.e. w = 0.75.
 ANGLES = [0.1, 0.3, 0.6, 0.8, 1.5]
 STEPS = 3
-CONFIG = QueryConfig(text_runtime="torch", steps=STEPS, weights=WEIGHTS)
+# GAIR's w* ranks (the paper's method; the product default only shows it, see the gair_ranks tests)
+CONFIG = QueryConfig(text_runtime="torch", steps=STEPS, weights=WEIGHTS, gair_ranks=True)
 
 
 class FakeDiffusion:
@@ -286,3 +287,62 @@ def test_preview_job_identity_is_what_determines_the_images(tiny, store, object_
     assert later.preview_job(SearchRequest(QUERY)).key != job.key
     larger = QueryService(tiny, store, make_tokens(tiny), object_features, dataclasses.replace(CONFIG, preview_size=64))
     assert larger.preview_job(SearchRequest(QUERY)).key != job.key
+
+
+def test_by_default_gair_explains_and_w_1_ranks(tiny, store, object_features):
+    """QueryConfig.gair_ranks False (the product default): GAIR still picks w* and draws every w, but the results
+    and the preview shown are those of w = 1, and a later search does not switch to the cached w*."""
+    config = dataclasses.replace(CONFIG, gair_ranks=False)
+    service, fake = fake_service(tiny, store, object_features, config)
+    request = SearchRequest(QUERY, limit=3)
+    assert service.search(request).weight_source == "default"  # not "gair-pending": nothing will re-rank it
+    result = service.gair(request)
+    assert result.outcome.w_star == 0.75 and len(result.previews) == 5
+    assert result.response.weight == 1.0 and result.response.weight_source == "default"
+    assert result.preview.w == 1.0 and result.preview.key == result.previews[1.0].key
+    image = np.asarray(Image.open(io.BytesIO(result.preview.png)))
+    assert np.all(image == round(0.8 * 255))  # I_1 (filled with 0.2 * 4), not I_w*
+    after = service.search(request)
+    assert after.weight == 1.0 and after.weight_source == "default"
+    direct = service.search(SearchRequest(QUERY, weight=1.0, limit=3))
+    assert [r.id for r in after.results] == [r.id for r in result.response.results] == [r.id for r in direct.results]
+    # with gair_ranks, a search before GAIR has run says the w may still change
+    ranked, _ = fake_service(tiny, store, object_features)
+    assert ranked.search(SearchRequest(QUERY, seed=9)).weight_source == "gair-pending"
+
+
+def test_the_concepts_photos_are_fused_into_the_composed_query(tiny, object_features):
+    """q = normalize(normalize(q(w)) + concept_photo_weight * prototype): the point holding exactly that vector
+    is found at cosine 1; weight 0 is q(w) alone; a concept without photos ranks by q(w) with a note."""
+    from engine.compose import fuse, prototype
+
+    store = open_store(StoreConfig(backend="server", url=":memory:"))
+    store.create_collection("products", dim=tiny.embed_dim)
+    plain, _ = fake_service(tiny, store, object_features, dataclasses.replace(CONFIG, concept_photo_weight=0))
+    q1 = plain.composed_vectors(QUERY, [1.0])[0]
+    rng = np.random.default_rng(1)
+    points = [Point(point_id(f"p{i}"), rng.standard_normal(tiny.embed_dim).astype(np.float32), {"sku": f"p{i}"})
+              for i in range(20)]
+    for sku, beta in (("fused-1", 1.0), ("fused-0.5", 0.5)):
+        vec = fuse(q1, prototype([object_features["<aurora>"]]), beta)
+        points.append(Point(point_id(sku), vec.numpy(), {"sku": sku}))
+    points.append(Point(point_id("plain"), q1.numpy(), {"sku": "plain"}))
+    store.upsert("products", points)
+    try:
+        for beta, top in ((1.0, "fused-1"), (0.5, "fused-0.5"), (0.0, "plain")):
+            service, _ = fake_service(tiny, store, object_features,
+                                      dataclasses.replace(CONFIG, concept_photo_weight=beta))
+            response = service.search(SearchRequest(QUERY, gair=False, retrieval="dense", limit=3))
+            assert response.results[0].payload["sku"] == top
+            assert response.results[0].score == pytest.approx(1.0, abs=1e-4)
+            assert response.concept_photos == (beta or None)
+            assert response.to_json()["concept_photos"] == (beta or None)
+        bare, _ = fake_service(tiny, store, {}, dataclasses.replace(CONFIG, gair=False))
+        response = bare.search(SearchRequest(QUERY, retrieval="dense", limit=3))
+        assert response.results[0].payload["sku"] == "plain" and response.concept_photos is None
+        assert any(n.startswith("ranked without the concept's photos: no training-image features for <aurora>")
+                   for n in response.notes)
+        with pytest.raises(QueryError, match="concept_photo_weight must be >= 0"):
+            QueryConfig(concept_photo_weight=-1)
+    finally:
+        store.close()

@@ -1,6 +1,7 @@
 """Admin pages on a tiny indexed catalog: login/logout, CSRF on every state change, concept registration with
 upload checks and attribute suggestions, training through the job worker with live progress, samples, activate /
 deactivate / retrain / delete, token download, catalog reindex with rejected rows, and the jobs page."""
+import dataclasses
 import io
 import json
 import re
@@ -291,17 +292,36 @@ def test_token_download_is_a_diffusers_style_file(admin, res, tmp_path):
     assert load_token(path, backbone_id="tiny-random").meta.parent == "dress"
 
 
-def test_gair_preview_for_the_new_word_reranks_the_results(admin, res):
+def _gair_panel(admin, res, query: str) -> tuple[str, str]:
+    """The search page's first HTML and its preview panel once the worker has run GAIR."""
     client = admin.application.test_client()
-    html = client.get("/search?q=<aurora>+dress", headers=HX).get_data(as_text=True)
+    html = client.get(f"/search?q={query}", headers=HX).get_data(as_text=True)
     poll = re.search(r'hx-get="(/search/preview/[^"]+)"', html).group(1).replace("&amp;", "&")
     worker = res.make_worker()
     while worker.run_once(["preview"]) is not None:
         pass
-    done = client.get(poll, headers=HX).get_data(as_text=True)
-    assert 'data-state="done"' in done and "chosen by GAIR" in done
+    return html, client.get(poll, headers=HX).get_data(as_text=True)
+
+
+def test_gair_preview_for_the_new_word_explains_and_w_1_ranks(admin, res):
+    """The default (QueryConfig.gair_ranks False): GAIR draws every w and marks its pick, the results stay
+    ranked at w = 1 with the concept's photos, and the page says so."""
+    html, done = _gair_panel(admin, res, "<aurora>+dress")
+    assert "ranked with w = <b>1.00</b>" in html and "(default)" in html and "with the concept's own photos" in html
+    assert "until GAIR" not in html
+    assert 'data-state="done"' in done and "the default, which ranks the results; GAIR's pick (w* =" in done
     assert len(re.findall(r'<a href="/search\?[^"]*w=', done)) == 3  # the strip: one preview per w of the grid
+    assert "chosen" in re.search(r"<a [^>]*data-w=\"1.0\"[^>]*>", done).group(0)  # the preview shown: w = 1
+    assert 'hx-swap-oob' not in done  # nothing to re-rank
+
+
+def test_gair_preview_for_the_new_word_reranks_the_results_when_gair_ranks(admin, res, monkeypatch):
+    monkeypatch.setattr(res.query, "config", dataclasses.replace(res.query.config, gair_ranks=True))
+    html, done = _gair_panel(admin, res, "<aurora>+dress+on+a+beach")
+    assert "(default, until GAIR has chosen)" in html
+    assert 'data-state="done"' in done and "chosen by GAIR" in done
     assert 'id="results" hx-swap-oob="true"' in done and "(GAIR's choice)" in done
+    client = admin.application.test_client()
     w = re.search(r'data-w="([0-9.]+)"', done).group(1)
     picked = client.get(f"/search?q=<aurora>+dress&w={w}", headers=HX).get_data(as_text=True)
     assert "your choice" in picked and 'data-state="done"' in picked and 'class="chosen' in picked

@@ -86,12 +86,16 @@ SCHEMAS: dict[str, Any] = {
         "state": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled", "unavailable"]},
         "message": {"type": "string"}, "job": {"type": ["string", "null"]}, "url": {"type": ["string", "null"]},
         "w_star": {"type": ["number", "null"]}, "chosen": {"type": ["number", "null"]}, "gair": {"type": "boolean"},
+        "gair_ranks": {"type": "boolean", "description": "GAIR's w* ranks the results; false: w = 1 ranks and "
+                                                          "GAIR's pick is marked in the strip"},
         "prompt": {"type": ["string", "null"]}, "progress": {"type": "object"},
         "image": {"type": ["object", "null"]}, "strip": {"type": "array", "items": {"type": "object"}}}},
     "SearchResponse": {"type": "object", "properties": {
         "query": {"type": "string"}, "prompt": {"type": ["string", "null"]},
         "tokens": {"type": "array", "items": {"type": "string"}}, "notes": {"type": "array", "items": {"type": "string"}},
         "method": {"type": "string"}, "weight": {"type": ["number", "null"]}, "weight_source": {"type": "string"},
+        "concept_photos": {"type": ["number", "null"], "description": "weight of the concept's photo prototype "
+                                                                      "fused into the composed query; null: none"},
         "results": {"type": "array", "items": _ref("Result")}, "limit": {"type": "integer"},
         "offset": {"type": "integer"}, "next_offset": {"type": ["integer", "null"]},
         "collection": {"type": "string"}, "backbone": {"type": "string"}, "timings_ms": {"type": "object"},

@@ -270,7 +270,8 @@ class PreviewPanel:
     main: PreviewImage | None = None  # the image shown large: I_w* (or the chosen w's)
     strip: list[PreviewImage] = field(default_factory=list)  # every w of the GAIR grid, with its score
     w_star: float | None = None
-    chosen: float | None = None  # the w the shopper picked; None: GAIR's
+    chosen: float | None = None  # the w the shopper picked; None: the service's (GAIR's w*, or the default 1)
+    gair_ranks: bool = False  # GAIR's w* ranks the results (QueryConfig.gair_ranks); else it only explains
     gair: bool = False  # whether GAIR ran (a query with a custom token)
     prompt: str | None = None
     done: int = 0  # generation steps done / in total
@@ -287,7 +288,8 @@ class PreviewPanel:
 
     def to_json(self) -> dict[str, Any]:
         return {"state": self.state, "message": self.message, "job": self.job.id if self.job else None,
-                "w_star": self.w_star, "chosen": self.chosen, "gair": self.gair, "prompt": self.prompt,
+                "w_star": self.w_star, "chosen": self.chosen, "gair": self.gair, "gair_ranks": self.gair_ranks,
+                "prompt": self.prompt,
                 "progress": {"done": self.done, "total": self.total},
                 "image": _image_json(self.main), "strip": [_image_json(p) for p in self.strip]}
 
@@ -358,6 +360,7 @@ def panel_for(job: Job, chosen: float | None, weight_source: str = "") -> Previe
     result = job.result or {}
     panel.gair = bool(result.get("gair"))
     panel.w_star = result.get("w_star")
+    panel.gair_ranks = result.get("weight_source") == "gair"
     main = result.get("preview") or {}
     panel.prompt = main.get("prompt")
     panel.strip = [PreviewImage(s["w"], s["preview_key"], s["score"], s["context_score"], s["object_score"])

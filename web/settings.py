@@ -247,6 +247,10 @@ class AppSettings:
         steps = _number(env, "COINAGE_PREVIEW_STEPS", int, None)
         if steps is not None:
             query["steps"] = steps
+        query["gair_ranks"] = _flag(env, "COINAGE_GAIR_RANKS", QueryConfig.gair_ranks)
+        photos = _number(env, "COINAGE_CONCEPT_PHOTO_WEIGHT", float, None, minimum=0)
+        if photos is not None:
+            query["concept_photo_weight"] = photos
         values["query"] = QueryConfig(**query)
         train = _default_train()
         train_steps = _number(env, "COINAGE_TRAIN_STEPS", int, None)

@@ -18,6 +18,15 @@ class QueryConfig:
     weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     # Run GAIR when the request does not say (SearchRequest.gair=None). search() never generates either way.
     gair: bool = True
+    # Whether GAIR's w* ranks the results (True: the paper's method), or only picks among the previews shown beside
+    # results ranked at w = 1 (False). Every GAIR scorer measured below w = 1 on every world (`coinage bench gair`,
+    # docs/results.md), so by default GAIR explains and the composed query at w = 1 ranks.
+    gair_ranks: bool = False
+    # Weight of the concept prototype (the mean feature of a token's training photos, engine.compose.prototype)
+    # fused into a composed token query: normalize(normalize(q(w)) + weight * prototype). 1 (equal weight, as the
+    # text + average image baseline; never tuned on queries) beat plain q(w) on every world measured
+    # (docs/results.md); 0 ranks with q(w) alone (the paper's ours).
+    concept_photo_weight: float = 1.0
     # Diffusion seed when the request gives none: the same seed gives the same images, w* and previews.
     seed: int = 0
     # Denoising steps for previews and GAIR; None = the backbone's default (BackboneConfig.steps).
@@ -99,6 +108,9 @@ class QueryConfig:
                      "rrf_k", "prefetch_limit", "prefetch_per_product"):
             if int(getattr(self, name)) < 1:
                 raise QueryError(f"QueryConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.concept_photo_weight >= 0:
+            raise QueryError(f"QueryConfig.concept_photo_weight must be >= 0 (0: q(w) alone), "
+                             f"got {self.concept_photo_weight}")
         if self.steps is not None and self.steps < 1:
             raise QueryError(f"QueryConfig.steps must be >= 1 (or None for the backbone's default), got {self.steps}")
         if self.preview_size is not None and self.preview_size < 8:

@@ -183,7 +183,9 @@ class SearchResponse:
     notes: list[str]  # what the service changed or noticed (parent inserted, GAIR skipped, ...)
     method: str  # one of METHODS
     weight: float | None  # the w the query vector was composed with; None when the query has no token
-    weight_source: str  # 'request', 'default' (1.0), 'gair', 'gair-cache' or 'none'
+    # 'request', 'default' (1.0), 'gair-pending' (1.0 until GAIR has chosen; QueryConfig.gair_ranks), 'gair',
+    # 'gair-cache' or 'none'
+    weight_source: str
     results: list[ResultItem]
     limit: int
     offset: int
@@ -197,6 +199,9 @@ class SearchResponse:
     sort: str = "relevance"  # one of SORTS
     correction: Correction | None = None  # the typo correction applied, if any
     facets: Facets | None = None  # counts over the matching products (when asked for)
+    # weight of the concept prototype fused into the composed query (QueryConfig.concept_photo_weight); None: not
+    # fused (no token, a baseline method, the weight 0, or a concept without photos: see notes)
+    concept_photos: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from engine.compose import attribute_prompts, fuse, mix, prototype
 from engine.diffusion import GenerationCancelled, generate
+from engine.errors import CoinageError
 from engine.images import ImageEncoder
 from engine.spelling import strip_placeholders
 from engine.store import VectorStore
@@ -166,7 +167,8 @@ class QueryService:
 
     def gair(self, request: SearchRequest, progress: Progress | None = None,
              cancel: threading.Event | None = None) -> GairResult:
-        """GAIR (Algorithm 1) when on for this query, then the results for w* and the preview of I_w*.
+        """GAIR (Algorithm 1) when on for this query, then the results and the preview of the w that ranks them:
+        w* when QueryConfig.gair_ranks, else w = 1 (GAIR's w* and every w's preview are in the outcome).
 
         Off (request.gair False, a fixed request.weight, no custom token, a baseline method or an
         image-only query): the results at that w (1 by default) and one preview, or none where no
@@ -191,9 +193,14 @@ class QueryService:
         else:
             clock.laps.update({k: v for k, v in outcome.timings_ms.items() if k != "total"})
             clock.last = time.perf_counter()
-        response = self._search_prepared(prep, outcome.w_star, "gair", _Clock())
+        if self.config.gair_ranks:
+            response = self._search_prepared(prep, outcome.w_star, "gair", _Clock())
+            preview = outcome.preview
+        else:  # GAIR explains (its pick is marked among the previews); w = 1 ranks, and its preview is the one shown
+            response = self._search_prepared(prep, 1.0, "default", _Clock())
+            preview = outcome.previews.get(1.0) or self._maybe_preview(prep, 1.0, progress, cancel)
         clock.lap("search")
-        return GairResult(response, outcome, outcome.preview, clock.done())
+        return GairResult(response, outcome, preview, clock.done())
 
     def choose_weight(self, request: SearchRequest, progress: Progress | None = None,
                       cancel: threading.Event | None = None) -> GairOutcome:
@@ -337,19 +344,34 @@ class QueryService:
         """The mean training-photo feature of the query's concepts (engine.compose.prototype)."""
         return prototype([self._concept_features(prep, p) for p in prep.parsed.placeholders])
 
-    def _vector(self, prep: _Prepared, weight: float | None) -> torch.Tensor:
+    def _vector(self, prep: _Prepared, weight: float | None) -> tuple[torch.Tensor, float | None]:
+        """The query vector, and the weight of the concept photos fused into it (None: not fused)."""
         method = prep.request.method
         if prep.parsed is None:
-            return prep.image_feature
+            return prep.image_feature, None
+        photos = None
         if method == "text-only":
             vector = self._text_only(prep)
         elif method == "text+image":
             vector = self._text_image(prep)
         else:
             vector = self._composed(prep, [1.0 if weight is None else weight])[0]
+            vector, photos = self._with_concept_photos(prep, vector)
         if prep.image_feature is not None:
-            vector = F.normalize(F.normalize(vector, dim=-1) + prep.image_feature, dim=-1)
-        return vector
+            vector = fuse(vector, prep.image_feature)
+        return vector, photos
+
+    def _with_concept_photos(self, prep: _Prepared, vector: torch.Tensor) -> tuple[torch.Tensor, float | None]:
+        """q(w) fused with the concept prototype (QueryConfig.concept_photo_weight); q(w) alone, with a note,
+        for a token whose concept has no training photos here."""
+        weight = self.config.concept_photo_weight
+        if not prep.has_tokens or weight == 0:
+            return vector, None
+        try:
+            return fuse(vector, self._prototype(prep), weight), weight
+        except CoinageError as e:  # no features provider, an unknown placeholder, a token imported without images
+            prep.notes.append(f"ranked without the concept's photos: {e}")
+            return vector, None
 
     def _default_weight(self, prep: _Prepared) -> tuple[float | None, str]:
         """w for a query: the request's, a cached GAIR w*, or 1; None when there is no token to weigh."""
@@ -357,20 +379,22 @@ class QueryService:
             return None, "none"
         if prep.request.weight is not None:
             return float(prep.request.weight), "request"
-        if self._gair_skip_reason(prep) is None and self.backbone.diffusion_available:
+        if self.config.gair_ranks and self._gair_skip_reason(prep) is None and self.backbone.diffusion_available:
             # a w* GAIR chose earlier, here or in a job worker (the preview cache directory is shared)
             cached = self.cache.get_json(self._gair_key(prep))
             if cached is not None:
                 return float(cached["w_star"]), "gair-cache"
+            return 1.0, "gair-pending"
         return 1.0, "default"
 
     # --- search --------------------------------------------------------------------------
 
     def _search_prepared(self, prep: _Prepared, weight: float | None, source: str, clock: _Clock) -> SearchResponse:
         request = prep.request
-        vector = None
+        vector = photos = None
         if request.retrieval != "lexical":
-            vector = self._vector(prep, weight).detach().float().cpu().numpy()
+            tensor, photos = self._vector(prep, weight)
+            vector = tensor.detach().float().cpu().numpy()
         clock.lap("encode")
         limit = request.limit or self.config.default_limit
         page = self.retriever.page(request, vector, prep.lexical)
@@ -384,7 +408,7 @@ class QueryService:
             offset=request.offset, next_offset=request.offset + limit if len(shown) == limit else None,
             collection=self.config.collection, backbone=self.backbone.id, timings_ms=clock.done(),
             mode="products" if page.products else "photos", products=page.products, retrieval=page.retrieval, sort=request.sort,
-            correction=prep.correction, facets=page.facets)
+            correction=prep.correction, facets=page.facets, concept_photos=photos)
 
     # --- GAIR ----------------------------------------------------------------------------
 

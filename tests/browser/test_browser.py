@@ -247,7 +247,11 @@ def test_admin_registers_a_concept_watches_training_and_searches_with_it(server,
     expect(page.locator(f".card[data-product='{product.name}']").first).to_be_visible()
     expect(page.locator("#preview[data-state=done]")).to_be_visible()
     expect(page.locator("#preview-strip a")).to_have_count(3)
-    expect(page.locator("#ranked-with")).to_contain_text("GAIR's choice")  # results re-ranked with w*
+    # by default GAIR explains (its pick starred in the strip) and w = 1 with the concept's photos ranks
+    expect(page.locator("#weight-by")).to_contain_text("GAIR's pick")
+    expect(page.locator("#preview-strip a.best")).to_have_count(1)
+    expect(page.locator("#ranked-with")).to_contain_text("(default)")
+    expect(page.locator("#concept-photos")).to_be_visible()
     shot(page, "search-token-gair")
     page.click("#preview-strip a[data-w='0.5']")
     expect(page.locator("#ranked-with")).to_contain_text("your choice")

@@ -80,7 +80,7 @@ def preview(job_id: str):
         abort(404)
     panel = panel_for(job, form.w, request.args.get("ws", ""))
     outcome = None
-    if panel.state == "done" and panel.gair and form.w is None and panel.weight_source == "default":
+    if panel.state == "done" and panel.gair and form.w is None and panel.weight_source == "gair-pending":
         outcome = run_search(res, form, with_preview=False)  # the GAIR w* is cached now: results at w*
         outcome.preview = panel
     return render_template("partials/preview.html", panel=panel, form=form, rerank=outcome,
