@@ -56,7 +56,8 @@ def _z(x: np.ndarray) -> np.ndarray:
 
 
 def _ranked(x: np.ndarray) -> np.ndarray:
-    return np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(float)
+    """Each value's rank across the grid (how many values are smaller): equal values share a rank."""
+    return (x[None, :] < x[:, None]).sum(axis=1).astype(float)
 
 
 def _first_best(score: np.ndarray) -> int:
