@@ -179,6 +179,7 @@ def _evaluate_seed(qc: QualityConfig, protocol, gallery: np.ndarray, concept_fea
     ranks: dict[str, list[int]] = {}
     chosen: dict[str, list[float]] = {}
     gair_ms = []
+    term_values: dict[str, list[np.ndarray]] = {"context": [], "object": [], "object_gen": []}
 
     def add(name: str, rank: int, w: float | None = None) -> None:
         ranks.setdefault(name, []).append(rank)
@@ -200,6 +201,8 @@ def _evaluate_seed(qc: QualityConfig, protocol, gallery: np.ndarray, concept_fea
         terms = {"context": np.array([s.context_score for s in outcome.scores]),
                  "object": np.array([s.object_score for s in outcome.scores]),
                  "object_gen": np.einsum("wkd,rd->w", cand, c["reference"]) / (qc.gair_images * len(c["reference"]))}
+        for key, values in terms.items():
+            term_values[key].append(values)
         picks = {name: select(terms) for name, select in SELECTORS.items()}
         upper = [i for i, w in enumerate(grid) if w >= UPPER]
         picks.update({name: upper[select({k: v[upper] for k, v in terms.items()})]
@@ -221,6 +224,7 @@ def _evaluate_seed(qc: QualityConfig, protocol, gallery: np.ndarray, concept_fea
                     _rank(_fuse(vecs[i], cand[i].mean(0), gamma), gallery, target))
     log(f"seed {seed}: {len(protocol.queries)} queries in {time.perf_counter() - t_start:.1f} s")
     return {"seed": seed, "ranks": ranks, "chosen": chosen, "gair_ms_per_query": gair_ms,
+            "terms": {k: np.stack(v).tolist() for k, v in term_values.items()},
             "reference_seconds_per_concept": reference_seconds,
             "beta_per_concept": {pid: c["beta"] for pid, c in concept.items()},
             "prior_w_per_concept": {pid: c["prior_w"] for pid, c in concept.items()}}
@@ -254,6 +258,35 @@ def summarise(per_seed: list[dict[str, Any]], grid: int) -> dict[str, Any]:
             row["w_counts"] = {f"{w:g}": chosen.count(w) for w in sorted(set(chosen))}
         table[name] = row
     return table
+
+
+def term_statistics(per_seed: list[dict[str, Any]], grid: Sequence[float]) -> dict[str, Any]:
+    """Why a scorer picks what it picks: each term's mean per w, its spread across the grid within a query (max -
+    min), and how often its argmax is w = 1, pooled over seeds and queries."""
+    out = {}
+    for key in ("context", "object", "object_gen"):
+        values = np.array([row for r in per_seed if "terms" in r for row in r["terms"][key]])
+        if not len(values):
+            continue
+        out[key] = {"mean_by_w": {f"{w:g}": round(float(m), 4) for w, m in zip(grid, values.mean(0))},
+                    "spread_within_query": round(float((values.max(1) - values.min(1)).mean()), 4),
+                    "argmax_is_w1": round(float((values.argmax(1) == list(grid).index(1.0)).mean()), 3)}
+    return out
+
+
+def across_worlds(docs: list[dict[str, Any]]) -> str:
+    """One markdown table of every variant's MRR per world, its mean and worst gain over ours, and its cost."""
+    worlds = [d["config"]["world_seed"] for d in docs]
+    names = [n for n in docs[0]["variants"] if all(n in d["variants"] for d in docs)]
+    lines = ["| variant | " + " | ".join(f"world {w}" for w in worlds) + " | mean gain over ours | worst gain | "
+             "extra ms/query |", "|---|" + "---|" * (len(worlds) + 3)]
+    for name in names:
+        rows = [d["variants"][name] for d in docs]
+        gains = [r["gain_over_ours"] for r in rows]
+        lines.append(f"| {name} | " + " | ".join(f"{r['mrr']:.1f}" for r in rows) +
+                     f" | {statistics.mean(gains):+.1f} | {min(gains):+.1f} | "
+                     f"{statistics.mean(r['extra_ms_per_query'] for r in rows):.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -294,6 +327,7 @@ def run(qc: QualityConfig, reference_images: int) -> dict[str, Any]:
                      "queries": len(s.protocol.queries), "gallery": len(s.protocol.gallery),
                      "query_example": s.protocol.queries[0].text},
         "variants": summarise(per_seed, len(qc.gair_weights)),
+        "terms": term_statistics(per_seed, qc.gair_weights),
         "costs": {"gair_ms_per_query": round(statistics.mean(ms for r in per_seed for ms in r["gair_ms_per_query"]), 1),
                   "reference_seconds_per_concept": round(statistics.mean(
                       x for r in per_seed for x in r["reference_seconds_per_concept"]), 2)},
@@ -322,11 +356,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--cache", default=None, help="the quality benchmark's token cache (e.g. bench/cache/quality)")
     p.add_argument("--out", default=None, help="JSON report (default bench/results/gair-world<N>.json)")
+    p.add_argument("--tables", nargs="+", metavar="REPORT", help="print one markdown table across these reports "
+                                                                 "(gair-world<N>.json) and run nothing")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.tables:
+        print(across_worlds([json.loads(Path(f).read_text()) for f in args.tables]), end="")
+        return 0
     if 1.0 not in args.gair_weights:
         raise SystemExit("--gair-weights must include 1 (plain ours, the reference of every gain)")
     qc = QualityConfig(backbone=args.backbone, world_seed=args.world_seed, concepts=args.concepts,

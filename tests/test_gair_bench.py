@@ -21,7 +21,7 @@ def test_selectors_on_hand_built_terms():
     assert UPPER == 0.75 and len(UPPER_SELECTORS) == 2
 
 
-def test_a_small_run_writes_every_variant_against_plain_ours(tmp_path):
+def test_a_small_run_writes_every_variant_against_plain_ours(tmp_path, capsys):
     from coinage.cli import main
 
     out = tmp_path / "gair.json"
@@ -43,6 +43,13 @@ def test_a_small_run_writes_every_variant_against_plain_ours(tmp_path):
     assert variants["GAIR (paper): min(context, object)"]["extra_ms_per_query"] > 0
     assert variants["ours + prototype (beta = 1)"]["extra_ms_per_query"] == 0
     assert "| ours + prototype (beta = 1) |" in out.with_suffix(".md").read_text()
+    assert set(doc["terms"]) == {"context", "object", "object_gen"}
+    assert list(doc["terms"]["object"]["mean_by_w"]) == ["0", "0.25", "0.5", "0.75", "1"]
     # the same settings again: every token from the cache
     assert main(args[:-1] + [str(tmp_path / "again.json")]) == 0
     assert json.loads((tmp_path / "again.json").read_text())["cached_tokens"] == 2
+    capsys.readouterr()
+    assert main(["bench", "gair", "--tables", str(out), str(tmp_path / "again.json")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| variant | world 0 | world 0 | mean gain over ours")
+    assert next(line for line in table if line.startswith("| fixed w = 1 |")).endswith("| +0.0 | +0.0 | 0 |")
