@@ -8,7 +8,7 @@ Candidates, each at n x dim:
 - qdrant_edge: qdrant-edge-py (Qdrant's engine in-process) through its raw binding: upsert
   rate and exact-scan latency before an index exists.
 - chosen: our EmbeddedStore (qdrant-edge) through the VectorStore interface, StoreConfig
-  defaults (Qdrant's default HNSW m=16, ef_construct=100; ef=128; filters matching < 20k
+  defaults (Qdrant's default HNSW m=16, ef_construct=100; ef=256 since the 1M run, 128 before; filters matching < 20k
   points scored exactly): upsert, HNSW build, queries, close/reopen, then the same graph
   reopened with other search-time settings (SWEEP).
 Baseline (same run, same queries): exact numpy brute force; ratios are baseline p50 / p50.

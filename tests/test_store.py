@@ -530,8 +530,8 @@ def test_server_quantization_reaches_the_wire_and_searches_rescore():
 
     with QdrantStub(nodes=1, api_key=None) as stub:
         config = StoreConfig.from_env({"COINAGE_STORE_BACKEND": "server", "COINAGE_QDRANT_URL": stub.urls[0],
-                                       "COINAGE_STORE_OVERSAMPLING": "3"})
-        assert (config.quantization, config.quantization_oversampling) == ("int8", 3.0)
+                                       "COINAGE_STORE_OVERSAMPLING": "3", "COINAGE_STORE_EF": "512"})
+        assert (config.quantization, config.quantization_oversampling, config.hnsw_ef) == ("int8", 3.0, 512)
         with open_store(config) as store:
             store.create_collection("products-1", 8)
         assert stub.cluster.created["products-1"]["quantization_config"] == SCALAR_INT8
@@ -547,10 +547,13 @@ def test_server_quantization_reaches_the_wire_and_searches_rescore():
     store.search("products", np.ones(8, np.float32))
     params = client.query_points.call_args.kwargs["search_params"]
     assert (params.quantization.rescore, params.quantization.oversampling) == (True, 3.0)
+    assert params.hnsw_ef == StoreConfig().hnsw_ef == 256  # the candidate list measured at 1M, as embedded
 
 
 def test_quantization_settings_errors_name_the_fix():
     with pytest.raises(ValueError, match="COINAGE_STORE_QUANTIZATION=int8 or none"):
         StoreConfig.from_env({"COINAGE_STORE_QUANTIZATION": "pq"})
+    with pytest.raises(ValueError, match="COINAGE_STORE_EF=256"):
+        StoreConfig.from_env({"COINAGE_STORE_EF": "0"})
     with pytest.raises(ValueError, match="quantization_oversampling must be >= 1"):
         StoreConfig(quantization_oversampling=0.5)

@@ -40,7 +40,8 @@ _ENV_NUMBERS = {"shard_number": ("COINAGE_QDRANT_SHARDS", int),
                 "replication_factor": ("COINAGE_QDRANT_REPLICAS", int),
                 "write_consistency_factor": ("COINAGE_QDRANT_WRITE_CONSISTENCY", int),
                 "timeout_s": ("COINAGE_QDRANT_TIMEOUT_S", float),
-                "quantization_oversampling": ("COINAGE_STORE_OVERSAMPLING", float)}
+                "quantization_oversampling": ("COINAGE_STORE_OVERSAMPLING", float),
+                "hnsw_ef": ("COINAGE_STORE_EF", int)}
 # StoreConfig.quantization values: scalar int8 (with rescoring) or none
 QUANTIZATIONS = ("int8", "none")
 # StoreConfig.url forms that run qdrant-client inside this process instead of reaching a server (test stand-ins)
@@ -78,8 +79,11 @@ class StoreConfig:
     hnsw_m: int = 16
     # embedded: candidate list size while building the graph.
     hnsw_ef_construct: int = 100
-    # embedded: candidate list size at query time (None = engine default; 64 gave recall 0.9975).
-    hnsw_ef: int | None = 128
+    # both backends: HNSW candidate list size at query time (COINAGE_STORE_EF; None = the engine's default; raised
+    # per query to offset + limit when a page reaches deeper). At 1M x 768 int8 (bench/results/
+    # store_scale_1m.json) 128 gave recall@10 0.959 whatever the oversampling, 256 gave 0.9945 (p95 16 ms on 2
+    # cores), 512 gave 1.0 (p95 17 ms); at 100k, 128 and 256 both give 1.0.
+    hnsw_ef: int | None = 256
     # embedded: segments below this many KB of vectors are searched exactly (no graph).
     full_scan_threshold_kb: int = 10_000
     # embedded: a filtered search whose filter matches fewer points than this (estimated from
@@ -112,6 +116,9 @@ class StoreConfig:
                      "hnsw_m", "hnsw_ef_construct"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StoreConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.hnsw_ef is not None and self.hnsw_ef < 1:
+            raise ValueError(f"StoreConfig.hnsw_ef must be >= 1 (or None for the engine's default), got {self.hnsw_ef}; "
+                             "set it like COINAGE_STORE_EF=256")
         if self.write_consistency_factor > self.replication_factor:
             raise ValueError(
                 f"StoreConfig.write_consistency_factor={self.write_consistency_factor} exceeds "
@@ -142,8 +149,8 @@ class StoreConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StoreConfig:
         """Config from COINAGE_STORE_BACKEND, COINAGE_STORE_PATH, COINAGE_QDRANT_URL,
         COINAGE_QDRANT_API_KEY, COINAGE_QDRANT_SHARDS, COINAGE_QDRANT_REPLICAS,
-        COINAGE_QDRANT_WRITE_CONSISTENCY, COINAGE_QDRANT_TIMEOUT_S, COINAGE_STORE_QUANTIZATION and
-        COINAGE_STORE_OVERSAMPLING (`environ` defaults to
+        COINAGE_QDRANT_WRITE_CONSISTENCY, COINAGE_QDRANT_TIMEOUT_S, COINAGE_STORE_QUANTIZATION,
+        COINAGE_STORE_OVERSAMPLING and COINAGE_STORE_EF (`environ` defaults to
         os.environ); unset ones keep their defaults. `overrides` are StoreConfig fields (e.g.
         from CLI flags) and win."""
         env = os.environ if environ is None else environ

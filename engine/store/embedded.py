@@ -14,8 +14,9 @@ Chosen over qdrant-client's local mode by measurement (bench/store.py, 100k x 51
 CLIP-like vectors, 2 threads, bench/results/store.json): local mode upserts 66 points/s to
 disk (one SQLite commit per point) and answers in 377 ms (3.1 s with a filter), exact;
 this backend upserts ~6,400 points/s and answers in 4-5 ms p50 (numpy brute force: 48 ms)
-with recall@10 = 1.0 with and without filters, at the StoreConfig defaults (m=16,
-ef_construct=100, ef=128, exact_filter_below=20000).
+with recall@10 = 1.0 with and without filters, at the StoreConfig defaults of then (m=16,
+ef_construct=100, ef=128, exact_filter_below=20000; ef is 256 since the 1M x 768 measurement,
+bench/results/store_scale_1m.json).
 
 Limitations:
 - One process at a time: opening a directory that another process holds raises

@@ -113,11 +113,13 @@ def _quantization_config(quantization: str) -> models.ScalarQuantization | None:
 
 
 def _search_params(config: StoreConfig) -> models.SearchParams | None:
-    """With quantization: rescore the oversampled int8 candidates with the original vectors."""
-    if config.quantization == "none":
+    """The HNSW candidate list (StoreConfig.hnsw_ef, as the embedded backend; None: the server's default) and, with
+    quantization, rescoring of the oversampled int8 candidates with the original vectors."""
+    quantization = None if config.quantization == "none" else models.QuantizationSearchParams(
+        rescore=True, oversampling=config.quantization_oversampling)
+    if quantization is None and config.hnsw_ef is None:
         return None
-    return models.SearchParams(quantization=models.QuantizationSearchParams(
-        rescore=True, oversampling=config.quantization_oversampling))
+    return models.SearchParams(hnsw_ef=config.hnsw_ef, quantization=quantization)
 
 
 def _client_sparse(vector: SparseVector) -> models.SparseVector:
