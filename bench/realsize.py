@@ -342,11 +342,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="sampler steps of the measured GAIR run (default: 1 on CPU, the backbone's on GPU)")
     p.add_argument("--onnx-cache", default=None, help="ONNX export cache (default: a temporary directory)")
     p.add_argument("--skip", default="", help="comma list of stages to skip: image,text,search,train,gen,gair,memory")
+    p.add_argument("--out", default=None, help="JSON result file (default bench/results/realsize.json, with "
+                                                 "--device cuda realsize-cuda.json)")
     p.add_argument("--probe", choices=["web", "worker"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.gair_steps is None and args.device == "cpu":
         args.gair_steps = 1
     return args
+
+
+def _out(args: argparse.Namespace) -> Path:
+    return Path(args.out) if args.out else ROOT / "bench" / "results" / (
+        "realsize-cuda.json" if args.device == "cuda" else "realsize.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         result["stage_s"] = round(time.perf_counter() - t, 1)
         figures[name] = result
         log(f"{name}: {result}")
-        write_result("realsize", {**figures, "partial": True}, list(sys.argv[1:] if argv is None else argv))
+        write_result("realsize", {**figures, "partial": True}, list(sys.argv[1:] if argv is None else argv),
+                     _out(args))
         return value
 
     try:
@@ -403,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     figures["total_s"] = round(time.perf_counter() - started, 1)
-    path = write_result("realsize", figures, list(sys.argv[1:] if argv is None else argv))
+    path = write_result("realsize", figures, list(sys.argv[1:] if argv is None else argv), _out(args))
     log(f"wrote {path} ({figures['total_s']} s)")
     return 0
 
