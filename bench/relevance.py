@@ -383,9 +383,14 @@ def run(rc: RelevanceConfig) -> dict[str, Any]:
     log(f"world {rc.world_seed}: {len(world.products)} products, {len(rows)} photos, {len(queries)} queries, "
         f"{len(custom.queries)} custom-token queries ({len(custom.tokens)} cached tokens)")
     base = QueryConfig(text_runtime="torch", gair=False, max_limit=100)
+    # the concepts' training photos, as the registry gives them to the app's query service (the product default
+    # fuses them into token queries, QueryConfig.concept_photo_weight)
+    row = {ph.id: i for i, ph in enumerate(world.photos)}
+    features = {t.placeholder: torch.from_numpy(vectors[[row[ph] for ph in world.splits.concept[t.placeholder[1:-1]]]])
+                for t in custom.tokens}
     with tempfile.TemporaryDirectory() as tmp, open_store(StoreConfig(path=tmp)) as store:
         load_catalog(store, "products", rows, vectors, backbone.embed_dim)
-        results = compare(backbone, store, custom.tokens, base, queries_all, rc.fusions)
+        results = compare(backbone, store, custom.tokens, base, queries_all, rc.fusions, features)
     scale = {}
     for products in rc.latency_products:
         scale[str(products)] = scaled_latency(rc, backbone, rows, vectors, queries, products, base)
@@ -399,12 +404,15 @@ def run(rc: RelevanceConfig) -> dict[str, Any]:
             "seconds": {"photo_embedding": round(embed_seconds, 1), "total": round(time.perf_counter() - start, 1)}}
 
 
-def compare(backbone, store, tokens, base, queries: list[BenchQuery], fusions: Sequence[str]) -> dict[str, Any]:
+def compare(backbone, store, tokens, base, queries: list[BenchQuery], fusions: Sequence[str],
+            features: dict | None = None) -> dict[str, Any]:
     """Summaries per retrieval over the store's "products" collection: dense, lexical, dense on the query as typed,
-    and hybrid for each fusion; `tokens` (engine.tokens.TokenSet) are the custom tokens the queries may name."""
+    and hybrid for each fusion; `tokens` (engine.tokens.TokenSet) are the custom tokens the queries may name and
+    `features` their concepts' training-photo features (what the registry serves the app). With tokens, also dense
+    on the token queries with q(w) alone (concept_photo_weight 0: the paper's ours, the default before)."""
     from engine.query import QueryService
 
-    service = QueryService(backbone, store, tokens, None, base)
+    service = QueryService(backbone, store, tokens, features, base)
     results: dict[str, Any] = {}
     for retrieval in ("dense", "lexical"):
         results[retrieval] = summarise(evaluate(service, queries, retrieval))
@@ -412,9 +420,14 @@ def compare(backbone, store, tokens, base, queries: list[BenchQuery], fusions: S
     # before this change: CLIP alone on the query as typed (no typo correction)
     results["dense_as_typed"] = summarise(evaluate(service, queries, "dense", correct=False))
     log(f"dense as typed: {results['dense_as_typed']}")
+    token_queries = [q for q in queries if q.kind in TOKEN_KINDS]
+    if token_queries:
+        alone = QueryService(backbone, store, tokens, features, dataclasses.replace(base, concept_photo_weight=0))
+        results["dense_token_alone"] = summarise(evaluate(alone, token_queries, "dense"))
+        log(f"dense, token alone: {results['dense_token_alone']}")
     hybrid = {}
     for spec in fusions:
-        fused = QueryService(backbone, store, tokens, None, dataclasses.replace(base, **fusion_config(spec)))
+        fused = QueryService(backbone, store, tokens, features, dataclasses.replace(base, **fusion_config(spec)))
         hybrid[spec] = summarise(evaluate(fused, queries, "hybrid"))
         log(f"hybrid {spec}: {hybrid[spec]}")
     results["hybrid"] = hybrid
@@ -480,6 +493,8 @@ def table(report: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|"]
     rows = [("dense, as typed (before)", report["results"]["dense_as_typed"]), ("dense", report["results"]["dense"]),
             ("lexical", report["results"]["lexical"])]
+    if "dense_token_alone" in report["results"]:
+        rows.append(("dense, token without its concept's photos (before)", report["results"]["dense_token_alone"]))
     rows += [(f"hybrid {spec}", r) for spec, r in report["results"]["hybrid"].items()]
     for name, by_kind in rows:
         for kind, m in by_kind.items():
