@@ -418,6 +418,9 @@ def compare(backbone, store, tokens, base, queries: list[BenchQuery], fusions: S
         results[retrieval] = summarise(evaluate(service, queries, retrieval))
         log(f"{retrieval}: {results[retrieval]}")
     # before this change: CLIP alone on the query as typed (no typo correction)
+    # what a shopper meets: retrieval 'auto' (dense for a custom-token query, hybrid otherwise) at the defaults
+    results["auto"] = summarise(evaluate(service, queries, "auto"))
+    log(f"auto: {results['auto']}")
     results["dense_as_typed"] = summarise(evaluate(service, queries, "dense", correct=False))
     log(f"dense as typed: {results['dense_as_typed']}")
     token_queries = [q for q in queries if q.kind in TOKEN_KINDS]
@@ -493,6 +496,8 @@ def table(report: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|"]
     rows = [("dense, as typed (before)", report["results"]["dense_as_typed"]), ("dense", report["results"]["dense"]),
             ("lexical", report["results"]["lexical"])]
+    if "auto" in report["results"]:
+        rows.insert(0, ("auto (the default: dense for a token, else hybrid)", report["results"]["auto"]))
     if "dense_token_alone" in report["results"]:
         rows.append(("dense, token without its concept's photos (before)", report["results"]["dense_token_alone"]))
     rows += [(f"hybrid {spec}", r) for spec, r in report["results"]["hybrid"].items()]

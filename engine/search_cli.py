@@ -52,8 +52,9 @@ def register(sub) -> list[str]:
     p.add_argument("--sort", choices=["relevance", "price_asc", "price_desc"], default="relevance")
     p.add_argument("--mode", choices=["products", "photos"], default="products",
                    help="one row per product (its matching photos counted) or per photo")
-    p.add_argument("--retrieval", choices=["hybrid", "dense", "lexical"], default="hybrid",
-                   help="CLIP and BM25 fused in the store, or one side alone")
+    p.add_argument("--retrieval", choices=["auto", "hybrid", "dense", "lexical"], default="auto",
+                   help="auto: dense for a query with a custom token, else hybrid (CLIP and BM25 fused in the "
+                        "store); or one side alone")
     p.add_argument("--no-correct", dest="correct", action="store_false",
                    help="search the words as typed (no typo correction against the catalog's words)")
     p.add_argument("--min-price", type=float)

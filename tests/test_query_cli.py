@@ -53,7 +53,7 @@ def test_search_with_gair_writes_the_preview(run, world, tmp_path):
     lines = out.splitlines()
     assert lines[0].split() == ["rank", "score", "id", "title", "category", "price", "photos"]
     assert len([ln for ln in lines[1:4] if ln.split()[-3:-2] == ["dress"] and ln.split()[-1] == "1"]) == 3
-    assert "retrieval: hybrid   sort: relevance   per product" in out and "category: dress (" in out
+    assert "retrieval: dense   sort: relevance   per product" in out and "category: dress (" in out  # auto: a token
     assert "GAIR w* = " in out and "note: added the parent word 'dress' after <aurora>" in out
     with Image.open(tmp_path / "out.png") as preview:
         assert preview.size == (32, 32)

@@ -107,3 +107,6 @@ def test_custom_token_queries_come_from_the_quality_cache_and_reach_the_service(
         results = compare(tiny, store, custom.tokens, base, custom.queries, ("dbsf",))
     assert results["dense"]["token"]["mrr"] == 1.0 and results["dense"]["token"]["r10"] == 1.0
     assert set(results["lexical"]) == set(results["hybrid"]["dbsf"]) == {"token", "token+scene"}
+    # the default retrieval (auto) sends token queries to the dense side; q(w) alone is measured beside it
+    assert results["auto"]["token"] == results["dense"]["token"]
+    assert set(results["dense_token_alone"]) == {"token", "token+scene"}

@@ -176,8 +176,9 @@ def _search_request(query, limits) -> dict[str, Any]:
                              {"type": "null"}]},
         "mode": {"type": "string", "enum": list(MODES), "default": "products",
                  "description": "a page of products (each with its matching photos) or of photos"},
-        "retrieval": {"type": "string", "enum": list(RETRIEVALS), "default": "hybrid",
-                      "description": "CLIP and BM25 fused in the store, or one side alone"},
+        "retrieval": {"type": "string", "enum": list(RETRIEVALS), "default": "auto",
+                      "description": "auto: dense for a query with a custom token, else hybrid; hybrid: CLIP and "
+                                     "BM25 fused in the store; or one side alone"},
         "sort": {"type": "string", "enum": list(SORTS), "default": "relevance"},
         "correct": {"type": "boolean", "default": True,
                     "description": "correct typos against the catalog's words; false searches the query as typed"},
@@ -234,7 +235,8 @@ def spec(query=None, limits=None) -> dict[str, Any]:
         _query("preview", {"type": "boolean"}, "queue the preview job (default true)"),
         _query("colour", {"type": "string"}, "exact colour (repeat for any of several)"),
         _query("mode", {"type": "string", "enum": ["products", "photos"]}, "results per product (default) or photo"),
-        _query("retrieval", {"type": "string", "enum": ["hybrid", "dense", "lexical"]}, "retrieval sides"),
+        _query("retrieval", {"type": "string", "enum": list(RETRIEVALS)}, "retrieval sides (default auto: dense for a "
+                                                                          "custom token, else hybrid)"),
         _query("sort", {"type": "string", "enum": ["relevance", "price_asc", "price_desc"]}, "result order"),
         _query("correct", {"type": "boolean"}, "correct typos (default true)"),
         _query("facets", {"type": "boolean"}, "count facets (default true)"),

@@ -20,7 +20,9 @@ METHODS = ("composed", "text-only", "text+image")
 # Results per product (one card per product, its best photos) or per photo (the paper-protocol unit).
 MODES = ("products", "photos")
 # Which sides retrieve: both fused in the store (default), the CLIP vector alone, or BM25 over the product text alone.
-RETRIEVALS = ("hybrid", "dense", "lexical")
+# auto: dense for a query with a custom token (the lexical side cannot read a token, and it cost custom-token queries
+# nDCG@10 0.18-0.22, `coinage bench relevance`, docs/relevance.md), hybrid otherwise
+RETRIEVALS = ("auto", "hybrid", "dense", "lexical")
 # Result order: fused relevance, or price (QueryConfig.price_field) over the query's candidates.
 SORTS = ("relevance", "price_asc", "price_desc")
 
@@ -42,7 +44,7 @@ class SearchRequest:
     seed: int | None = None  # diffusion seed for GAIR and previews; None = QueryConfig.seed
     method: str = "composed"  # one of METHODS
     mode: str = "products"  # one of MODES: a page of products (each with its matching photos) or of photos
-    retrieval: str = "hybrid"  # one of RETRIEVALS
+    retrieval: str = "auto"  # one of RETRIEVALS
     sort: str = "relevance"  # one of SORTS
     correct: bool = True  # correct typos against the catalog's words; False searches the query as typed
     facets: bool = True  # count categories, colours and price ranges over the matching products

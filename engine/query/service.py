@@ -391,6 +391,8 @@ class QueryService:
 
     def _search_prepared(self, prep: _Prepared, weight: float | None, source: str, clock: _Clock) -> SearchResponse:
         request = prep.request
+        if request.retrieval == "auto":  # RETRIEVALS: a custom token is read by the dense side only
+            request = dataclasses.replace(request, retrieval="dense" if prep.has_tokens else "hybrid")
         vector = photos = None
         if request.retrieval != "lexical":
             tensor, photos = self._vector(prep, weight)
