@@ -37,9 +37,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bench.common import RESULTS, header, write_json
+from bench.quality import (OURS, QualityConfig, Retrieval, Task, backbone_key, log, retrieval_metrics, run_jobs,
+                           setup, train_all, workers)
 from engine.compose import fuse
-from bench.quality import (OURS, QualityConfig, Retrieval, Task, backbone_key, cache_path, log, retrieval_metrics,
-                           run_jobs, setup, train_all, workers)
 
 PROTOTYPE_BETAS = (0.0, 0.25, 0.5, 1.0, 2.0)  # beta grid of the per-concept (training photos only) choice
 PREVIEW_GAMMAS = (0.25, 0.5, 1.0)  # weights of the preview fused as an image query (a curve, not a choice)

@@ -87,8 +87,8 @@ class Runners:
         result = self.res.query.gair(base, progress=report, cancel=cancel)
         out: dict[str, Any] = {
             "gair": result.outcome is not None, "w_star": result.w_star if result.outcome is not None else None,
-            # the w the results are ranked with when the shopper picks none, and what chose it (GAIR or default)
-            "ranked_w": result.response.weight, "weight_source": result.response.weight_source,
+            # what chose the w of the results when the shopper picks none ('gair' or 'default'), for the panel
+            "weight_source": result.response.weight_source,
             "cached": result.outcome.cached if result.outcome is not None else None,
             "scores": [s.to_json() for s in result.scores],
             "preview": result.preview.to_json() if result.preview is not None else None,
