@@ -3,6 +3,7 @@
     coinage bench relevance [--world-seed 0] [--queries 60] [--fusion rrf:60 rrf:60:1:2 dbsf ...]
     coinage bench relevance --latency-products 10000 100000     # p50/p95 at a synthetic scale-up
     coinage bench relevance --world-seed 1 --token-cache DIR   # + custom-token queries (`coinage bench quality --cache DIR`)
+    coinage bench relevance --sort-floors none gap z:1 z:2    # price-sorted pages under several relevance floors
 
 From a world seed (world.build.make_world: 320 products, 8 photos each), the catalog rows the indexer would
 write (world.catalog.catalog_rows) go into an embedded store with the world backbone's image vectors, the
@@ -22,6 +23,13 @@ BM25 vectors and the spelling vocabulary (the functions the indexer uses). Queri
 - token + scene: "<p0042> dress on a beach", once per scene of the product's query photos (the photos its
   token was not trained on); grade 3 for that product alone. Skipped, saying so, when the cache holds no
   token for the world seed.
+
+Sorted by price (`--sort-floors`): each query as a shopper sorts it, price low to high, at retrieval 'auto', for
+the kinds above without typos plus two a shop sees most: category ("dress", grade 1 for every dress) and colour
+("purple dress", grade 1 for every purple dress). For each relevance floor (QueryConfig.sort_floor, engine.query.floor;
+'none': the whole candidate window, the order before the floor): precision of the first page (grade >= 1 among the first 12
+products), the share of the query's relevant products (grade >= 1) and of its top-grade products the sorted list
+keeps (first 100), and F, the harmonic mean of precision and relevant kept.
 
 Metrics per kind (products ranked by the engine, first 50): nDCG@10 (gain 2^grade - 1), MRR (first product
 of the query's top grade), R@10 (top-grade products in the first 10, over min(10, their number)), and the
@@ -50,6 +58,8 @@ KINDS = ("name", "attributes", "attributes+scene")
 TOKEN_KINDS = ("token", "token+scene")  # custom-token queries (trained tokens from the quality benchmark's cache)
 RETRIEVALS = ("dense", "lexical", "hybrid")
 DEPTH = 50  # products retrieved per query for the metrics
+SORT_KINDS = ("category", "colour")  # extra kinds of the price-sorted evaluation
+SORT_DEPTH = 100  # products of a price-sorted list read for the kept shares
 PAGE = 12  # slots of the first page (repeat share)
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -115,6 +125,21 @@ def make_queries(world, rows: list[dict], n: int, seed: int) -> list[BenchQuery]
             out.append(query)
             out.append(BenchQuery(kind + "+typo", misspell(query.text, random.Random(f"{seed}:{query.text}")),
                                   query.grades))
+    return out
+
+
+def sort_queries(world, n: int, seed: int) -> list[BenchQuery]:
+    """The category queries ("dress": every category) and `n` colour queries ("purple dress": (category, colour)
+    pairs of the catalog, seeded), each grading every matching product 1."""
+    from world.vocab import CATEGORIES, CATEGORY_NOUNS
+
+    products = world.products
+    out = [BenchQuery("category", CATEGORY_NOUNS[c][0], {p.id: 1 for p in products if p.category == c})
+           for c in CATEGORIES if any(p.category == c for p in products)]
+    pairs = sorted({(p.category, p.colour) for p in products})
+    for category, colour in random.Random(f"coinage-relevance:{seed}:colour").sample(pairs, min(n, len(pairs))):
+        out.append(BenchQuery("colour", f"{colour} {CATEGORY_NOUNS[category][0]}",
+                              {p.id: 1 for p in products if p.category == category and p.colour == colour}))
     return out
 
 
@@ -196,6 +221,33 @@ def metrics(query: BenchQuery, ranked: Sequence[str], photo_products: Sequence[s
             "repeat12_photos": repeat_share(photo_products[:PAGE])}
 
 
+def sorted_metrics(query: BenchQuery, ranked: Sequence[str]) -> dict[str, float]:
+    """A price-sorted list against the query's grades: precision of the first page, relevant and top-grade kept."""
+    page = ranked[:PAGE]
+    relevant = [pid for pid, g in query.grades.items() if g >= 1]
+    top = [pid for pid, g in query.grades.items() if g == query.top]
+    kept = set(ranked)
+    precision = sum(1 for pid in page if query.grades.get(pid, 0) >= 1) / len(page) if page else 0.0
+    rel_kept = sum(pid in kept for pid in relevant) / len(relevant)
+    return {"p12": precision, "relevant_kept": rel_kept, "top_kept": sum(pid in kept for pid in top) / len(top),
+            "f": 2 * precision * rel_kept / (precision + rel_kept) if precision + rel_kept else 0.0,
+            "shown": float(len(ranked))}
+
+
+def evaluate_sorted(service, queries: list[BenchQuery]) -> dict[str, dict[str, float]]:
+    """Per kind, the means of sorted_metrics over the queries, price low to high at retrieval 'auto'."""
+    from engine.query import SearchRequest
+
+    per_query = []
+    for q in queries:
+        page = service.search(SearchRequest(q.text, gair=False, retrieval="auto", limit=SORT_DEPTH, facets=False,
+                                            sort="price_asc"))
+        per_query.append((q, sorted_metrics(q, [p.product_id for p in page.products])))
+    kinds = dict.fromkeys(q.kind for q, _ in per_query)
+    return {k: {m: round(statistics.fmean(v[m] for q, v in per_query if q.kind == k), 4)
+                for m in ("p12", "relevant_kept", "top_kept", "f", "shown")} for k in kinds}
+
+
 def repeat_share(products: Sequence[str]) -> float:
     """Share of the slots that show a product already shown higher up."""
     seen: set[str] = set()
@@ -228,6 +280,19 @@ class RelevanceConfig:
     token_steps: int = QualityConfig.steps  # training steps of the cached tokens (the quality run's --steps)
     token_seed: int = QualityConfig.seeds[0]  # training seed of the cached tokens used (the quality run's first)
     threads: int = 2  # torch threads
+    # relevance floors of the price-sorted evaluation (QueryConfig.sort_floor rules); () = 'none' and the default
+    sort_floors: tuple[str, ...] = ()
+
+
+def parse_floor(spec: str) -> str:
+    """A relevance floor rule of engine.query.floor (--sort-floors)."""
+    from engine.query.floor import parse_rule
+
+    try:
+        parse_rule(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return spec
 
 
 def parse_fusion(spec: str):
@@ -327,18 +392,18 @@ def scaled_rows(rows: list[dict], vectors, products: int, photos: int, seed: int
 
 
 def latency(service, queries: list[BenchQuery], n: int) -> dict[str, Any]:
-    """p50/p95 of a first page (12 products, no facets) per retrieval, with each query's CLIP text encoding
-    cached beforehand (the same for dense and hybrid); the first, cold pass is reported apart."""
+    """p50/p95 of a first page (12 products, no facets) per retrieval, and hybrid sorted by price, with each
+    query's CLIP text encoding cached beforehand (the same for all); the first, cold pass is reported apart."""
     from engine.query import SearchRequest
 
     picked = [q.text for q in queries if "+typo" not in q.kind]
     picked = [picked[(i * 7) % len(picked)] for i in range(min(n, len(picked)))]  # every kind, in turns
 
-    def timed(retrieval: str) -> list[float]:
+    def timed(retrieval: str, sort: str = "relevance") -> list[float]:
         times = []
         for text in picked:
             t = time.perf_counter()
-            service.search(SearchRequest(text, gair=False, retrieval=retrieval, facets=False, limit=PAGE))
+            service.search(SearchRequest(text, gair=False, retrieval=retrieval, facets=False, limit=PAGE, sort=sort))
             times.append((time.perf_counter() - t) * 1000)
         return times
 
@@ -346,6 +411,9 @@ def latency(service, queries: list[BenchQuery], n: int) -> dict[str, Any]:
     for retrieval in RETRIEVALS:
         out[retrieval] = _percentiles(timed(retrieval))
     out["hybrid_p95_over_dense"] = round(out["hybrid"]["p95_ms"] / out["dense"]["p95_ms"], 3)
+    # price low to high: the relevance floor's query, then the ordered one, over QueryConfig.sort_window
+    out["hybrid_price_sorted"] = _percentiles(timed("hybrid", "price_asc"))
+    out["price_sorted_p95_over_hybrid"] = round(out["hybrid_price_sorted"]["p95_ms"] / out["hybrid"]["p95_ms"], 3)
     return out
 
 
@@ -363,7 +431,7 @@ def run(rc: RelevanceConfig) -> dict[str, Any]:
     import torch
 
     from engine.loading import load_backbone
-    from engine.query import QueryConfig
+    from engine.query import QueryConfig, QueryService
     from engine.store import StoreConfig, open_store
     from world.build import make_world
     from world.catalog import catalog_rows
@@ -391,13 +459,21 @@ def run(rc: RelevanceConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, open_store(StoreConfig(path=tmp)) as store:
         load_catalog(store, "products", rows, vectors, backbone.embed_dim)
         results = compare(backbone, store, custom.tokens, base, queries_all, rc.fusions, features)
+        floors = rc.sort_floors or ("none", base.sort_floor)
+        sort_qs = sort_queries(world, rc.queries, rc.world_seed) + [q for q in queries_all if "+typo" not in q.kind]
+        results["sorted_by_price"] = {}
+        for z in floors:
+            service = QueryService(backbone, store, custom.tokens, features, dataclasses.replace(base, sort_floor=z))
+            results["sorted_by_price"][z] = evaluate_sorted(service, sort_qs)
+            log(f"sorted by price, floor {z}: {results['sorted_by_price'][z]}")
     scale = {}
     for products in rc.latency_products:
         scale[str(products)] = scaled_latency(rc, backbone, rows, vectors, queries, products, base)
         log(f"latency at {products} products: {scale[str(products)]}")
     return {"config": dataclasses.asdict(rc),
             "world": {"seed": rc.world_seed, "products": len(world.products), "photos": len(rows)},
-            "queries_per_kind": rc.queries, "depth": DEPTH, "results": results,
+            "queries_per_kind": rc.queries, "depth": DEPTH, "sort_floor_default": base.sort_floor,
+            "results": results,
             "custom_token_queries": custom.report,
             "latency": scale, "examples": {k: next(q.text for q in queries_all if q.kind == k)
                                            for k in dict.fromkeys(q.kind for q in queries_all)},
@@ -471,6 +547,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-seed", type=int, default=d.token_seed,
                    help="training seed of the cached tokens to use (one of the quality run's --seeds)")
     p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--sort-floors", type=parse_floor, nargs="+", default=list(d.sort_floors),
+                   help="relevance floors of the price-sorted evaluation: gap, z:K or none (engine.query.floor; "
+                        "default: none and the shipped QueryConfig.sort_floor)")
     p.add_argument("--out", help="JSON report (default bench/results/relevance.json; relevance-world<N>.json "
                                  "for other seeds)")
 
@@ -480,7 +559,7 @@ def run_command(args: argparse.Namespace, prog: str = "coinage bench relevance")
     the `coinage bench relevance` one)."""
     rc = RelevanceConfig(args.backbone, args.world_seed, args.queries, tuple(args.fusion),
                          tuple(args.latency_products), args.latency_photos, args.latency_queries, args.token_cache,
-                         args.token_steps, args.token_seed, args.threads)
+                         args.token_steps, args.token_seed, args.threads, tuple(args.sort_floors))
     report = run(rc)
     out = args.out or RESULTS / ("relevance.json" if rc.world_seed == 0 else f"relevance-world{rc.world_seed}.json")
     # the benchmark's own arguments, whether run as `coinage bench relevance ...` or `python -m bench.relevance ...`
@@ -505,6 +584,18 @@ def table(report: dict[str, Any]) -> str:
         for kind, m in by_kind.items():
             lines.append(f"| {name} | {kind} | {m['ndcg10']:.3f} | {m['mrr']:.3f} | {m['r10']:.3f} | "
                          f"{m['repeat12']:.2f} | {m['repeat12_photos']:.2f} |")
+    floors = report["results"].get("sorted_by_price")
+    if floors:
+        lines += ["", "Sorted by price, low to high (retrieval auto):", "",
+                  "| floor | kind | precision, first 12 | relevant kept | top grade kept | F | products listed |",
+                  "|---|---|---|---|---|---|---|"]
+        for floor, by_kind in floors.items():
+            name = f"{floor} (default)" if floor == report.get("sort_floor_default") else floor
+            for kind, m in by_kind.items():
+                lines.append(f"| {name} | {kind} | {m['p12']:.3f} | {m['relevant_kept']:.3f} | {m['top_kept']:.3f} "
+                             f"| {m['f']:.3f} | {m['shown']:.1f} |")
+            mean_f = statistics.fmean(m["f"] for m in by_kind.values())
+            lines.append(f"| {name} | **mean F over kinds** | | | | **{mean_f:.3f}** | |")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from engine.lexical import embed_document
 from engine.query import QueryConfig, QueryError, QueryService, SearchRequest
+from engine.query.floor import kept
 from engine.spelling import Vocabulary, strip_placeholders
 from engine.store import Point, open_store, point_id
 from engine.tokens import CustomToken, TokenMeta, TokenSet
@@ -131,11 +132,26 @@ def test_facets_count_products_under_the_filters(service):
 
 
 @pytest.mark.parametrize("sort", ["price_asc", "price_desc"])
-def test_sort_by_price(service, sort):
-    response = service.search(SearchRequest("dress", sort=sort, limit=8))
-    prices = [p.photos[0].payload["price"] for p in response.products]
-    assert len(prices) == 8 and prices == sorted(prices, reverse=sort == "price_desc")
-    assert len(set(products(response))) == 8
+def test_sort_by_price_lists_the_best_matches_in_price_order_the_same_on_every_page(service, sort):
+    ranked = service.search(SearchRequest("dress", limit=PRODUCTS))  # by relevance: the candidates the floor reads
+    n = kept([p.score for p in ranked.products], CONFIG.sort_floor)
+    whole = service.search(SearchRequest("dress", sort=sort, limit=PRODUCTS))
+    prices = [p.photos[0].payload["price"] for p in whole.products]
+    assert 1 <= n < PRODUCTS and sorted(products(whole)) == sorted(products(ranked)[:n])  # the best n, each once
+    assert prices == sorted(prices, reverse=sort == "price_desc")
+    assert any(note.startswith(f"sorted by price: the {n} best-matching of {PRODUCTS}") for note in whole.notes)
+    facets = service.search(SearchRequest("dress", sort=sort)).facets  # counts of what the list shows
+    assert facets.products == n and facets.complete and sum(b["count"] for b in facets.price) == n
+    # pages and page sizes agree (a longer list than the default rule's here: a floor at the mean score)
+    halves = QueryService(service.backbone, service.store, TokenSet(), None,
+                          dataclasses.replace(CONFIG, sort_floor="z:0"))
+    whole = halves.search(SearchRequest("dress", sort=sort, limit=PRODUCTS))
+    pages = [halves.search(SearchRequest("dress", sort=sort, limit=3, offset=o)) for o in (0, 3, 6)]
+    assert len(whole.products) > 6 and sum((products(p) for p in pages), []) == products(whole)[:9]
+    # without a floor the cheapest (or dearest) candidates come first whatever they are: the order before
+    unfloored = QueryService(service.backbone, service.store, TokenSet(), None,
+                             dataclasses.replace(CONFIG, sort_floor="none"))
+    assert len(products(unfloored.search(SearchRequest("dress", sort=sort, limit=PRODUCTS)))) == PRODUCTS
 
 
 def test_collection_built_before_bm25_is_served_dense_with_a_note(tiny, tmp_path, store_config):

@@ -4,7 +4,10 @@ import random
 import pytest
 from rapidfuzz.distance import OSA
 
-from bench.relevance import BenchQuery, make_queries, metrics, misspell, parse_fusion, repeat_share
+import argparse
+
+from bench.relevance import (BenchQuery, make_queries, metrics, misspell, parse_floor, parse_fusion, repeat_share,
+                             sort_queries, sorted_metrics)
 from engine.store import Fusion
 
 
@@ -43,6 +46,39 @@ def test_queries_come_from_the_world_with_their_relevant_products():
         if q.kind == "attributes":
             colour = q.text.split()[0]
             assert all(r["attributes"]["colour"] == colour for r in rows if q.grades.get(r["product_id"]) == 2)
+
+
+def test_sorted_lists_are_scored_on_their_first_page_and_what_they_keep():
+    q = BenchQuery("colour", "purple dress", {"a": 1, "b": 1, "c": 1, "d": 1})
+    short = sorted_metrics(q, ["x", "a"])  # a cheap stranger first, one match kept of four
+    assert short["p12"] == 0.5 and short["relevant_kept"] == 0.25 and short["top_kept"] == 0.25
+    assert short["f"] == pytest.approx(2 * 0.5 * 0.25 / 0.75) and short["shown"] == 2
+    whole = sorted_metrics(q, ["d", "c", "b", "a"])
+    assert whole["p12"] == whole["relevant_kept"] == whole["f"] == 1.0
+    assert sorted_metrics(q, [])["f"] == 0.0
+
+
+def test_sort_queries_grade_every_product_of_the_category_or_colour():
+    from world.build import make_world
+    from world.vocab import CATEGORY_NOUNS
+
+    category_of = {nouns[0]: category for category, nouns in CATEGORY_NOUNS.items()}
+    world = make_world(3)
+    queries = sort_queries(world, 5, seed=3)
+    categories = [q for q in queries if q.kind == "category"]
+    assert len(categories) == len({p.category for p in world.products}) and len(queries) == len(categories) + 5
+    assert queries == sort_queries(world, 5, seed=3)  # seeded
+    for q in queries:
+        words = q.text.split()
+        matching = {p.id for p in world.products if p.category == category_of[words[-1]]
+                    and (q.kind == "category" or p.colour == words[0])}
+        assert set(q.grades) == matching and set(q.grades.values()) == {1}
+
+
+def test_floor_specs():
+    assert [parse_floor(s) for s in ("gap", "none", "z:1.5")] == ["gap", "none", "z:1.5"]
+    with pytest.raises(argparse.ArgumentTypeError, match="z:K"):
+        parse_floor("1.5")
 
 
 def test_fusion_specs():

@@ -184,6 +184,24 @@ def test_order_by_price_congruent(both, direction):
     assert len(prices) == 6 and prices == sorted(prices, reverse=direction == "desc")
 
 
+@pytest.mark.parametrize("text", [None, "lamp"], ids=["dense", "hybrid"])
+@pytest.mark.parametrize("direction", [None, "asc"], ids=["ranked", "ordered"])
+def test_score_threshold_keeps_only_the_candidates_scoring_above_it(both, text, direction):
+    ranked = both[0].query("shop", _query(text), limit=_query(text).window())
+    scores = sorted({h.score for h in ranked}, reverse=True)
+    cut = (scores[7] + scores[8]) / 2  # between two scores: no tie decides the test
+    above = {h.id for h in ranked if h.score > cut}
+    order = OrderBy("price", direction) if direction else None
+    for store in both:
+        hits = store.query("shop", _query(text, order_by=order, score_threshold=cut), limit=100)
+        assert {h.id for h in hits} == above, type(store).__name__
+        if order:
+            prices = [h.payload["price"] for h in hits]
+            assert prices == sorted(prices)
+    with pytest.raises(ValueError, match="score_threshold"):
+        _query(text, score_threshold=float("nan"))
+
+
 def test_collection_without_sparse_vectors_names_reindex(store_config, tmp_path):
     with open_store(store_config(tmp_path / "old")) as store:
         store.create_collection("old", DIM, payload_indexes=INDEXES, sparse=False)

@@ -290,14 +290,17 @@ def test_settings_from_env_read_every_variable(tmp_path):
            "COINAGE_COLLECTION": "shop", "COINAGE_PREVIEW_STEPS": "3", "COINAGE_TRAIN_STEPS": "7",
            "COINAGE_MAX_UPLOAD_MB": "2", "COINAGE_MAX_IMAGE_MB": "1", "COINAGE_MAX_IMAGE_PIXELS": "1000000",
            "COINAGE_ONNX": "0", "COINAGE_THREADS": "1", "COINAGE_ONNX_CACHE": str(tmp_path / "o"),
-           "COINAGE_GAIR_RANKS": "1", "COINAGE_CONCEPT_PHOTO_WEIGHT": "0.5"}
+           "COINAGE_GAIR_RANKS": "1", "COINAGE_CONCEPT_PHOTO_WEIGHT": "0.5", "COINAGE_SORT_FLOOR": "z:1.5"}
     s = AppSettings.from_env(env)
     assert (s.data_dir, s.backbone, s.device, s.admin.user, s.worker.mode) == (tmp_path, "tiny-random", "cpu", "boss", "off")
     assert s.store.path == str(tmp_path / "store") and s.query.preview_dir == str(tmp_path / "previews")
     assert (s.query.collection, s.query.steps, s.train.steps, s.query.text_runtime) == ("shop", 3, 7, "torch")
     assert (s.limits.max_request_bytes, s.limits.max_image_bytes, s.limits.max_image_pixels) == (2 << 20, 1 << 20, 10**6)
     assert s.threads == 1 and not s.onnx and s.onnx_cache == tmp_path / "o"
-    assert s.query.gair_ranks and s.query.concept_photo_weight == 0.5
+    assert s.query.gair_ranks and s.query.concept_photo_weight == 0.5 and s.query.sort_floor == "z:1.5"
+    assert AppSettings.from_env({}).query.sort_floor == "gap"
+    with pytest.raises(SettingsError, match="COINAGE_SORT_FLOOR.*gap, z:K, none"):
+        AppSettings.from_env({"COINAGE_SORT_FLOOR": "tight"})
     assert not AppSettings.from_env({}).query.gair_ranks and AppSettings.from_env({}).query.concept_photo_weight == 1
     with pytest.raises(SettingsError, match="COINAGE_CONCEPT_PHOTO_WEIGHT"):
         AppSettings.from_env({"COINAGE_CONCEPT_PHOTO_WEIGHT": "-1"})

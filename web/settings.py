@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from engine.backbones import DEFAULT_BACKBONE
 from engine.database import DatabaseError, check_url, database_url_from_env
 from engine.errors import CoinageError
+from engine.query import floor
 from engine.query.config import QueryConfig
 from engine.store import StoreConfig
 
@@ -251,6 +252,12 @@ class AppSettings:
         photos = _number(env, "COINAGE_CONCEPT_PHOTO_WEIGHT", float, None, minimum=0)
         if photos is not None:
             query["concept_photo_weight"] = photos
+        if env.get("COINAGE_SORT_FLOOR"):
+            try:
+                floor.parse_rule(env["COINAGE_SORT_FLOOR"])
+            except ValueError as e:
+                raise SettingsError(f"COINAGE_SORT_FLOOR: {e}") from e
+            query["sort_floor"] = env["COINAGE_SORT_FLOOR"]
         values["query"] = QueryConfig(**query)
         train = _default_train()
         train_steps = _number(env, "COINAGE_TRAIN_STEPS", int, None)

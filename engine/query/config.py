@@ -7,6 +7,7 @@ from engine import product
 from engine.diffusion import SamplerConfig
 from engine.store import Fusion
 
+from . import floor
 from .errors import QueryError
 
 
@@ -87,6 +88,12 @@ class QueryConfig:
     prefetch_limit: int = 256
     # ... grown to this many per product of the page end (offset + limit), so deep pages still have candidates.
     prefetch_per_product: int = 16
+    # Where a price-sorted list ends (engine.query.floor): 'gap' (at the largest drop between neighbouring product
+    # scores), 'z:K' (K standard deviations above the candidates' mean score) or 'none' (every candidate). 'gap'
+    # had the best mean F over the query kinds of `coinage bench relevance` (docs/relevance.md).
+    sort_floor: str = "gap"
+    # Candidates each side contributes to a price-sorted list, for every page alike (the floor is read from them).
+    sort_window: int = 1024
     # Payload field that SearchRequest.colour filters on (a dotted path into the payload); a facet with category.
     colour_field: str = product.COLOUR
     # Price-range facet buckets [low, high) in the shop's currency; None leaves a side open.
@@ -105,12 +112,16 @@ class QueryConfig:
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         for name in ("images_per_weight", "preview_cache_items", "gair_cache_items", "context_cache_items",
                      "text_cache_items", "default_limit", "max_limit", "max_offset", "max_query_chars", "group_size",
-                     "rrf_k", "prefetch_limit", "prefetch_per_product"):
+                     "rrf_k", "prefetch_limit", "prefetch_per_product", "sort_window"):
             if int(getattr(self, name)) < 1:
                 raise QueryError(f"QueryConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.concept_photo_weight >= 0:
             raise QueryError(f"QueryConfig.concept_photo_weight must be >= 0 (0: q(w) alone), "
                              f"got {self.concept_photo_weight}")
+        try:
+            floor.parse_rule(self.sort_floor)
+        except ValueError as e:
+            raise QueryError(f"QueryConfig.sort_floor: {e}") from e
         if self.steps is not None and self.steps < 1:
             raise QueryError(f"QueryConfig.steps must be >= 1 (or None for the backbone's default), got {self.steps}")
         if self.preview_size is not None and self.preview_size < 8:

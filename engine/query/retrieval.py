@@ -8,6 +8,7 @@ is still served, dense only, with a note naming `coinage reindex`.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from engine.store import (
     VectorStore,
 )
 
+from . import floor
 from .config import QueryConfig
 from .errors import IndexMismatch, IndexNotFound, QueryError
 from .schema import Facets, ProductResult, ResultItem, SearchRequest
@@ -39,6 +41,13 @@ T = TypeVar("T")
 _ORDER = {"price_asc": "asc", "price_desc": "desc"}
 REINDEX_NOTE = ("this index was built before name search and typo correction: results come from the image "
                 "vectors only; rebuild it with `coinage reindex` (searches keep being served meanwhile)")
+
+
+@dataclass(frozen=True)
+class Floor:
+    threshold: float | None  # the store's score_threshold; None: every candidate stays
+    kept: int  # candidate products at or above it
+    candidates: int  # candidate products of the window
 
 
 @dataclass
@@ -79,6 +88,10 @@ class Retriever:
         limit = request.limit or cfg.default_limit
         order = OrderBy(cfg.price_field, _ORDER[request.sort]) if request.sort in _ORDER else None
         prefetch = max(cfg.prefetch_limit, cfg.prefetch_per_product * (request.offset + limit))
+        if order is not None:
+            # one fixed window for a sorted list, so every page (and page size) sees the same list: the fused
+            # scores (DBSF) and the relevance floor both depend on the window
+            prefetch = cfg.sort_window
         return StoreQuery(dense=vector, sparse=sparse, filter=self.filter(request), fusion=cfg.store_fusion(),
                           prefetch_limit=prefetch, order_by=order)
 
@@ -88,6 +101,12 @@ class Retriever:
         limit = request.limit or cfg.default_limit
         retrieval = "hybrid" if query.hybrid else ("dense" if query.dense is not None else "lexical")
         notes = []
+        if query.order_by is not None:
+            cut = self.relevance_floor(query)
+            if cut.threshold is not None:
+                query = dataclasses.replace(query, score_threshold=cut.threshold)
+                notes.append(f"sorted by price: the {cut.kept} best-matching of {cut.candidates} candidate products; "
+                             "sort by relevance to see them all")
         products: list[ProductResult] = []
         if request.mode == "products":
             groups = self._call(lambda: self.store.query_groups(name, query, cfg.group_by, limit=limit,
@@ -103,8 +122,25 @@ class Retriever:
             if request.mode == "products" and results:
                 notes.append(f"these points have no {cfg.group_by!r} field, so results are per photo; "
                              "index the catalog with `coinage index` to group them per product")
-        facets = self._facets(query) if request.facets else None
+        facets = self._facets(query) if request.facets else None  # of the floored list when sorted: what it shows
         return Page(results, products, retrieval, facets, notes)
+
+    def relevance_floor(self, query: StoreQuery) -> Floor:
+        """The score below which a sorted query's candidates are dropped (QueryConfig.sort_floor, read from the
+        candidate products' scores: each product's best photo). No threshold when every candidate stays."""
+        cfg = self.config
+        ranked = dataclasses.replace(query, order_by=None, score_threshold=None)
+        hits = self._call(lambda: self.store.query(cfg.collection, ranked, limit=ranked.window()))
+        best: dict[str, float] = {}
+        for h in hits:  # best first: a product's first hit is its best photo
+            best.setdefault(str(h.payload.get(cfg.group_by, h.id)), h.score)
+        scores = sorted(best.values(), reverse=True)
+        n = floor.kept(scores, cfg.sort_floor)
+        if n >= len(scores):
+            return Floor(None, len(scores), len(scores))
+        last = scores[n - 1]
+        # the store recomputes the scores: leave float noise room so the last product kept stays
+        return Floor(last - 1e-6 * max(1.0, abs(last)), n, len(scores))
 
     def _facets(self, query: StoreQuery) -> Facets:
         cfg = self.config

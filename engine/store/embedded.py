@@ -394,16 +394,20 @@ class EmbeddedStore(VectorStore):
         if query.sparse:
             stages.append((qe.Query.Nearest(edge_sparse(query.sparse), using=SPARSE_VECTOR), None))
         common = {"limit": limit, "offset": offset, "filter": edge_filter, "with_payload": True}
+        threshold = query.score_threshold
         if not query.windowed:
             scoring, params = stages[0]
-            return qe.QueryRequest(query=scoring, params=params, **common)
-        prefetches = [qe.Prefetch(limit=query.prefetch_limit, query=q, params=p, filter=edge_filter)
-                      for q, p in stages]
+            return qe.QueryRequest(query=scoring, params=params, score_threshold=threshold, **common)
+        # one side, ordered: its own scores are the ones to bound; hybrid: the fused score
+        side_threshold = threshold if not query.hybrid else None
+        prefetches = [qe.Prefetch(limit=query.prefetch_limit, query=q, params=p, filter=edge_filter,
+                                  score_threshold=side_threshold) for q, p in stages]
         if query.hybrid:
             fused = FUSION_QUERY[query.fusion.method](query.fusion)
             if query.order_by is None:
-                return qe.QueryRequest(prefetches=prefetches, query=fused, **common)
-            prefetches = [qe.Prefetch(limit=query.window(), prefetches=prefetches, query=fused, filter=edge_filter)]
+                return qe.QueryRequest(prefetches=prefetches, query=fused, score_threshold=threshold, **common)
+            prefetches = [qe.Prefetch(limit=query.window(), prefetches=prefetches, query=fused, filter=edge_filter,
+                                      score_threshold=threshold)]
         order = qe.OrderBy(query.order_by.key, DIRECTION[query.order_by.direction])
         return qe.QueryRequest(prefetches=prefetches, query=order, **common)
 

@@ -2,7 +2,9 @@
 
 A `StoreQuery` names a dense (CLIP) vector, a sparse (BM25) vector or both. Both: each runs as a
 prefetch with the filter, and the store fuses them (Fusion.Rrf / Fusion.Dbsf) -- in the engine,
-not here. `order_by` sorts the fused candidates by a payload field instead (Qdrant's OrderBy).
+not here. `order_by` sorts the fused candidates by a payload field instead (Qdrant's OrderBy);
+`score_threshold` drops the candidates scoring below it first (Qdrant's score_threshold, on the fused
+prefetch when the query is ordered).
 
 Results per product: `VectorStore.query_groups` returns photo hits grouped by a payload key
 (product_id). The server backend uses Qdrant's `query_points_groups`; the embedded engine has no
@@ -89,12 +91,16 @@ class StoreQuery:
     fusion: Fusion = field(default_factory=Fusion)  # how a dense + sparse query is fused
     prefetch_limit: int = 256  # candidates each side contributes before fusion (and before order_by)
     order_by: OrderBy | None = None  # sort the candidates by a payload field instead of by score
+    # drop candidates scoring below this (the fused score when hybrid) before they are ranked or ordered
+    score_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.dense is None and not self.sparse:
             raise ValueError("a store query needs a dense vector, a non-empty sparse vector, or both")
         if not isinstance(self.prefetch_limit, numbers.Integral) or self.prefetch_limit < 1:
             raise ValueError(f"prefetch_limit must be an int >= 1, got {self.prefetch_limit!r}")
+        if self.score_threshold is not None and not math.isfinite(self.score_threshold):
+            raise ValueError(f"score_threshold must be a finite number or None, got {self.score_threshold!r}")
 
     @property
     def hybrid(self) -> bool:

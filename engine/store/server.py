@@ -352,20 +352,25 @@ class ServerStore(VectorStore):
             stages.append((check_vector(query.dense).tolist(), None, self._search_params))
         if query.sparse:
             stages.append((_client_sparse(query.sparse), SPARSE_VECTOR, None))
+        threshold = query.score_threshold
         if not query.windowed:
             scoring, using, params = stages[0]
             return {"collection_name": name, "query": scoring, "using": using, "query_filter": flt,
-                    "search_params": params}
-        prefetch = [models.Prefetch(query=q, using=u, limit=query.prefetch_limit, filter=flt, params=p)
-                    for q, u, p in stages]
+                    "search_params": params, "score_threshold": threshold}
+        # one side, ordered: its own scores are the ones to bound; hybrid: the fused score
+        side_threshold = threshold if not query.hybrid else None
+        prefetch = [models.Prefetch(query=q, using=u, limit=query.prefetch_limit, filter=flt, params=p,
+                                    score_threshold=side_threshold) for q, u, p in stages]
         if query.hybrid:
             fusion = query.fusion
             fused: Any = (models.RrfQuery(rrf=models.Rrf(k=fusion.rrf_k, weights=list(fusion.weights)
                                                          if fusion.weights else None))
                           if fusion.method == "rrf" else models.FusionQuery(fusion=models.Fusion.DBSF))
             if query.order_by is None:
-                return {"collection_name": name, "prefetch": prefetch, "query": fused, "query_filter": flt}
-            prefetch = [models.Prefetch(prefetch=prefetch, query=fused, limit=query.window(), filter=flt)]
+                return {"collection_name": name, "prefetch": prefetch, "query": fused, "query_filter": flt,
+                        "score_threshold": threshold}
+            prefetch = [models.Prefetch(prefetch=prefetch, query=fused, limit=query.window(), filter=flt,
+                                        score_threshold=threshold)]
         order = models.OrderByQuery(order_by=models.OrderBy(key=query.order_by.key,
                                                              direction=_DIRECTION[query.order_by.direction]))
         return {"collection_name": name, "prefetch": prefetch, "query": order, "query_filter": flt}
