@@ -3,6 +3,7 @@ search with results first and the preview filling in, and an admin who logs in, 
 photos, watches it train and finds products with the new word. Screenshots go to test-artifacts/browser/."""
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -176,6 +177,19 @@ def test_shopper_search_names_products_groups_facets_and_corrects_typos(server, 
     assert f"colour={value}" in page.url
     assert page.locator("#result-count").inner_text() != before  # fewer products match
     shot(page, "search-facets")
+
+    page.fill("#q", "striped dress")
+    page.press("#q", "Enter")
+    expect(page.locator("#result-count")).to_contain_text("Results 1–")
+    page.click('nav.sort a:text("Price: low to high")')
+    expect(page.locator(".notes")).to_contain_text("sorted by price: the")
+    assert "sort=price_asc" in page.url
+    prices = [float(p.replace(",", "")) for p in page.locator(".card .price").all_inner_texts()]
+    categories = set(page.locator(".card .price + span").all_inner_texts())
+    assert prices and prices == sorted(prices) and categories == {"dress"}, (prices, categories)  # matches only
+    kept = re.search(r"the (\d+) best-matching", page.locator(".notes").inner_text()).group(1)
+    expect(page.locator("#result-count")).to_contain_text(f"of {kept}")  # the count is the list's
+    shot(page, "search-sorted-by-price")
 
     page.fill("#q", "strped dres")
     page.press("#q", "Enter")
