@@ -31,6 +31,7 @@ from engine.store import (
     StoreQuery,
     VectorStore,
 )
+from engine.store.hybrid import group_hits
 
 from . import floor
 from .config import QueryConfig
@@ -101,7 +102,7 @@ class Retriever:
         limit = request.limit or cfg.default_limit
         retrieval = "hybrid" if query.hybrid else ("dense" if query.dense is not None else "lexical")
         notes = []
-        if query.order_by is not None:
+        if query.order_by is not None and cfg.sort_floor != "none":
             cut = self.relevance_floor(query)
             if cut.threshold is not None:
                 query = dataclasses.replace(query, score_threshold=cut.threshold)
@@ -127,14 +128,12 @@ class Retriever:
 
     def relevance_floor(self, query: StoreQuery) -> Floor:
         """The score below which a sorted query's candidates are dropped (QueryConfig.sort_floor, read from the
-        candidate products' scores: each product's best photo). No threshold when every candidate stays."""
+        candidate products' scores: each product's best photo; points without the group field are not read). No
+        threshold when every candidate stays."""
         cfg = self.config
         ranked = dataclasses.replace(query, order_by=None, score_threshold=None)
         hits = self._call(lambda: self.store.query(cfg.collection, ranked, limit=ranked.window()))
-        best: dict[str, float] = {}
-        for h in hits:  # best first: a product's first hit is its best photo
-            best.setdefault(str(h.payload.get(cfg.group_by, h.id)), h.score)
-        scores = sorted(best.values(), reverse=True)
+        scores = [g.score for g in group_hits(hits, cfg.group_by, 1)]  # best first
         n = floor.kept(scores, cfg.sort_floor)
         if n >= len(scores):
             return Floor(None, len(scores), len(scores))
