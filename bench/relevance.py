@@ -243,9 +243,7 @@ def evaluate_sorted(service, queries: list[BenchQuery]) -> dict[str, dict[str, f
         page = service.search(SearchRequest(q.text, gair=False, retrieval="auto", limit=SORT_DEPTH, facets=False,
                                             sort="price_asc"))
         per_query.append((q, sorted_metrics(q, [p.product_id for p in page.products])))
-    kinds = dict.fromkeys(q.kind for q, _ in per_query)
-    return {k: {m: round(statistics.fmean(v[m] for q, v in per_query if q.kind == k), 4)
-                for m in ("p12", "relevant_kept", "top_kept", "f", "shown")} for k in kinds}
+    return summarise(per_query)
 
 
 def repeat_share(products: Sequence[str]) -> float:
@@ -259,9 +257,10 @@ def repeat_share(products: Sequence[str]) -> float:
 
 
 def summarise(per_query: list[tuple[BenchQuery, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per kind, the mean of each metric over its queries."""
     kinds = dict.fromkeys(q.kind for q, _ in per_query)
     return {k: {m: round(statistics.fmean(v[m] for q, v in per_query if q.kind == k), 4)
-                for m in ("ndcg10", "mrr", "r10", "repeat12", "repeat12_photos")} for k in kinds}
+                for m in next(v for q, v in per_query if q.kind == k)} for k in kinds}
 
 
 # ---------------------------------------------------------------- the store and the service
