@@ -8,7 +8,7 @@
 Standard library only (plus the PostgreSQL driver when COINAGE_DATABASE_URL is set), and no import
 of the app: a check must be cheap (it runs every 30 s) and must not load models. A worker that dies
 makes its container exit (and restart); jobs it was running are queued again by the next worker once
-their heartbeat is stale (web/jobs.py).
+their heartbeat is stale (web/jobs/).
 """
 from __future__ import annotations
 

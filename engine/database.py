@@ -1,4 +1,4 @@
-"""Database plumbing shared by the job store (web/jobs.py) and the concept registry (engine/concepts.py).
+"""Database plumbing shared by the job store (web/jobs/) and the concept registry (engine/concepts.py).
 
 Two backends behind one small interface, so each store writes its SQL once:
 

@@ -46,8 +46,8 @@ def test_submit_claim_progress_finish_and_persistence(make_store, store):
     claimed = store.claim("w1", ["train"])
     assert claimed.id == job_id and claimed.status == "running" and claimed.worker == "w1" and claimed.attempts == 1
     assert store.claim("w2", ["train"]) is None
-    store.progress(job_id, {"step": 2, "total": 5})
-    store.finish(job_id, {"version": "v0001"})
+    assert store.progress(job_id, {"step": 2, "total": 5}, attempt=claimed.attempts)
+    assert store.finish(job_id, {"version": "v0001"}, attempt=claimed.attempts)
     again = make_store().get(job_id)  # a new process sees the same state
     assert again.status == "done" and again.result == {"version": "v0001"} and again.progress["step"] == 2
     assert again.finished is not None and again.seconds is not None
@@ -88,8 +88,7 @@ def test_concurrent_claims_from_many_connections_take_each_job_once(make_store):
 def test_dedupe_returns_the_active_job_and_optionally_the_finished_one(store):
     a = store.submit("preview", {"q": 1}, dedupe_key="k")
     assert store.submit("preview", {"q": 1}, dedupe_key="k") == a
-    store.claim("w")
-    store.finish(a, {"ok": True})
+    store.finish(a, {"ok": True}, attempt=store.claim("w").attempts)
     assert store.submit("preview", {}, dedupe_key="k", reuse_done=True) == a
     b = store.submit("preview", {}, dedupe_key="k")
     assert b != a and store.latest("preview", "k").id == b
@@ -101,7 +100,7 @@ def test_cancel_queued_is_immediate_and_running_sets_the_flag(store):
     running = store.submit("train", {})
     store.claim("w")
     job = store.request_cancel(running)
-    assert job.status == "running" and job.cancel_requested and store.heartbeat(running) is True
+    assert job.status == "running" and job.cancel_requested and store.heartbeat(running, attempt=1) is True
     with pytest.raises(JobError, match="no job"):
         store.request_cancel("nope")
 
@@ -118,12 +117,12 @@ def test_a_shared_job_is_cancelled_only_when_its_last_waiter_releases_it(make_st
     assert one.release(job, "alice")[1] == 2  # releasing again changes nothing
     assert other.release(job, "bob")[1] == 1 and not one.get(job).cancel_requested
     last, others = other.release(job, "carol")
-    assert others == 0 and last.cancel_requested and one.heartbeat(job) is True
+    assert others == 0 and last.cancel_requested and one.heartbeat(job, attempt=1) is True
     lone = one.submit("preview", {"q": 2}, dedupe_key="k2")  # nobody recorded as waiting: cancelled at once
     assert one.release(lone, "anyone")[0].status == "cancelled"
     with pytest.raises(JobError, match="no job"):
         one.release("nope", "alice")
-    one.cancelled(job)
+    one.cancelled(job, attempt=1)
     assert one.prune(-1) == 2
 
 
@@ -259,3 +258,141 @@ def test_a_running_worker_picks_up_jobs_of_a_worker_that_died_meanwhile(make_sto
         assert store.get(orphan).interruptions == 1 and "interrupted" in store.get(orphan).error
     finally:
         worker.stop()
+
+
+# --- fencing: every write about a running job names its claim ----------------------------------
+
+
+def test_a_zombie_claims_writes_are_refused_after_its_job_is_requeued_and_claimed_again(make_store):
+    """Issue 27 #1: the first worker's heartbeat went stale (a database hiccup), its job was re-queued and claimed
+    by a second worker; the first (zombie) keeps running: its heartbeat, progress and result must not win."""
+    clock = Clock()
+    store = make_store(clock)
+    job_id = store.submit("train", {"placeholder": "<a>"})
+    zombie = store.claim("worker-1")
+    clock.t += 60
+    assert store.recover_stale(stale_after_s=30) == [job_id]
+    assert store.heartbeat(job_id, attempt=zombie.attempts) is True  # re-queued: the zombie is told to stop
+    owner = store.claim("worker-2")
+    assert (zombie.attempts, owner.attempts) == (1, 2)
+    assert store.heartbeat(job_id, attempt=zombie.attempts) is True  # stop: another claim owns the job
+    assert store.heartbeat(job_id, attempt=owner.attempts) is False  # the owner goes on
+    assert store.progress(job_id, {"step": 99}, attempt=zombie.attempts) is False
+    assert store.finish(job_id, {"version": "zombie"}, attempt=zombie.attempts) is False
+    assert store.fail(job_id, "zombie failed", attempt=zombie.attempts) is False
+    assert store.requeue(job_id, "zombie shutdown", attempt=zombie.attempts) is False
+    job = store.get(job_id)
+    assert job.status == "running" and job.worker == "worker-2" and job.progress == {}
+    assert store.progress(job_id, {"step": 1}, attempt=owner.attempts) is True
+    assert store.finish(job_id, {"version": "owner"}, attempt=owner.attempts) is True
+    assert store.cancelled(job_id, attempt=owner.attempts) is False  # ended: no second end
+    job = store.get(job_id)
+    assert job.status == "done" and job.result == {"version": "owner"} and job.progress == {"step": 1}
+
+
+def test_a_worker_whose_claim_is_lost_stops_its_runner_and_its_result_is_discarded(make_store):
+    store = make_store()
+    started, stopped = threading.Event(), threading.Event()
+
+    def slow(params, progress, cancel):
+        started.set()
+        stopped.set() if cancel.wait(10) else None
+        return {"by": "zombie"}
+
+    zombie = Worker(store, {"train": slow}, poll_s=0.02, heartbeat_s=0.05, stale_after_s=5).start()
+    try:
+        job_id = store.submit("train", {})
+        assert started.wait(10)
+        lost = make_store(lambda: time.time() + 3600)  # a worker whose clock says the heartbeat is an hour old
+        assert lost.recover_stale(stale_after_s=30) == [job_id]
+        owner = lost.claim("worker-2")
+        assert stopped.wait(10)  # the zombie's heartbeat was refused: its runner was told to stop
+        time.sleep(0.2)
+        assert store.get(job_id).status == "running"  # the zombie's "result" did not end the owner's run
+        assert store.finish(job_id, {"by": "owner"}, attempt=owner.attempts)
+        assert store.get(job_id).result == {"by": "owner"}
+    finally:
+        zombie.stop()
+
+
+# --- lanes survive errors, and report their health ----------------------------------------------
+
+
+class Flaky:
+    """A store wrapper whose claims and ends raise the database's own error `failures` times."""
+
+    def __init__(self, store, failures, methods=("claim",)):
+        self.store, self.failures, self.methods = store, failures, methods
+
+    def __getattr__(self, name):
+        real = getattr(self.store, name)
+        if name not in self.methods:
+            return real
+
+        def flaky(*args, **kwargs):
+            if self.failures > 0:
+                self.failures -= 1
+                import sqlite3
+                raise sqlite3.OperationalError("database is locked")
+            return real(*args, **kwargs)
+
+        return flaky
+
+
+def test_a_lane_survives_a_database_error_recording_a_jobs_end(store, caplog):
+    """Issue 27 #2: one OperationalError while recording a job's end used to end the lane thread for good."""
+    flaky = Flaky(store, failures=1, methods=("finish",))
+    worker = Worker(flaky, {"echo": lambda p, progress, cancel: p}, poll_s=0.02, heartbeat_s=0.05,
+                    stale_after_s=0.5).start()
+    try:
+        with caplog.at_level("ERROR", logger="web.jobs"):
+            first = store.submit("echo", {"v": 1})
+            assert wait_for(lambda: "cannot record its end" in caplog.text)
+        assert "database is locked" in caplog.text
+        # its heartbeat stops, so the lane's own recovery queues it again and the same lane runs it to the end
+        assert wait_for(lambda: store.get(first).status == "done")
+        assert store.get(first).attempts == 2
+        second = store.submit("echo", {"v": 2})
+        assert wait_for(lambda: store.get(second).status == "done") and worker.running
+        assert all(h.ok for h in worker.health())
+    finally:
+        worker.stop()
+
+
+def test_a_lane_survives_any_loop_error_and_backs_off(store, caplog):
+    flaky = Flaky(store, failures=2, methods=("claim",))
+    worker = Worker(flaky, {"echo": lambda p, progress, cancel: p}, poll_s=0.02, heartbeat_s=0.05,
+                    stale_after_s=5).start()
+    try:
+        job_id = store.submit("echo", {"v": 1})
+        with caplog.at_level("ERROR", logger="web.jobs"):
+            assert wait_for(lambda: store.get(job_id).status == "done", timeout=15)
+        assert caplog.text.count("cannot claim a job (OperationalError: database is locked)") == 2
+        assert "retrying in 1.0 s" in caplog.text and "retrying in 2.0 s" in caplog.text
+    finally:
+        worker.stop()
+
+
+def test_health_reports_a_dead_and_a_stuck_lane(store):
+    """A lane whose database call hangs (a stalled server) stops beating: health says so after stale_after_s."""
+    release = threading.Event()
+
+    class Stalled:
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def claim(self, worker, kinds):
+            if tuple(kinds) == ("b",):
+                release.wait(10)
+            return store.claim(worker, kinds)
+
+    worker = Worker(Stalled(), {"a": lambda p, progress, cancel: p, "b": lambda p, progress, cancel: p},
+                    lanes=[("a",), ("b",)], poll_s=0.02, heartbeat_s=0.05, stale_after_s=0.5).start()
+    try:
+        assert wait_for(lambda: not {h.lane: h for h in worker.health()}[("b",)].ok)
+        health = {h.lane: h for h in worker.health()}
+        assert health[("a",)].ok and health[("b",)].alive and health[("b",)].seconds_since_beat > 0.5
+    finally:
+        release.set()
+        worker.stop()
+    assert not any(h.alive or h.ok for h in worker.health())  # stopped threads: dead lanes

@@ -242,6 +242,37 @@ def test_health_readiness_and_metrics(client, res):
     assert "# TYPE coinage_generation_seconds histogram" in text and "coinage_index_ready 1" in text
 
 
+def test_readyz_reports_a_stuck_worker_lane(client, res):
+    """Issue 27 #2: the process answered and the database was reachable, so /readyz said ready with a dead lane."""
+    import threading
+
+    from web.jobs import Worker
+
+    release = threading.Event()
+
+    class Stalled:  # the job store of the lane, with claims that hang (a stalled database)
+        def __getattr__(self, name):
+            return getattr(res.jobs, name)
+
+        def claim(self, worker, kinds):
+            release.wait(10)
+
+    worker = Worker(Stalled(), {"preview": lambda p, progress, cancel: p}, poll_s=0.02, stale_after_s=0.3,
+                    heartbeat_s=0.05).start()
+    res.worker = worker
+    try:
+        release.wait(0.5)
+        r = client.get("/readyz")
+        assert r.status_code == 503 and not r.json["checks"]["worker"]["ok"]
+        assert "preview: stuck" in r.json["checks"]["worker"]["detail"]
+        assert r.json["checks"]["worker"]["lanes"][0]["alive"]
+    finally:
+        release.set()
+        worker.stop()
+        res.worker = None
+    assert client.get("/readyz").status_code == 200
+
+
 def test_readyz_reports_a_missing_index_with_the_fix(tmp_path):
     app = create_app(tiny_settings(tmp_path))
     try:

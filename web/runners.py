@@ -1,4 +1,4 @@
-"""The job functions the worker runs: "train", "reindex" and "preview" (see web/jobs.py for the contract).
+"""The job functions the worker runs: "train", "reindex" and "preview" (see web/jobs/ for the contract).
 
 Each takes (params, progress, cancel) and returns a JSON-ready result. Parameters are what the
 web app submitted (web/jobs_submit.py builds them); everything else comes from the Resources the

@@ -32,6 +32,12 @@ def readyz():
     worker = res.worker
     checks["worker"] = {"ok": True, "detail": res.settings.worker.mode + (
         "" if worker is None or worker.running else " (stopped)")}
+    if worker is not None:  # the worker thread of this process: each lane alive and looping (web/jobs/worker.py)
+        lanes = worker.health()
+        bad = [f"{'+'.join(h.lane)}: {'stuck' if h.alive else 'dead'} ({h.seconds_since_beat:.0f} s since it "
+               f"looped or heartbeat, {h.errors} errors in a row)" for h in lanes if not h.ok]
+        checks["worker"] = {"ok": not bad, "detail": "; ".join(bad) or checks["worker"]["detail"],
+                            "lanes": [h.to_json() for h in lanes]}
     ok = all(c["ok"] for c in checks.values())
     return jsonify({"ready": ok, "checks": checks}), 200 if ok else 503
 
