@@ -5,15 +5,16 @@ Two backends behind one small interface, so each store writes its SQL once:
     db = open_database("var/jobs.sqlite3", None, scope="jobs")                  # a SQLite file (the default)
     db = open_database(path, "postgresql://coinage:pw@db:5432/coinage", scope="jobs")   # COINAGE_DATABASE_URL
     db.create_schema(SCHEMA)        # idempotent, and safe when several processes start at once
-    with db.connect() as conn:      # one short connection per call: safe across threads, processes and forks
+    with db.connect() as conn:      # a short connection per call (PostgreSQL: from a per-process pool)
         row = conn.execute("SELECT kind FROM jobs WHERE id=?", (job_id,)).fetchone()   # row["kind"]
     with db.write() as conn:        # a write transaction, committed at the end, rolled back if the block raises
         ...
 
 SQLite: rows as sqlite3.Row, a 30 s busy timeout, WAL journal, write transactions taken up front
 (BEGIN IMMEDIATE), so read-then-write sequences are atomic. PostgreSQL (psycopg 3, imported only
-when a URL is given): autocommit connections with rows as dicts; `write()` is a transaction that
-first takes the scope's advisory lock (`pg_advisory_xact_lock`), so the writers of one store are
+when a URL is given): autocommit connections with rows as dicts, from a psycopg_pool pool per
+process (made at first use and again after a fork; each connection checked before use); `write()`
+is a transaction that first takes the scope's advisory lock (`pg_advisory_xact_lock`), so the writers of one store are
 serialised exactly as SQLite serialises them; `write(exclusive=False)` skips that lock for a
 statement that locks its own rows (`SELECT ... FOR UPDATE SKIP LOCKED`: JobStore.claim).
 
@@ -34,6 +35,7 @@ import hashlib
 import os
 import sqlite3
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,7 @@ URL_VAR = "COINAGE_DATABASE_URL"
 URL_SCHEMES = ("postgresql", "postgres")
 INSTALL_HINT = "pip install 'coinage[postgres]'"
 CONNECT_TIMEOUT_S = 10
+POOL_MAX_SIZE = 10  # pooled connections per process and store (PostgreSQL)
 
 
 class DatabaseError(CoinageError):
@@ -178,11 +181,21 @@ class SqliteDatabase:
                 raise
             conn.execute("COMMIT")
 
+    def close(self) -> None:
+        """Nothing to close: each call opens and closes its own connection (SQLite opens in microseconds)."""
+
     def create_schema(self, sql: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(sql.replace("{rowid}", self.dialect.rowid))
+
+    def add_column(self, table: str, column: str) -> None:
+        """Add `column` ("name TYPE") to `table` of an older schema unless it is there (idempotent)."""
+        with self.write() as conn:
+            names = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})").fetchall()}
+            if column.split()[0] not in names:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
 class PostgresDatabase:
@@ -193,6 +206,9 @@ class PostgresDatabase:
         self.url = check_url(url)
         self.scope = scope
         self._lock = _lock_key(f"coinage:{scope}")
+        self._pool: Any = None  # psycopg_pool.ConnectionPool of this process (made at first use, again after a fork)
+        self._pool_pid = 0
+        self._pool_guard = threading.Lock()
 
     @property
     def location(self) -> str:
@@ -200,11 +216,38 @@ class PostgresDatabase:
 
     @contextmanager
     def connect(self) -> Iterator["_PgConnection"]:
-        conn = self._open()
+        """A connection from this process's pool (psycopg_pool: checked before use, returned afterwards)."""
+        pool = self._connection_pool()
+        try:
+            conn = pool.getconn(timeout=CONNECT_TIMEOUT_S)
+        except _pool_module().PoolTimeout as e:
+            raise DatabaseError(f"no connection to the PostgreSQL database {self.location} within "
+                                f"{CONNECT_TIMEOUT_S} s ({e}); check {URL_VAR} (postgresql://USER:PASSWORD@HOST:5432/"
+                                "DATABASE) and that the server is up and reachable from this host") from e
         try:
             yield _PgConnection(conn)
         finally:
-            conn.close()
+            pool.putconn(conn)
+
+    def close(self) -> None:
+        """Close this process's pooled connections (a later call opens a new pool)."""
+        with self._pool_guard:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pool_pid == os.getpid():
+            pool.close()
+
+    def _connection_pool(self):
+        with self._pool_guard:
+            if self._pool is None or self._pool_pid != os.getpid():  # a forked child never uses its parent's sockets
+                psycopg, pools = _driver(), _pool_module()
+                # min_size 0: no connection is kept open (or re-opened in the background) for a store at rest
+                self._pool = pools.ConnectionPool(
+                    self.url, min_size=0, max_size=POOL_MAX_SIZE, open=True, name=f"coinage-{self.scope}",
+                    check=pools.ConnectionPool.check_connection, timeout=CONNECT_TIMEOUT_S,
+                    kwargs={"autocommit": True, "row_factory": psycopg.rows.dict_row,
+                            "connect_timeout": CONNECT_TIMEOUT_S})
+                self._pool_pid = os.getpid()
+            return self._pool
 
     @contextmanager
     def write(self, exclusive: bool = True) -> Iterator["_PgConnection"]:
@@ -215,10 +258,21 @@ class PostgresDatabase:
             yield conn
 
     def create_schema(self, sql: str) -> None:
-        """CREATE ... IF NOT EXISTS races between processes on PostgreSQL: one process at a time, under a lock."""
+        """CREATE ... IF NOT EXISTS races between processes on PostgreSQL: one process at a time, under a lock.
+        A direct connection (not the pool): an unreachable server's error names its reason at start."""
+        raw = self._open()
+        try:
+            with raw.transaction():
+                _PgConnection(raw).execute("SELECT pg_advisory_xact_lock(?)", (_lock_key("coinage:schema"),))
+                raw.execute(sql.replace("{rowid}", self.dialect.rowid))
+        finally:
+            raw.close()
+
+    def add_column(self, table: str, column: str) -> None:
+        """Add `column` ("name TYPE") to `table` of an older schema unless it is there (idempotent)."""
         with self.connect() as conn, conn.raw.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key("coinage:schema"),))
-            conn.raw.execute(sql.replace("{rowid}", self.dialect.rowid))
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}")
 
     def _open(self):
         psycopg = _driver()
@@ -250,6 +304,15 @@ def _pyformat(sql: str) -> str:
 def _lock_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for `name`."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def _pool_module():
+    try:
+        import psycopg_pool
+    except ImportError as e:
+        raise DatabaseError(f"{URL_VAR} names a PostgreSQL database, but its connection pool (psycopg-pool) is not "
+                            f"installed: {INSTALL_HINT}") from e
+    return psycopg_pool
 
 
 def _driver():

@@ -116,19 +116,39 @@ def test_a_worker_outlives_a_database_outage(postgres_url, tmp_path, caplog):
     try:
         with caplog.at_level(logging.ERROR, logger="web.jobs"):
             store.db = PostgresDatabase(f"postgresql://coinage@127.0.0.1:{closed_port()}/gone", "jobs")
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 30  # a pooled connection is waited for up to CONNECT_TIMEOUT_S
             while "cannot claim a job" not in caplog.text and time.monotonic() < deadline:
                 time.sleep(0.02)
         assert "cannot claim a job" in caplog.text and "COINAGE_DATABASE_URL" in caplog.text and worker.running
         store.db = good
         job_id = store.submit("echo", {"v": 1})
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 40  # the lane backs off (up to 30 s) after consecutive errors
         while store.get(job_id).status != "done" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert store.get(job_id).result == {"v": 1}
     finally:
         store.db = good
         worker.stop()
+
+
+def test_postgres_connections_are_pooled_per_process(postgres_url, tmp_path):
+    """Issue 27 #4: each call (a search's submit, a heartbeat, a poll) opened a new connection; now they reuse the
+    process's pooled ones, checked before use, so a server restart costs no failed call."""
+    store = JobStore(tmp_path / "unused.sqlite3", database_url=postgres_url)
+
+    def backend() -> int:
+        with store.db.connect() as conn:
+            return conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+
+    pids = set()
+    for i in range(20):
+        pids.add(backend())
+        store.submit("preview", {"i": i})
+        store.claim("w")
+    assert len(pids) == 1
+    rows(postgres_url, f"SELECT pg_terminate_backend({pids.pop()})")  # the server dropped the idle connection
+    assert backend() and store.count() == 20  # the pool's check replaced it: no error reaches the caller
+    store.db.close()
 
 
 # --- schema and the registry -----------------------------------------------------------------

@@ -3,6 +3,7 @@ restart recovery of stale jobs, lanes, and the duration histograms behind /metri
 
 Every test that takes `store` or `make_store` runs on SQLite and on PostgreSQL (`database_url`: tests/conftest.py);
 what only PostgreSQL does is in tests/test_database.py."""
+import sqlite3
 import threading
 import time
 
@@ -332,7 +333,6 @@ class Flaky:
         def flaky(*args, **kwargs):
             if self.failures > 0:
                 self.failures -= 1
-                import sqlite3
                 raise sqlite3.OperationalError("database is locked")
             return real(*args, **kwargs)
 
@@ -396,3 +396,102 @@ def test_health_reports_a_dead_and_a_stuck_lane(store):
         release.set()
         worker.stop()
     assert not any(h.alive or h.ok for h in worker.health())  # stopped threads: dead lanes
+
+
+# --- bounded growth: queue bounds, waiter cap, retention --------------------------------------------
+
+
+def test_queue_bounds_refuse_a_new_job_but_not_a_shared_one(store):
+    from web.jobs import QueueFull
+
+    bounds = {"max_queued": 3, "max_queued_per_client": 2}
+    a = store.submit("preview", {"q": 1}, dedupe_key="1", client="greedy", **bounds)
+    store.submit("preview", {"q": 2}, dedupe_key="2", client="greedy", **bounds)
+    with pytest.raises(QueueFull, match="the limit per client is 2"):
+        store.submit("preview", {"q": 3}, dedupe_key="3", client="greedy", **bounds)
+    assert store.submit("preview", {"q": 1}, dedupe_key="1", client="greedy", **bounds) == a  # joining is free
+    store.submit("preview", {"q": 4}, dedupe_key="4", client="other", **bounds)
+    with pytest.raises(QueueFull, match="the limit is 3"):
+        store.submit("preview", {"q": 5}, dedupe_key="5", client="third", **bounds)
+    assert store.get(a).client == "greedy" and store.count("preview", "queued") == 3
+
+
+def test_waiter_rows_are_capped_per_job_and_pruned_with_finished_jobs(store):
+    from web.jobs.store import MAX_WAITERS
+
+    job = store.submit("preview", {}, dedupe_key="k", waiter="w0")
+    for i in range(1, MAX_WAITERS + 30):
+        store.submit("preview", {}, dedupe_key="k", waiter=f"w{i}")  # each cookie-less request: a new waiter
+
+    def waiters():
+        with store.db.connect() as conn:
+            return conn.execute("SELECT COUNT(*) AS n FROM job_waiters").fetchone()["n"]
+
+    assert waiters() == MAX_WAITERS
+    assert store.release(job, "nobody-recorded")[1] == MAX_WAITERS  # others still wait: not cancelled
+    store.cancelled(job, attempt=store.claim("w").attempts)
+    assert store.prune_waiters() == MAX_WAITERS and waiters() == 0
+
+
+def test_a_retention_pass_deletes_old_jobs_waiters_and_preview_files(make_store, tmp_path):
+    import os
+
+    from engine.query.previews import PreviewCache, cache_key
+    from web.jobs import retention
+    from web.settings import RetentionSettings
+
+    clock = Clock()
+    store = make_store(clock)
+    old_preview, old_train = store.submit("preview", {}, waiter="a"), store.submit("train", {})
+    for job_id in (old_preview, old_train):
+        store.finish(job_id, {}, attempt=store.claim("w").attempts)
+    clock.t += 2 * 86400  # two days later
+    fresh = store.submit("preview", {}, waiter="b")
+    running = store.submit("train", {})
+    store.claim("w", ["train"])
+    cache = PreviewCache(directory=tmp_path / "previews")
+    old_key, new_key = cache_key(n=1), cache_key(n=2)
+    cache.put_png(old_key, b"old")
+    cache.put_png(new_key, b"new")
+    week_ago = time.time() - 8 * 86400
+    os.utime(cache.directory / f"{old_key}.png", (week_ago, week_ago))
+    config = RetentionSettings(finished_jobs_s=30 * 86400, finished_previews_s=86400, preview_files_s=7 * 86400)
+    assert retention.prune(store, cache, config) == {"preview_jobs": 1, "jobs": 0, "waiters": 0, "preview_files": 1}
+    assert store.find(old_preview) is None and store.find(old_train) is not None  # training kept longer
+    assert {j.id for j in store.list()} == {old_train, fresh, running}
+    assert sorted(p.name for p in cache.directory.iterdir()) == [f"{new_key}.png"]
+    clock.t += 31 * 86400
+    assert retention.prune(store, cache, config)["jobs"] == 1 and store.find(old_train) is None
+
+
+def test_the_worker_runs_its_housekeeping_on_a_schedule_and_survives_its_errors(store, caplog):
+    calls = []
+
+    def housekeeping():
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    worker = Worker(store, {"echo": lambda p, progress, cancel: p}, poll_s=0.02, heartbeat_s=0.05, stale_after_s=5,
+                    housekeeping=housekeeping, housekeeping_every_s=0.1).start()
+    try:
+        with caplog.at_level("ERROR", logger="web.jobs"):
+            assert wait_for(lambda: len(calls) >= 3)
+        assert "disk I/O error" in caplog.text and worker.running
+    finally:
+        worker.stop()
+
+
+def test_an_idle_poll_does_not_write(tmp_path):
+    """SQLite: an empty poll used to be a write transaction (BEGIN IMMEDIATE), so every idle lane queued behind any
+    writer, twice a second, and waited out the busy timeout while another process held the write lock."""
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    holder = sqlite3.connect(tmp_path / "jobs.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writes for a long time
+    try:
+        t0 = time.perf_counter()
+        assert store.claim("w", ["preview"]) is None
+        assert time.perf_counter() - t0 < 1.0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -16,7 +16,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 
-from . import errors, metrics, security
+from . import errors, metrics, ratelimit, security
 from .resources import Resources
 from .settings import AppSettings
 from .templating import init_app as init_templating
@@ -52,6 +52,7 @@ def create_app(config: AppSettings | None = None) -> Flask:
         metrics.init_app(app)
         for blueprint in (search.bp, admin.bp, api.bp, ops.bp):
             app.register_blueprint(blueprint)
+        ratelimit.init_app(app, settings.ratelimit)  # per-client limits on the views just registered
         app.jinja_env.globals.update(htmx_file=HTMX_FILE, settings=settings)
         init_templating(app)
         if settings.worker.mode == "thread":

@@ -26,7 +26,8 @@ from engine.product import CATEGORY, PRICE
 from engine.query import QueryService
 from engine.store import StoreError, open_store
 from engine.tokens import TokenSet
-from web.jobs import JobStore, Worker
+from web.jobs import JobStore, Worker, retention
+from web.preview_queue import PreviewQueue
 from web.settings import AppSettings
 from indexer import IndexCancelled
 from indexer.readers import open_catalog
@@ -134,6 +135,7 @@ class Resources:
         self.query = QueryService(self.backbone, self.store, self.tokens, concept_features(self.registry),
                                   settings.query)
         self.catalog = CatalogFacts(settings.catalog)
+        self.previews = PreviewQueue(self.jobs, settings.limits, self.query.preview_png)  # searches' preview jobs
         self.worker: Worker | None = None
         self._closed = False
 
@@ -148,7 +150,12 @@ class Resources:
         runners = Runners(self, shared_store=shared_store)
         return Worker(self.jobs, runners.table(), lanes=w.lanes, poll_s=w.poll_s, heartbeat_s=w.heartbeat_s,
                       stale_after_s=w.stale_after_s, max_attempts=w.max_attempts,
-                      cancelled_types=(GenerationCancelled, IndexCancelled))
+                      cancelled_types=(GenerationCancelled, IndexCancelled),
+                      housekeeping=self.prune, housekeeping_every_s=self.settings.retention.every_s)
+
+    def prune(self) -> dict[str, int]:
+        """One retention pass over the job store and the preview files (the worker runs it on a schedule)."""
+        return retention.prune(self.jobs, self.query.cache, self.settings.retention)
 
     def start_worker(self) -> Worker:
         if self.worker is None:
@@ -174,4 +181,6 @@ class Resources:
         self._closed = True
         if self.worker is not None:
             self.worker.stop()
+        self.previews.close()
+        self.jobs.db.close()
         self.store.close()

@@ -306,23 +306,28 @@ def ensure_preview(res, request, response=None) -> PreviewPanel:
     if not res.backbone.diffusion_available:
         return PreviewPanel("unavailable", f"backbone {res.backbone.id!r} has no diffusion stack, so there is no "
                                            "preview; the ranked results are not affected")
-    from flask import has_request_context
+    from flask import current_app, has_request_context
+    from flask import request as http_request
 
     from .security import visitor_id
 
-    waiter = visitor_id() if has_request_context() else None  # who waits on it (scripts: nobody in particular)
+    waiter = client = None  # scripts: nobody in particular, and no rate to count against
+    allow_new = _any_client
+    if has_request_context():
+        waiter = visitor_id()  # who waits on it (a cookie-less client is a new one each time: the store caps them)
+        client = http_request.remote_addr
+        rates = current_app.extensions.get("coinage.ratelimits")
+        if rates is not None:
+            allow_new = rates.allow_preview
     identity = res.query.preview_job(request)  # the service says which requests share a preview
-    job = res.jobs.latest("preview", identity.key)
-    usable = job is not None and ((job.active and not job.cancel_requested)
-                                  or (job.status == "done" and _pngs_present(res, job)))
-    if not usable:
-        if res.jobs.count("preview", "queued") >= res.settings.limits.max_queued_previews:
-            return PreviewPanel("unavailable", "the preview generator is busy; the results are ready, search again "
-                                               "in a moment for a preview")
-        job = res.jobs.get(res.jobs.submit("preview", identity.params, dedupe_key=identity.key, waiter=waiter))
-    elif job.active and waiter is not None:
-        res.jobs.wait(job.id, waiter)  # this shopper shares the job: another's cancel does not stop it
-    return panel_for(job, request.weight, response.weight_source if response is not None else "")
+    ticket = res.previews.ensure(identity, waiter, client, allow_new)  # bounded wait (web/preview_queue.py)
+    if ticket.job is None:
+        return PreviewPanel("unavailable", ticket.reason)
+    return panel_for(ticket.job, request.weight, response.weight_source if response is not None else "")
+
+
+def _any_client(client: str | None) -> bool:
+    return True
 
 
 def cancel_preview(res, job: Job) -> tuple[Job, PreviewPanel | None]:
@@ -336,12 +341,6 @@ def cancel_preview(res, job: Job) -> tuple[Job, PreviewPanel | None]:
     return job, PreviewPanel("cancelled", f"preview cancelled for you; {others} other shopper"
                                           f"{'s' if others != 1 else ''} still wait{'' if others != 1 else 's'} "
                                           "for it, so it keeps running for them", job=job)
-
-
-def _pngs_present(res, job: Job) -> bool:
-    result = job.result or {}
-    keys = [(result.get("preview") or {}).get("key")] + [s.get("preview_key") for s in result.get("scores") or []]
-    return all(res.query.preview_png(k) is not None for k in keys if k)
 
 
 def panel_for(job: Job, chosen: float | None, weight_source: str = "") -> PreviewPanel:

@@ -19,11 +19,9 @@ import json
 import logging
 import os
 import secrets
-import threading
 import time
-from collections import deque
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import unquote, urlsplit
 
 from flask import Flask, g, redirect, request, session, url_for
@@ -32,6 +30,10 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from web.settings import AppSettings, SettingsError
 
 from .errors import ApiError, wants_json
+
+if TYPE_CHECKING:
+    import limits
+    import limits.strategies
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,6 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 ADMIN_FILE = "admin.json"
 SECRET_FILE = "secret_key"
-LOGIN_WINDOW_S = 60.0
-LOGIN_MAX_FAILURES = 10  # per client address per window, per process
 
 
 # ---------------------------------------------------------------------------- bootstrap (dev mode)
@@ -182,29 +182,19 @@ def admin_required(view: Callable) -> Callable:
 
 
 class LoginThrottle:
-    """Failed logins per client address in a sliding window (per process), to slow password guessing."""
+    """Failed logins per client address in a moving window, counted in the rate-limit storage (web/ratelimit.py:
+    shared by every process that uses the same COINAGE_RATELIMIT_STORAGE), to slow password guessing."""
 
-    def __init__(self, window_s: float = LOGIN_WINDOW_S, max_failures: int = LOGIN_MAX_FAILURES):
-        self.window_s, self.max_failures = window_s, max_failures
-        self._failures: dict[str, deque] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: str) -> deque:
-        now = time.monotonic()
-        q = self._failures.setdefault(key, deque())
-        while q and now - q[0] > self.window_s:
-            q.popleft()
-        return q
+    def __init__(self, limiter: "limits.strategies.RateLimiter", limit: "limits.RateLimitItem"):
+        self.limiter, self.limit = limiter, limit
 
     def check(self, key: str) -> None:
-        with self._lock:
-            if len(self._recent(key)) >= self.max_failures:
-                raise ApiError(429, "too_many_logins", f"too many failed logins from this address; wait "
-                               f"{self.window_s:.0f} seconds and try again")
+        if not self.limiter.test(self.limit, "login", key):
+            raise ApiError(429, "too_many_logins", f"too many failed logins from this address; wait "
+                           f"{self.limit.get_expiry()} seconds and try again")
 
     def failed(self, key: str) -> None:
-        with self._lock:
-            self._recent(key).append(time.monotonic())
+        self.limiter.hit(self.limit, "login", key)
 
 
 def is_site_path(target: str | None) -> bool:
@@ -241,7 +231,6 @@ def safe_next(target: str | None) -> str:
 
 def init_app(app: Flask, settings: AppSettings) -> None:
     app.extensions["coinage.password_hash"] = admin_password_hash(settings)
-    app.extensions["coinage.login_throttle"] = LoginThrottle()
     app.jinja_env.globals.update(csrf_token=csrf_token, is_admin=is_admin)
 
     @app.before_request

@@ -72,6 +72,13 @@ class LimitSettings:
     max_concept_images: int = 50
     # Preview jobs waiting at once; beyond it searches show results without a new preview.
     max_queued_previews: int = 32
+    # Of those, preview jobs one client (address) may have waiting, so one client cannot fill the queue for all.
+    max_queued_previews_per_client: int = 4
+    # Seconds a failed preview is shown as failed to the same query before a new job may try again.
+    failed_preview_reuse_s: float = 60.0
+    # Longest a search waits for the job store to find or queue its preview; past it the page renders with the
+    # results and no preview (the submit finishes in the background).
+    preview_submit_timeout_s: float = 0.5
     # Results per page on the search page.
     results_per_page: int = 12
 
@@ -109,6 +116,49 @@ class WorkerSettings:
         if self.stale_after_s <= 3 * self.heartbeat_s:
             raise SettingsError(f"WorkerSettings.stale_after_s ({self.stale_after_s}) must exceed three heartbeats "
                                 f"({3 * self.heartbeat_s} s), or live jobs would be taken as interrupted")
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    # Seconds between pruning passes (run by the job worker's first lane).
+    every_s: float = 600.0
+    # Finished jobs (done, failed, cancelled) older than this are deleted, with their waiter rows
+    # (COINAGE_KEEP_JOBS_DAYS).
+    finished_jobs_s: float = 30 * 86400.0
+    # Finished preview jobs older than this are deleted (they are cheap to run again).
+    finished_previews_s: float = 86400.0
+    # Preview PNGs and GAIR outcomes not written for this long are deleted (COINAGE_KEEP_PREVIEWS_DAYS); a search
+    # whose preview files are gone queues its preview again.
+    preview_files_s: float = 7 * 86400.0
+
+    def __post_init__(self) -> None:
+        for name in ("every_s", "finished_jobs_s", "finished_previews_s", "preview_files_s"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"RetentionSettings.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    # Where the counts live, shared by the processes that use the same storage (COINAGE_RATELIMIT_STORAGE): a
+    # `limits` storage URI. memory:// counts per process (one web process, the demo); with several gunicorn
+    # workers or hosts use redis://HOST:6379 (also valkey://, memcached://, mongodb://).
+    storage_uri: str = "memory://"
+    # Searches per client address (a `limits` string, e.g. "120 per minute"; COINAGE_RATELIMIT_SEARCH); beyond: 429.
+    search: str = "120 per minute"
+    # New preview jobs per client address (COINAGE_RATELIMIT_PREVIEWS); beyond it results show without a preview.
+    previews: str = "20 per minute"
+    # Failed admin logins per client address; beyond: 429 until the window passes.
+    login_failures: str = "10 per minute"
+
+    def __post_init__(self) -> None:
+        from limits import parse_many
+
+        for name in ("search", "previews", "login_failures"):
+            try:
+                parse_many(getattr(self, name))
+            except ValueError as e:
+                raise SettingsError(f"rate limit {name}={getattr(self, name)!r} is not a limit like "
+                                    f"'120 per minute' ({e})") from e
 
 
 def _default_train() -> "TrainConfig":
@@ -154,6 +204,8 @@ class AppSettings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -270,6 +322,15 @@ class AppSettings:
             max_request_bytes=int(_number(env, "COINAGE_MAX_UPLOAD_MB", float, limits.max_request_bytes / 2**20) * 2**20),
             max_image_bytes=int(_number(env, "COINAGE_MAX_IMAGE_MB", float, limits.max_image_bytes / 2**20) * 2**20),
             max_image_pixels=_number(env, "COINAGE_MAX_IMAGE_PIXELS", int, limits.max_image_pixels))
+        rates = RateLimitSettings()
+        values["ratelimit"] = RateLimitSettings(
+            storage_uri=env.get("COINAGE_RATELIMIT_STORAGE") or rates.storage_uri,
+            search=env.get("COINAGE_RATELIMIT_SEARCH") or rates.search,
+            previews=env.get("COINAGE_RATELIMIT_PREVIEWS") or rates.previews)
+        keep = RetentionSettings()
+        values["retention"] = replace(
+            keep, finished_jobs_s=_number(env, "COINAGE_KEEP_JOBS_DAYS", float, keep.finished_jobs_s / 86400) * 86400,
+            preview_files_s=_number(env, "COINAGE_KEEP_PREVIEWS_DAYS", float, keep.preview_files_s / 86400) * 86400)
         values["worker"] = WorkerSettings(
             mode=_choice(env, "COINAGE_WORKER", WORKER_MODES, "process" if mode == "production" else "thread"))
         values.update(overrides)

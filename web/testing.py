@@ -19,7 +19,7 @@ from engine.query import QueryConfig
 from engine.store import StoreConfig
 from indexer import IndexerConfig, run_index
 from trainer import TrainConfig
-from web.settings import AdminSettings, AppSettings, LimitSettings, WorkerSettings
+from web.settings import AdminSettings, AppSettings, LimitSettings, RateLimitSettings, WorkerSettings
 from world.catalog import main as catalog_main
 
 TINY_TRAIN = dict(steps=3, batch_size=2, generated_negatives=2, checkpoint_every=0, num_attributes=4, lr=1e-2)
@@ -46,8 +46,10 @@ def tiny_settings(root: Path, password: str = "secret-pw", worker: str = "off", 
         query=QueryConfig(text_runtime="torch", steps=2, weights=(0.0, 0.5, 1.0)),
         train=TrainConfig(**TINY_TRAIN),
         admin=AdminSettings(user="admin", password_hash=generate_password_hash(password, method="pbkdf2:sha256:1000")),
-        limits=LimitSettings(results_per_page=6),
+        limits=LimitSettings(results_per_page=6, max_queued_previews_per_client=32),  # one address: see ratelimit
         worker=WorkerSettings(mode=worker, poll_s=0.05, heartbeat_s=0.2, stale_after_s=5.0),
+        # a test module's searches all come from one address: limits its tests do not reach (their own tests set them)
+        ratelimit=RateLimitSettings(search="100000 per minute", previews="100000 per minute"),
     )
     for key, value in overrides.items():
         setattr(settings, key, value)

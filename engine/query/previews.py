@@ -5,7 +5,8 @@ of the tokens in it, the seed, w, the backbone id and the sampler settings. The 
 string (URL-safe: `/previews/<key>.png`). `PreviewCache` holds PNGs and GAIR outcomes in a
 memory LRU, optionally backed by a directory that separate processes (web workers, CLI,
 a generation worker) share; files are written atomically (temp file + rename), so a reader
-never sees half a file. The directory is not pruned: clear it when the backbone changes.
+never sees half a file. `prune` deletes files not written for a while (the web app's retention pass
+runs it on a schedule); clear the directory when the backbone changes.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -163,6 +165,23 @@ class PreviewCache:
         """Forget what is held in memory (the shared directory, if any, is left as it is)."""
         self._png.clear()
         self._json.clear()
+
+    def prune(self, older_than_s: float, now: float | None = None) -> int:
+        """Delete the shared directory's PNGs, GAIR outcomes and leftover temporary files not written for
+        `older_than_s` seconds (the retention pass, web/jobs/retention.py); returns how many. Memory is left as it is."""
+        if self.directory is None:
+            return 0
+        cutoff = (time.time() if now is None else now) - older_than_s
+        removed = 0
+        for pattern in ("*.png", "gair-*.json", ".*.tmp"):
+            for path in self.directory.glob(pattern):
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:  # another process pruned it first
+                    continue
+        return removed
 
     def stats(self) -> dict[str, int]:
         return {"png_items": len(self._png), "png_hits": self._png.hits, "png_misses": self._png.misses,

@@ -22,9 +22,9 @@ its runner is told to stop.
 Modules: model.py (the Job record, statuses, errors), store.py (JobStore), worker.py (Worker, one
 thread per lane), retention.py (the pruning pass the worker runs on a schedule).
 """
-from .model import DURATION_BUCKETS, FINISHED, STATUSES, Job, JobCancelled, JobError
+from .model import DURATION_BUCKETS, FINISHED, STATUSES, Job, JobCancelled, JobError, QueueFull
 from .store import JobStore
 from .worker import JobFunction, LaneHealth, Worker
 
 __all__ = ["DURATION_BUCKETS", "FINISHED", "STATUSES", "Job", "JobCancelled", "JobError", "JobFunction", "JobStore",
-           "LaneHealth", "Worker"]
+           "LaneHealth", "QueueFull", "Worker"]

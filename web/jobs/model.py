@@ -19,6 +19,10 @@ class JobError(CoinageError):
     """A job-store problem: unknown job id, bad parameters, a transition that is not allowed."""
 
 
+class QueueFull(JobError):
+    """A new job would pass a queue bound (all clients', or one client's, queued jobs of its kind)."""
+
+
 class JobCancelled(Exception):
     """A job function may raise this when it stops because its cancel event was set."""
 
@@ -41,6 +45,7 @@ class Job:
     started: float | None = None
     heartbeat: float | None = None
     finished: float | None = None
+    client: str | None = None  # who asked for it (a client address), for per-client queue bounds
 
     @property
     def finished_ok(self) -> bool:
@@ -83,4 +88,5 @@ def _job(row: Any) -> Job:
                result=json.loads(row["result"]) if row["result"] is not None else None, error=row["error"],
                dedupe_key=row["dedupe_key"], cancel_requested=bool(row["cancel_requested"]),
                attempts=int(row["attempts"]), interruptions=int(row["interruptions"]), worker=row["worker"],
-               created=row["created"], started=row["started"], heartbeat=row["heartbeat"], finished=row["finished"])
+               created=row["created"], started=row["started"], heartbeat=row["heartbeat"], finished=row["finished"],
+               client=row["client"])

@@ -15,9 +15,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from engine.database import Connection, DatabaseError, database_errors, open_database
 
-from .model import DURATION_BUCKETS, Job, JobError, _job, _jsonable
+from .model import DURATION_BUCKETS, Job, JobError, QueueFull, _job, _jsonable
 
 log = logging.getLogger(__name__)
+MAX_WAITERS = 64  # waiter rows kept per job
 
 # {rowid}: insertion order, the tie-break of equal `created` times (engine/database.py)
 _SCHEMA = """
@@ -37,7 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created DOUBLE PRECISION NOT NULL,
     started DOUBLE PRECISION,
     heartbeat DOUBLE PRECISION,
-    finished DOUBLE PRECISION
+    finished DOUBLE PRECISION,
+    client TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, kind, created);
 CREATE INDEX IF NOT EXISTS jobs_dedupe ON jobs (dedupe_key, status);
@@ -70,6 +72,7 @@ class JobStore:
         self.db = open_database(self.path, database_url, scope="jobs")
         try:
             self.db.create_schema(_SCHEMA)
+            self.db.add_column("jobs", "client TEXT")  # job stores made before per-client queue bounds
         except (OSError, *database_errors()) as e:
             detail = str(e) if isinstance(e, DatabaseError) else f"{self.location}: {e}; {self.db.hint}"
             raise JobError(f"cannot open the job store: {detail}") from e
@@ -91,12 +94,15 @@ class JobStore:
     # ------------------------------------------------------------------ submitting and reading
 
     def submit(self, kind: str, params: Mapping[str, Any] | None = None, dedupe_key: str | None = None,
-               reuse_done: bool = False, waiter: str | None = None) -> str:
+               reuse_done: bool = False, waiter: str | None = None, client: str | None = None,
+               max_queued: int | None = None, max_queued_per_client: int | None = None) -> str:
         """Queue a job; returns its id.
 
         With `dedupe_key`, a queued or running job with the same key is returned instead of a new
         one (and, with `reuse_done`, a finished successful one too), so identical requests share a run.
-        With `waiter`, that client is recorded as waiting on the job (see `release`).
+        With `waiter`, that client is recorded as waiting on the job (see `release`; at most MAX_WAITERS a job).
+        A new job is refused with QueueFull when `max_queued` jobs of its kind wait already, or
+        `max_queued_per_client` of `client`'s (checked in the same transaction as the insert).
         """
         if not kind or not isinstance(kind, str):
             raise JobError(f"job kind must be a non-empty string, got {kind!r}")
@@ -113,11 +119,28 @@ class JobStore:
                 if row is not None:
                     _add_waiter(conn, row["id"], waiter)
                     return row["id"]
+            self._check_queue(conn, kind, client, max_queued, max_queued_per_client)
             job_id = uuid.uuid4().hex[:16]
-            conn.execute("INSERT INTO jobs (id, kind, params, status, dedupe_key, created) VALUES (?,?,?,?,?,?)",
-                         (job_id, kind, blob, "queued", dedupe_key, self.clock()))
+            conn.execute("INSERT INTO jobs (id, kind, params, status, dedupe_key, created, client) "
+                         "VALUES (?,?,?,?,?,?,?)", (job_id, kind, blob, "queued", dedupe_key, self.clock(), client))
             _add_waiter(conn, job_id, waiter)
         return job_id
+
+    @staticmethod
+    def _check_queue(conn: Connection, kind: str, client: str | None, max_queued: int | None,
+                     max_queued_per_client: int | None) -> None:
+        if max_queued is not None:
+            queued = int(conn.execute("SELECT COUNT(*) AS n FROM jobs WHERE kind=? AND status='queued'",
+                                      (kind,)).fetchone()["n"])
+            if queued >= max_queued:
+                raise QueueFull(f"{queued} {kind} jobs are queued already (the limit is {max_queued}); try again "
+                                "in a moment")
+        if max_queued_per_client is not None and client is not None:
+            mine = int(conn.execute("SELECT COUNT(*) AS n FROM jobs WHERE kind=? AND status='queued' AND client=?",
+                                    (kind, client)).fetchone()["n"])
+            if mine >= max_queued_per_client:
+                raise QueueFull(f"you have {mine} {kind} jobs queued already (the limit per client is "
+                                f"{max_queued_per_client}); wait for them to finish")
 
     def wait(self, job_id: str, waiter: str) -> None:
         """Record that `waiter` (a client id) waits on the job: a shared job outlives one waiter's cancel."""
@@ -354,8 +377,14 @@ class JobStore:
             cur = conn.execute(f"DELETE FROM jobs WHERE status IN ('done','failed','cancelled') AND finished < ?"
                                f"{kind_sql}", (cutoff, *args))
             pruned = cur.rowcount
-            conn.execute("DELETE FROM job_waiters WHERE job_id NOT IN (SELECT id FROM jobs)")
+        self.prune_waiters()
         return pruned
+
+    def prune_waiters(self) -> int:
+        """Delete waiter rows of jobs that are no longer queued or running (or gone); returns how many."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM job_waiters WHERE job_id NOT IN "
+                                "(SELECT id FROM jobs WHERE status IN ('queued','running'))").rowcount
 
     def durations(self) -> dict[str, dict[str, Any]]:
         """kind -> {"buckets": [(le, cumulative count)], "count": n, "sum": seconds} of successful runs."""
@@ -370,7 +399,12 @@ class JobStore:
 
 
 def _add_waiter(conn: Connection, job_id: str, waiter: str | None) -> None:
-    if waiter is not None:
+    """Record `waiter` on the job, up to MAX_WAITERS rows a job (past it, the job is simply not cancelled by any
+    one waiter's release: it has many others)."""
+    if waiter is None:
+        return
+    count = int(conn.execute("SELECT COUNT(*) AS n FROM job_waiters WHERE job_id=?", (job_id,)).fetchone()["n"])
+    if count < MAX_WAITERS:
         conn.execute("INSERT INTO job_waiters (job_id, waiter) VALUES (?, ?) ON CONFLICT (job_id, waiter) DO NOTHING",
                      (job_id, waiter))
 
