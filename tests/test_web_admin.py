@@ -185,10 +185,10 @@ def test_deleting_a_concept_while_it_trains_stops_its_job_without_orphan_files(a
     folder = res.registry.concept_dir("<doomed>")
     real = res.jobs.progress
 
-    def progress(job_id, event):
+    def progress(job_id, event, attempt):
         if event.get("phase") == "train" and event.get("step") == 1:
             assert post(admin, "/admin/concepts/doomed/delete").status_code == 303
-        real(job_id, event)
+        return real(job_id, event, attempt=attempt)
 
     monkeypatch.setattr(res.jobs, "progress", progress)
     job = res.make_worker().run_once(["train"])
