@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from web.testing import build_catalog, tiny_settings
 
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory(prefix="coinage-job-bounds-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="coinage-job-bounds-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         build_catalog(root)
         app = create_app(tiny_settings(root))

@@ -24,7 +24,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "invalid request (the message names the field and the fix)", 401: "login required",
             403: "not allowed", 404: "not found", 409: "conflict with the current state",
-            413: "upload too large", 429: "too many attempts", 503: "index or store unavailable"}
+            413: "upload too large", 429: "too many attempts or requests from this address (a rate limit)",
+            503: "index or store unavailable"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
 
@@ -256,12 +257,13 @@ def spec(query=None, limits=None) -> dict[str, Any]:
         "/api/search": {
             "get": {"summary": "Search by text (results at once; the preview is a job to poll)",
                     "operationId": "searchGet", "parameters": search_params,
-                    "responses": {"200": _json(_ref("SearchResponse"), "ranked results"), **_errors(400, 503)}},
+                    "responses": {"200": _json(_ref("SearchResponse"), "ranked results"), **_errors(400, 429, 503)}},
             "post": {"summary": "Search by text and/or photo (JSON body; no CSRF token needed: read-only)",
                      "operationId": "searchPost",
                      "security": [],
                      "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SearchRequest")}}},
-                     "responses": {"200": _json(_ref("SearchResponse"), "ranked results"), **_errors(400, 413, 503)}}},
+                     "responses": {"200": _json(_ref("SearchResponse"), "ranked results"),
+                                   **_errors(400, 413, 429, 503)}}},
         "/api/tokens": {"get": {"summary": "Live custom tokens (autocomplete)", "operationId": "listTokens",
                                 "responses": {"200": _json({"type": "object", "properties": {
                                     "tokens": {"type": "array", "items": _ref("Token")}}}, "tokens")}}},

@@ -105,7 +105,8 @@ class PreviewQueue:
             return not job.cancel_requested
         if job.status == "done":
             result = job.result or {}
-            keys = [(result.get("preview") or {}).get("key")] + [s.get("preview_key") for s in result.get("scores") or []]
+            keys = [(result.get("preview") or {}).get("key")]
+            keys += [score.get("preview_key") for score in result.get("scores") or []]
             return all(self.preview_png(k) is not None for k in keys if k)
         if job.status == "failed":  # shown as failed for a while, not run again for every request
             return job.finished is not None and self.clock() - job.finished < self.limits.failed_preview_reuse_s

@@ -168,7 +168,8 @@ class PreviewCache:
 
     def prune(self, older_than_s: float, now: float | None = None) -> int:
         """Delete the shared directory's PNGs, GAIR outcomes and leftover temporary files not written for
-        `older_than_s` seconds (the retention pass, web/jobs/retention.py); returns how many. Memory is left as it is."""
+        `older_than_s` seconds (the retention pass, web/jobs/retention.py); returns how many. Memory is left as
+        it is."""
         if self.directory is None:
             return 0
         cutoff = (time.time() if now is None else now) - older_than_s
