@@ -4,6 +4,7 @@ previews and failed logins (Flask-Limiter), and a search that does not wait on a
 import re
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -32,8 +33,8 @@ def make_app(root):
     """make_app(limits=..., ratelimit=...) -> an app on the module's catalog with those settings (closed after)."""
     apps = []
 
-    def make(limits=None, ratelimit=None):
-        settings = tiny_settings(root)
+    def make(limits=None, ratelimit=None, database_url=None):
+        settings = tiny_settings(root, database_url=database_url)
         if limits:
             settings.limits = replace(settings.limits, **limits)
         if ratelimit:
@@ -140,23 +141,41 @@ def test_a_bad_rate_limit_setting_names_the_fix(tmp_path):
         create_app(replace(tiny_settings(tmp_path), ratelimit=RateLimitSettings(storage_uri="nosuch://x")))
 
 
-def test_a_search_does_not_wait_on_a_stalled_job_store(make_app):
+@contextmanager
+def job_store_held(res):
+    """Another process holds the job store's write lock (a long write, a stuck transaction): SQLite's database
+    lock, or the PostgreSQL advisory lock every job-store writer takes."""
+    if res.settings.database_url is None:
+        lock = sqlite3.connect(res.settings.jobs_db, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        return
+    import psycopg
+
+    from engine.database import _lock_key
+
+    with psycopg.connect(res.settings.database_url) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("coinage:jobs"),))
+        yield
+
+
+def test_a_search_does_not_wait_on_a_stalled_job_store(make_app, database_url):
     """Before: a search whose preview must be queued waited on the job store's write lock (SQLite's 30 s busy
-    timeout, or a stalled PostgreSQL) and then failed; now the page renders in about preview_submit_timeout_s."""
-    app = make_app(limits={"preview_submit_timeout_s": 0.3})
+    timeout, then a 500; PostgreSQL: as long as the lock is held); now the page renders in about
+    preview_submit_timeout_s with its results, and the submit finishes in the background."""
+    app = make_app(limits={"preview_submit_timeout_s": 0.3}, database_url=database_url)
     res, client = app.extensions["coinage"], app.test_client()
-    lock = sqlite3.connect(res.settings.jobs_db, isolation_level=None)
-    lock.execute("BEGIN EXCLUSIVE")  # another process holds the job store (a long write, a stuck transaction)
-    try:
+    with job_store_held(res):
         t0 = time.perf_counter()
         r = client.get("/search?q=striped+dress", headers=HX)
         seconds = time.perf_counter() - t0
         html = r.get_data(as_text=True)
         assert r.status_code == 200 and html.count('class="card"') > 0 and state(html) == ["unavailable"]
         assert SLOW.split(";")[0] in html and seconds < 3
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
     deadline = time.monotonic() + 40
     while res.jobs.count("preview") == 0 and time.monotonic() < deadline:  # the submit finished in the background
         time.sleep(0.1)
