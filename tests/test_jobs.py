@@ -495,3 +495,30 @@ def test_an_idle_poll_does_not_write(tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_the_worker_process_logs_a_lane_that_turns_stuck_and_recovers(store, caplog):
+    """`coinage worker` has no /readyz: serve_forever logs lanes that stop beating (and come back)."""
+    release = threading.Event()
+
+    class Stalled:
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def claim(self, worker, kinds):
+            release.wait(10)
+            return store.claim(worker, kinds)
+
+    worker = Worker(Stalled(), {"echo": lambda p, progress, cancel: p}, poll_s=0.02, heartbeat_s=0.05,
+                    stale_after_s=0.3)
+    serving = threading.Thread(target=worker.serve_forever, kwargs={"check_every_s": 0.05})
+    with caplog.at_level("WARNING", logger="web.jobs"):
+        serving.start()
+        try:
+            assert wait_for(lambda: "worker lane echo is stuck" in caplog.text)
+            release.set()
+            assert wait_for(lambda: "worker lane echo is healthy again" in caplog.text)
+        finally:
+            release.set()
+            worker.request_stop()
+            serving.join(10)

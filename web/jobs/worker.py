@@ -122,11 +122,21 @@ class Worker:
                                   ok=alive and age <= self.stale_after_s))
         return out
 
-    def serve_forever(self) -> None:
-        """Run the lanes until stop() (e.g. from a signal handler) — the `coinage worker` process."""
+    def serve_forever(self, check_every_s: float = 1.0) -> None:
+        """Run the lanes until stop() (e.g. from a signal handler) — the `coinage worker` process, which has no
+        /readyz: a lane that turns dead or stuck (and one that recovers) is logged here."""
         self.start()
-        while not self._stop.wait(1.0):
-            pass
+        unhealthy: set[tuple[str, ...]] = set()
+        while not self._stop.wait(check_every_s):
+            for h in self.health():
+                if not h.ok and h.lane not in unhealthy:
+                    unhealthy.add(h.lane)
+                    log.error("worker lane %s is %s: %.0f s since it looped or heartbeat its job (%s), %d errors in "
+                              "a row", "+".join(h.lane), "stuck" if h.alive else "dead", h.seconds_since_beat,
+                              h.job or "idle", h.errors)
+                elif h.ok and h.lane in unhealthy:
+                    unhealthy.discard(h.lane)
+                    log.warning("worker lane %s is healthy again", "+".join(h.lane))
         self.stop()
 
     # -- running jobs
