@@ -180,3 +180,17 @@ def test_a_search_does_not_wait_on_a_stalled_job_store(make_app, database_url):
     while res.jobs.count("preview") == 0 and time.monotonic() < deadline:  # the submit finished in the background
         time.sleep(0.1)
     assert state(client.get("/search?q=striped+dress", headers=HX).get_data(as_text=True)) == ["queued"]
+
+
+def test_the_limits_and_retention_come_from_the_environment(tmp_path):
+    from web.settings import AppSettings, SettingsError
+
+    settings = AppSettings.from_env({"COINAGE_RATELIMIT_STORAGE": "redis://redis:6379", "COINAGE_RATELIMIT_SEARCH":
+                                     "30 per minute", "COINAGE_RATELIMIT_PREVIEWS": "5 per minute",
+                                     "COINAGE_KEEP_JOBS_DAYS": "2", "COINAGE_KEEP_PREVIEWS_DAYS": "0.5"},
+                                    data_dir=tmp_path)
+    assert (settings.ratelimit.storage_uri, settings.ratelimit.search, settings.ratelimit.previews) == \
+        ("redis://redis:6379", "30 per minute", "5 per minute")
+    assert (settings.retention.finished_jobs_s, settings.retention.preview_files_s) == (2 * 86400, 43200)
+    with pytest.raises(SettingsError, match="COINAGE_KEEP_JOBS_DAYS"):
+        AppSettings.from_env({"COINAGE_KEEP_JOBS_DAYS": "-1"}, data_dir=tmp_path)
