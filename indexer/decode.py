@@ -15,7 +15,7 @@ import math
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from engine.errors import ImageError
-from engine.image_files import check_pixel_limit, is_bomb, pil_error
+from engine.image_files import SHAPE, ImageShape, check_pixel_limit, is_bomb, pil_error
 from engine.preprocess import fit, upright_rgb
 from engine.product import CATALOG_FIELDS
 from engine.store import point_id
@@ -41,7 +41,7 @@ USER_AGENT = "coinage-indexer/0.1"
 class ImageLimits:
     max_bytes: int = 32 << 20  # larger image files (or URL bodies) are refused unread
     max_pixels: int = 40_000_000  # width x height above this is refused before decoding (decompression bombs)
-    max_side: int = 16_384  # longest side in pixels
+    shape: ImageShape = field(default=SHAPE)  # longest side and aspect ratio, shared with uploads
     min_side: int = 8  # shortest side in pixels; smaller images carry no usable content
 
     def __post_init__(self) -> None:
@@ -264,9 +264,11 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         raise Reject(f"image refused: {pil_error(e, limit)}" if is_bomb(e)
                      else f"corrupt image header ({pil_error(e)})") from None
     w, h = image.size
-    if w * h > limits.max_pixels or max(w, h) > limits.max_side:
+    if w * h > limits.max_pixels or max(w, h) > limits.shape.max_side:
         raise Reject(f"image is {w}x{h} ({w * h} pixels), over the limits ({limits.max_pixels} pixels, "
-                     f"{limits.max_side} per side): refused as a possible decompression bomb")
+                     f"{limits.shape.max_side} per side): refused as a possible decompression bomb")
+    if (problem := limits.shape.problem(w, h)) is not None:
+        raise Reject(f"image {problem} (IndexerConfig.limits.shape)")
     if min(w, h) < limits.min_side:
         raise Reject(f"image is {w}x{h}, smaller than {limits.min_side} pixels on a side")
     try:
