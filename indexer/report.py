@@ -62,7 +62,8 @@ class RejectLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.report = report
-        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        # a lone surrogate in an id or reason is written escaped, never a UnicodeEncodeError that stops the run
+        self._file = open(path, "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 - closed in close()
         report.rejects_path = str(path)
 
     def add(self, row: int, rid: str | None, reason: str) -> None:
