@@ -15,12 +15,9 @@ import math
 import os
 import stat
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -31,12 +28,13 @@ from engine.preprocess import fit, upright_rgb
 from engine.product import CATALOG_FIELDS, canonical_id, payload_problem
 from engine.store import point_id
 
+from .errors import Reject
+from .fetch import check_scheme, fetch_url
 from .readers import RawRow
 
 # Raster formats we decode; anything else (PSD, EPS, ...) is refused unparsed.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO (phone photos)
 MAX_ID_LENGTH = 512
-USER_AGENT = "coinage-indexer/0.1"
 
 
 @dataclass(frozen=True)
@@ -93,10 +91,6 @@ class Rejected:
     id: str | None
     reason: str
     seconds: float = 0.0
-
-
-class Reject(Exception):
-    """A row problem; its message is the reason written to the rejects file."""
 
 
 # --- validation --------------------------------------------------------------------------
@@ -220,9 +214,7 @@ def _attributes(fields: dict[str, Any]) -> dict[str, Any]:
 def resolve_image(image: str, root: Path, allow_urls: bool) -> str | Path:
     """The URL to fetch or the file to read for a row's `image`; Reject when it may not be used."""
     if "://" in image:
-        scheme = urlsplit(image).scheme.lower()
-        if scheme not in ("http", "https"):
-            raise Reject(f"image URL scheme {scheme!r} is not supported; use http(s) or a path")
+        check_scheme(image)
         if not allow_urls:
             raise Reject("image is a URL and URL fetching is off; pass --allow-urls (IndexerConfig.allow_urls)")
         return image
@@ -233,9 +225,9 @@ def resolve_image(image: str, root: Path, allow_urls: bool) -> str | Path:
     return path
 
 
-def read_image_bytes(source: str | Path, limits: ImageLimits, timeout_s: float) -> bytes:
+def read_image_bytes(source: str | Path, limits: ImageLimits, timeout_s: float, private_ok: bool = False) -> bytes:
     if isinstance(source, str):
-        return fetch_url(source, limits, timeout_s)
+        return fetch_url(source, limits.max_bytes, timeout_s, private_ok)
     data = read_file(source, limits)
     if not data:
         raise Reject("image file is empty (0 bytes)")
@@ -277,25 +269,6 @@ def read_file(path: Path, limits: ImageLimits) -> bytes:
         raise Reject(f"cannot read image file {path}: {e}") from None
     finally:
         os.close(fd)
-
-
-def fetch_url(url: str, limits: ImageLimits, timeout_s: float) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            length = response.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > limits.max_bytes:
-                raise Reject(f"image URL body is {length} bytes, over the {limits.max_bytes}-byte limit")
-            data = response.read(limits.max_bytes + 1)
-    except urllib.error.HTTPError as e:
-        raise Reject(f"fetching {url} failed: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as e:
-        raise Reject(f"fetching {url} failed: {getattr(e, 'reason', e)}") from None
-    if len(data) > limits.max_bytes:
-        raise Reject(f"image URL body is over the {limits.max_bytes}-byte limit")
-    if not data:
-        raise Reject(f"image URL {url} returned an empty body")
-    return data
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
@@ -340,19 +313,20 @@ class Decoder:
     """Row -> Decoded | Unchanged | Rejected. Thread-safe (no shared mutable state)."""
 
     def __init__(self, image_root: Path, image_size: int, model_key: str, limits: ImageLimits | None = None,
-                 allow_urls: bool = False, url_timeout_s: float = 10.0):
+                 allow_urls: bool = False, url_timeout_s: float = 10.0, url_private_ok: bool = False):
         self.image_root = Path(image_root)
         self.image_size = image_size
         self.model_key = model_key
         self.limits = limits or ImageLimits()
         self.allow_urls = allow_urls
         self.url_timeout_s = url_timeout_s
+        self.url_private_ok = url_private_ok
 
     def __call__(self, row: Row, known_hash: str | None = None) -> Decoded | Unchanged | Rejected:
         start = time.perf_counter()
         try:
             source = resolve_image(row.image, self.image_root, self.allow_urls)
-            data = read_image_bytes(source, self.limits, self.url_timeout_s)
+            data = read_image_bytes(source, self.limits, self.url_timeout_s, self.url_private_ok)
             digest = content_hash(data, row.payload(), self.model_key)
             if digest == known_hash:
                 return Unchanged(row, time.perf_counter() - start)

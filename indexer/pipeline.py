@@ -79,7 +79,8 @@ def build_embedder(config: IndexerConfig, backbone) -> Embedder:
 
 def eval_set(config: IndexerConfig, image_size: int) -> tuple[np.ndarray, list[str]]:
     """The first `config.eval_images` decodable catalog images (uint8) and their titles."""
-    decoder = Decoder(image_root(config), image_size, "eval", config.limits, config.allow_urls, config.url_timeout_s)
+    decoder = Decoder(image_root(config), image_size, "eval", config.limits, config.allow_urls, config.url_timeout_s,
+                      config.allow_private_urls)
     pixels, titles = [], []
     for raw in open_catalog(config.catalog):
         row = validate(raw)
@@ -205,7 +206,7 @@ class _Run:
         self.embedder = embedder
         self.cancel = cancel
         self.decoder = Decoder(image_root(config), embedder.image_size, embedder.key, config.limits,
-                               config.allow_urls, config.url_timeout_s)
+                               config.allow_urls, config.url_timeout_s, config.allow_private_urls)
         self.seen: dict[str, int] = {}  # id -> first row holding it
         self.catalog_ids: set[str] = set()  # point ids of every row with a usable id (for prune)
         self.batch: list[Decoded] = []
