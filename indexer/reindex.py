@@ -1,7 +1,8 @@
 """Blue/green rebuild: a new collection is filled and indexed, then the alias is switched to it atomically.
 
-Searches keep answering from the old collection through the alias for the whole job. The old
-collection is dropped only after the switch (unless `keep_old`). A failed or cancelled job drops
+Searches keep answering from the old collection through the alias for the whole job. The alias is
+switched only to a collection that was read back from disk and searched once (engine.store.verify); the
+old collection is dropped only after the switch (unless `keep_old`). A failed or cancelled job drops
 its half-built collection and leaves the alias where it was. A job killed outright (SIGKILL,
 power loss) leaves its build collection behind; the next `reindex` adopts the newest such
 collection and resumes into it (unchanged rows are skipped, rows gone from the catalog pruned).
@@ -17,6 +18,7 @@ from typing import Any
 
 from engine.product import PAYLOAD_INDEXES
 from engine.store import VectorStore
+from engine.store.verify import verify_collection
 
 from .config import IndexerConfig
 from .errors import IndexCancelled, IndexerError
@@ -103,6 +105,9 @@ def _reindex(config: IndexerConfig, progress: ProgressFn | None, cancel: threadi
             st.optimize(target)
             report.optimize_seconds = time.perf_counter() - t0
             report.stages.append("optimize")
+            _notify(progress, report, "verify")
+            verify_collection(st, target, embedder.dim, report.ingest.accepted + report.ingest.unchanged)
+            report.stages.append("verify")
             _check(cancel)
             st.set_alias(config.alias, target)  # the switch: searches move to the new collection atomically
             report.switched = True

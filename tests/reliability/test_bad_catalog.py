@@ -203,3 +203,27 @@ def test_image_file_reads_are_bounded_by_size_and_time(folder, monkeypatch):
     monkeypatch.setattr(decode, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
     with pytest.raises(decode.Reject, match=r"took over 30s \(ImageLimits.read_timeout_s\)"):
         decode.read_file(folder / "img" / "0.png", decode.ImageLimits())
+
+
+def test_reindex_never_switches_to_a_collection_that_does_not_read_back(folder, tmp_path, monkeypatch):
+    """The safety net behind the schema check: a row the store writes but cannot read back (here a 130-level
+    payload let past validation) made the embedded shard unopenable; the reindex switched to it and dropped the
+    old collection, losing the whole index. Now the build is reopened and searched before the switch."""
+    from indexer import IndexerError, run_reindex
+    from indexer import decode
+
+    good = folder / "good-for-verify.jsonl"
+    good.write_text("\n".join(json.dumps(r) for r in good_rows()) + "\n")
+    run_index(config(tmp_path, good))
+    monkeypatch.setattr(decode, "payload_problem", lambda payload: None, raising=False)  # as on e8bc43e
+    deep = folder / "deep.jsonl"
+    row = {"id": "deep", "title": "t", "image": "img/0.png", "attributes": _nested(130)}
+    deep.write_text("\n".join(json.dumps(r) for r in good_rows() + [row]) + "\n")
+    with open_store(config(tmp_path, deep).store) as store:
+        live = store.get_alias("products")
+        with pytest.raises(IndexerError, match="failed its read-back check") as e:
+            run_reindex(config(tmp_path, deep), store=store)
+        assert "RecursionLimitExceeded" in str(e.value) or "Recursion" in str(e.value.__cause__)
+        assert e.value.report.stages == ["ingest", "optimize"] and not e.value.report.switched
+        assert store.get_alias("products") == live and store.count("products") == GOOD
+        assert store.list_collections() == [live]  # the unreadable build was dropped
