@@ -109,3 +109,20 @@ def test_a_real_full_tmpfs_gives_a_message_not_sigbus(tmp_path, catalog):
         subprocess.run(["umount", str(mount)], capture_output=True)
     assert run.returncode == 1, (run.returncode, run.stderr[-2000:])  # not 135 (SIGBUS) nor -7
     assert "needs about 64.0 MiB free in" in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+
+
+def test_an_admin_reindex_without_room_fails_as_a_job_and_the_server_keeps_serving(res, client, disk):
+    """The probe: an admin reindex with 6 MB free killed the web server within 2 s (SIGBUS), and on restart the
+    re-queued job killed it again. Now the job fails with the message on its first attempt (no crash to retry:
+    web.jobs' max_attempts bounds the retries of one that still kills its process) and searches go on."""
+    from web.jobs_submit import submit_reindex
+
+    live = res.store.get_alias("products")
+    collections = res.store.list_collections()
+    disk(6 << 20)
+    submit_reindex(res)
+    job = res.make_worker().run_once(["reindex"])
+    assert job.status == "failed" and job.attempts == 1, job
+    assert "which has 6.0 MiB free; nothing was written" in job.error, job.error
+    assert res.store.get_alias("products") == live and res.store.list_collections() == collections
+    assert client.get("/search?q=dress").status_code == 200
