@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # Modes that carry transparency; their transparent pixels become white, not whatever colour lies underneath.
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+MAX_STRETCH = 4  # `fit` resizes an image whole up to this aspect ratio, beyond it only the centre square's box
 
 
 def upright_rgb(image: Image.Image) -> Image.Image:
@@ -60,12 +61,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def fit(image: Image.Image, size: int) -> np.ndarray:
-    """An RGB image -> (size, size, 3) uint8: shortest side to `size` (bicubic), centre crop."""
+    """An RGB image -> (size, size, 3) uint8: shortest side to `size` (bicubic), centre crop.
+
+    The work is bounded by the output, not the input. An image at most MAX_STRETCH times longer than wide (any
+    photo) is resized whole, then cropped; a longer strip has only the source box under the centre square
+    resampled (PIL's `resize(box=...)`: the same square up to sub-pixel phase), so a 16 x 1,560,000 strip costs
+    what a 16 x 16 image does, not a 224 x 21,840,000 intermediate."""
     w, h = image.size
     scale = size / min(w, h)
-    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-    w, h = image.size
-    left, top = (w - size) // 2, (h - size) // 2
+    out_w, out_h = max(size, round(w * scale)), max(size, round(h * scale))
+    left, top = (out_w - size) // 2, (out_h - size) // 2
+    if max(out_w, out_h) > MAX_STRETCH * size:
+        sx, sy = w / out_w, h / out_h  # source pixels per output pixel
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+        return np.asarray(image.resize((size, size), Image.BICUBIC, box=box), dtype=np.uint8)
+    image = image.resize((out_w, out_h), Image.BICUBIC)
     return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 

@@ -49,7 +49,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per encoder call (default 32)")
     p.add_argument("--workers", type=int, default=2, help="decoder threads (default 2)")
     p.add_argument("--allow-urls", action="store_true", help="fetch http(s) image URLs named in the catalog")
-    p.add_argument("--url-timeout", type=float, default=10.0, help="seconds before a URL fetch gives up (default 10)")
+    p.add_argument("--allow-private-urls", action="store_true",
+                   help="with --allow-urls: also fetch from loopback/private/link-local addresses (your own network)")
+    p.add_argument("--url-timeout", type=float, default=10.0, help="seconds a URL fetch may take in all (default 10)")
     p.add_argument("--image-root", type=Path, help="folder relative image paths resolve in (default: the catalog's)")
     p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
                    help="embed with ONNX Runtime (default) or PyTorch eager (--no-onnx)")
@@ -77,7 +79,7 @@ def config_from_args(args: argparse.Namespace):
     return IndexerConfig(
         catalog=args.catalog, backbone=args.backbone, store=StoreConfig.from_env(**overrides), alias=args.alias,
         batch_size=args.batch_size, workers=args.workers, allow_urls=args.allow_urls,
-        url_timeout_s=args.url_timeout, image_root=args.image_root, onnx=args.onnx, quantize=args.quantize,
+        allow_private_urls=args.allow_private_urls, url_timeout_s=args.url_timeout, image_root=args.image_root, onnx=args.onnx, quantize=args.quantize,
         min_recall=args.min_recall, onnx_cache=args.onnx_cache, threads=args.threads, device=args.device,
         rejects_path=args.rejects, prune=getattr(args, "prune", False),
         max_reject_fraction=getattr(args, "max_reject_fraction", IndexerConfig.max_reject_fraction),

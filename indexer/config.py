@@ -28,8 +28,11 @@ class IndexerConfig:
     workers: int = 2
     # Fetch http(s) image URLs named in the catalog; off: rows whose image is a URL are rejected.
     allow_urls: bool = False
-    # Seconds before an image URL fetch gives up (connect and each read).
+    # Seconds an image URL fetch may take in all (connect, headers, body, redirects); a slow drip is cut off.
     url_timeout_s: float = 10.0
+    # Fetch image URLs from loopback, private and link-local addresses too (images on your own network); off:
+    # refused, so a catalog cannot make the indexer call internal services (SSRF).
+    allow_private_urls: bool = False
     # Directory relative image paths resolve against; None: the catalog file's directory. Paths may not leave it.
     image_root: Path | None = None
     # Size and pixel limits for images (decompression bombs are refused before decoding).

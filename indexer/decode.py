@@ -12,37 +12,38 @@ import hashlib
 import io
 import json
 import math
+import os
+import stat
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from engine.errors import ImageError
-from engine.image_files import check_pixel_limit, is_bomb, pil_error
+from engine.image_files import SHAPE, ImageShape, check_pixel_limit, is_bomb, pil_error
 from engine.preprocess import fit, upright_rgb
-from engine.product import CATALOG_FIELDS
+from engine.product import CATALOG_FIELDS, canonical_id, payload_problem
 from engine.store import point_id
 
+from .errors import Reject
+from .fetch import check_scheme, fetch_url
 from .readers import RawRow
 
 # Raster formats we decode; anything else (PSD, EPS, ...) is refused unparsed.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO (phone photos)
 MAX_ID_LENGTH = 512
-USER_AGENT = "coinage-indexer/0.1"
 
 
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int = 32 << 20  # larger image files (or URL bodies) are refused unread
     max_pixels: int = 40_000_000  # width x height above this is refused before decoding (decompression bombs)
-    max_side: int = 16_384  # longest side in pixels
+    shape: ImageShape = field(default=SHAPE)  # longest side and aspect ratio, shared with uploads
     min_side: int = 8  # shortest side in pixels; smaller images carry no usable content
+    read_timeout_s: float = 30.0  # reading one image file may take at most this long (slow or hung mounts)
 
     def __post_init__(self) -> None:
         check_pixel_limit(self.max_pixels, "ImageLimits.max_pixels")
@@ -92,10 +93,6 @@ class Rejected:
     seconds: float = 0.0
 
 
-class Reject(Exception):
-    """A row problem; its message is the reason written to the rejects file."""
-
-
 # --- validation --------------------------------------------------------------------------
 
 
@@ -115,6 +112,8 @@ def validate(raw: RawRow) -> Row | Rejected:
             price=_price(f.get("price")),
             attributes=_attributes(f),
         )
+        if (problem := payload_problem(row.payload())) is not None:
+            raise Reject(problem)
     except Reject as e:
         return Rejected(raw.row, _id_or_none(f.get("id")), str(e))
     return row
@@ -129,7 +128,14 @@ def _ident(value: Any, name: str) -> str:
         if value is None:
             raise Reject(f"missing required field {name!r}")
         raise Reject(f"{name} must be a string or an integer, got {type(value).__name__}")
-    text = str(value).strip()
+    try:
+        text = canonical_id(str(value)).strip()  # ValueError: an int over Python's 4,300-digit str() limit
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise Reject(f"{name} holds a lone surrogate at character {e.start}, which is no valid text; fix the "
+                     "encoding of the catalog") from None
+    except ValueError:
+        raise Reject(f"{name} is an integer too long to be an id") from None
     if not text:
         raise Reject(f"missing required field {name!r}")
     if len(text) > MAX_ID_LENGTH:
@@ -161,8 +167,10 @@ def _price(value: Any) -> float | None:
         raise Reject(f"price must be a number, got {type(value).__name__}")
     try:
         price = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise Reject(f"price must be a finite number >= 0, got an integer of {len(str(value))} digits") from None
     except ValueError:
-        raise Reject(f"price must be a number, got {value!r}") from None
+        raise Reject(f"price must be a number, got {value!r}"[:200]) from None
     if not math.isfinite(price) or price < 0:
         raise Reject(f"price must be a finite number >= 0, got {value!r}")
     return price
@@ -179,6 +187,8 @@ def _attributes(fields: dict[str, Any]) -> dict[str, Any]:
             attrs = json.loads(value)
         except ValueError as e:
             raise Reject(f"attributes is not valid JSON: {e}") from None
+        except RecursionError:
+            raise Reject("attributes nest deeper than Python can parse; flatten them into a few levels") from None
         if not isinstance(attrs, dict):
             raise Reject(f"attributes must be a JSON object, got {type(attrs).__name__}")
     else:
@@ -188,6 +198,8 @@ def _attributes(fields: dict[str, Any]) -> dict[str, Any]:
             attrs[str(key)] = extra
     try:
         json.dumps(attrs, allow_nan=False)
+    except RecursionError:
+        raise Reject("attributes nest deeper than Python can serialise; flatten them into a few levels") from None
     except (TypeError, ValueError):
         try:
             attrs = json.loads(json.dumps(attrs, default=str, allow_nan=False))
@@ -202,9 +214,7 @@ def _attributes(fields: dict[str, Any]) -> dict[str, Any]:
 def resolve_image(image: str, root: Path, allow_urls: bool) -> str | Path:
     """The URL to fetch or the file to read for a row's `image`; Reject when it may not be used."""
     if "://" in image:
-        scheme = urlsplit(image).scheme.lower()
-        if scheme not in ("http", "https"):
-            raise Reject(f"image URL scheme {scheme!r} is not supported; use http(s) or a path")
+        check_scheme(image)
         if not allow_urls:
             raise Reject("image is a URL and URL fetching is off; pass --allow-urls (IndexerConfig.allow_urls)")
         return image
@@ -215,42 +225,50 @@ def resolve_image(image: str, root: Path, allow_urls: bool) -> str | Path:
     return path
 
 
-def read_image_bytes(source: str | Path, limits: ImageLimits, timeout_s: float) -> bytes:
+def read_image_bytes(source: str | Path, limits: ImageLimits, timeout_s: float, private_ok: bool = False) -> bytes:
     if isinstance(source, str):
-        return fetch_url(source, limits, timeout_s)
-    try:
-        size = source.stat().st_size
-        if size > limits.max_bytes:
-            raise Reject(f"image file is {size} bytes, over the {limits.max_bytes}-byte limit")
-        data = source.read_bytes()
-    except FileNotFoundError:
-        raise Reject(f"image file {source} does not exist") from None
-    except IsADirectoryError:
-        raise Reject(f"image path {source} is a directory") from None
-    except OSError as e:
-        raise Reject(f"cannot read image file {source}: {e}") from None
+        return fetch_url(source, limits.max_bytes, timeout_s, private_ok)
+    data = read_file(source, limits)
     if not data:
         raise Reject("image file is empty (0 bytes)")
     return data
 
 
-def fetch_url(url: str, limits: ImageLimits, timeout_s: float) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a device"),
+              (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_file(path: Path, limits: ImageLimits) -> bytes:
+    """A regular file's bytes, bounded: opened without blocking (a named pipe would wait forever for a writer),
+    checked to be a regular file on the open descriptor, at most `limits.max_bytes`, and read in chunks against
+    `limits.read_timeout_s` (a chunk that blocks forever, e.g. a hung network mount, is not interrupted)."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            length = response.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > limits.max_bytes:
-                raise Reject(f"image URL body is {length} bytes, over the {limits.max_bytes}-byte limit")
-            data = response.read(limits.max_bytes + 1)
-    except urllib.error.HTTPError as e:
-        raise Reject(f"fetching {url} failed: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as e:
-        raise Reject(f"fetching {url} failed: {getattr(e, 'reason', e)}") from None
-    if len(data) > limits.max_bytes:
-        raise Reject(f"image URL body is over the {limits.max_bytes}-byte limit")
-    if not data:
-        raise Reject(f"image URL {url} returned an empty body")
-    return data
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise Reject(f"image file {path} does not exist") from None
+    except OSError as e:
+        raise Reject(f"cannot read image file {path}: {e}") from None
+    try:
+        mode, size = (st := os.fstat(fd)).st_mode, st.st_size
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+            raise Reject(f"image path {path} is {kind}; point the row at a regular image file")
+        if size > limits.max_bytes:
+            raise Reject(f"image file is {size} bytes, over the {limits.max_bytes}-byte limit")
+        deadline, chunks, total = time.monotonic() + limits.read_timeout_s, [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limits.max_bytes:
+                raise Reject(f"image file grew past the {limits.max_bytes}-byte limit while being read")
+            if time.monotonic() > deadline:
+                raise Reject(f"reading image file {path} took over {limits.read_timeout_s:g}s "
+                             "(ImageLimits.read_timeout_s); check the disk or network mount it is on")
+        return b"".join(chunks)
+    except OSError as e:
+        raise Reject(f"cannot read image file {path}: {e}") from None
+    finally:
+        os.close(fd)
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
@@ -264,9 +282,11 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         raise Reject(f"image refused: {pil_error(e, limit)}" if is_bomb(e)
                      else f"corrupt image header ({pil_error(e)})") from None
     w, h = image.size
-    if w * h > limits.max_pixels or max(w, h) > limits.max_side:
+    if w * h > limits.max_pixels or max(w, h) > limits.shape.max_side:
         raise Reject(f"image is {w}x{h} ({w * h} pixels), over the limits ({limits.max_pixels} pixels, "
-                     f"{limits.max_side} per side): refused as a possible decompression bomb")
+                     f"{limits.shape.max_side} per side): refused as a possible decompression bomb")
+    if (problem := limits.shape.problem(w, h)) is not None:
+        raise Reject(f"image {problem} (IndexerConfig.limits.shape)")
     if min(w, h) < limits.min_side:
         raise Reject(f"image is {w}x{h}, smaller than {limits.min_side} pixels on a side")
     try:
@@ -293,19 +313,20 @@ class Decoder:
     """Row -> Decoded | Unchanged | Rejected. Thread-safe (no shared mutable state)."""
 
     def __init__(self, image_root: Path, image_size: int, model_key: str, limits: ImageLimits | None = None,
-                 allow_urls: bool = False, url_timeout_s: float = 10.0):
+                 allow_urls: bool = False, url_timeout_s: float = 10.0, url_private_ok: bool = False):
         self.image_root = Path(image_root)
         self.image_size = image_size
         self.model_key = model_key
         self.limits = limits or ImageLimits()
         self.allow_urls = allow_urls
         self.url_timeout_s = url_timeout_s
+        self.url_private_ok = url_private_ok
 
     def __call__(self, row: Row, known_hash: str | None = None) -> Decoded | Unchanged | Rejected:
         start = time.perf_counter()
         try:
             source = resolve_image(row.image, self.image_root, self.allow_urls)
-            data = read_image_bytes(source, self.limits, self.url_timeout_s)
+            data = read_image_bytes(source, self.limits, self.url_timeout_s, self.url_private_ok)
             digest = content_hash(data, row.payload(), self.model_key)
             if digest == known_hash:
                 return Unchanged(row, time.perf_counter() - start)

@@ -19,3 +19,7 @@ class IndexerError(CoinageError):
 
 class IndexCancelled(IndexerError):
     """The cancel event was set; points written before it stay (an index run resumes from there)."""
+
+
+class Reject(Exception):
+    """A row problem; its message is the reason written to the rejects file."""

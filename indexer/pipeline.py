@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from engine.diskspace import NEEDS, check_free
 from engine.product import PAYLOAD_INDEXES
 from engine.spelling import Vocabulary
 from engine.store import DimensionMismatch, VectorStore, open_store, point_id
@@ -48,7 +49,7 @@ def run_index(config: IndexerConfig, progress: ProgressFn | None = None, cancel:
     backbone = backbone if backbone is not None else load_backbone_for(config)
     with _open(config, store) as st:
         embedder = build_embedder(config, backbone)
-        collection = resolve_target(st, config.alias, embedder.dim)
+        collection = resolve_target(st, config.alias, embedder.dim, store_dir(config))
         return ingest(config, st, collection, embedder, progress, cancel, prune=config.prune, live=True)
 
 
@@ -79,7 +80,8 @@ def build_embedder(config: IndexerConfig, backbone) -> Embedder:
 
 def eval_set(config: IndexerConfig, image_size: int) -> tuple[np.ndarray, list[str]]:
     """The first `config.eval_images` decodable catalog images (uint8) and their titles."""
-    decoder = Decoder(image_root(config), image_size, "eval", config.limits, config.allow_urls, config.url_timeout_s)
+    decoder = Decoder(image_root(config), image_size, "eval", config.limits, config.allow_urls, config.url_timeout_s,
+                      config.allow_private_urls)
     pixels, titles = [], []
     for raw in open_catalog(config.catalog):
         row = validate(raw)
@@ -102,13 +104,21 @@ def new_collection_name(alias: str) -> str:
     return f"{alias}-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}"
 
 
-def resolve_target(store: VectorStore, alias: str, dim: int) -> str:
-    """The collection `alias` points at; on first use, a new collection with the alias set to it."""
+def store_dir(config: IndexerConfig) -> Path | None:
+    """The directory the embedded store writes to (its free space is checked before writes); None: a server's."""
+    return Path(config.store.path) if config.store.backend == "embedded" else None
+
+
+def resolve_target(store: VectorStore, alias: str, dim: int, space: Path | None = None) -> str:
+    """The collection `alias` points at; on first use, a new collection with the alias set to it (after checking
+    the free space of `space`, the embedded store's directory)."""
     target = store.get_alias(alias)
     if target is None and store.collection_exists(alias):
         target = alias  # a plain collection of that name (made by hand): write into it
     if target is None:
         target = new_collection_name(alias)
+        if space is not None:
+            check_free(space, NEEDS.new_collection(), f"creating collection {target!r}")
         store.create_collection(target, dim=dim, payload_indexes=PAYLOAD_INDEXES)
         store.set_alias(alias, target)
         log.info("created collection %s and pointed alias %s at it", target, alias)
@@ -204,8 +214,9 @@ class _Run:
         self.writer = writer
         self.embedder = embedder
         self.cancel = cancel
+        self.space = store_dir(config)
         self.decoder = Decoder(image_root(config), embedder.image_size, embedder.key, config.limits,
-                               config.allow_urls, config.url_timeout_s)
+                               config.allow_urls, config.url_timeout_s, config.allow_private_urls)
         self.seen: dict[str, int] = {}  # id -> first row holding it
         self.catalog_ids: set[str] = set()  # point ids of every row with a usable id (for prune)
         self.batch: list[Decoded] = []
@@ -284,6 +295,9 @@ class _Run:
         if not self.batch:
             return
         batch, self.batch = self.batch, []
+        if self.space is not None:  # before the write: a full disk kills the embedded engine (SIGBUS)
+            check_free(self.space, NEEDS.batch(len(batch)), f"writing {len(batch)} points into "
+                       f"{self.report.collection!r} (indexing stopped there; run again to resume)")
         t0 = time.perf_counter()
         vectors = self.embedder.encode(np.stack([r.pixels for r in batch]))
         t1 = time.perf_counter()

@@ -124,6 +124,9 @@ class JsonlReader(CatalogReader):
                 except ValueError as e:  # UnicodeDecodeError is a ValueError too
                     yield RawRow(n, None, f"invalid JSON: {e}")
                     continue
+                except RecursionError:  # '[[[[...' nested deeper than the parser's stack
+                    yield RawRow(n, None, "invalid JSON: nested deeper than Python can parse; flatten the row")
+                    continue
                 if isinstance(value, dict):
                     yield RawRow(n, value)
                 else:

@@ -1,7 +1,8 @@
 """Blue/green rebuild: a new collection is filled and indexed, then the alias is switched to it atomically.
 
-Searches keep answering from the old collection through the alias for the whole job. The old
-collection is dropped only after the switch (unless `keep_old`). A failed or cancelled job drops
+Searches keep answering from the old collection through the alias for the whole job. The alias is
+switched only to a collection that was read back from disk and searched once (engine.store.verify); the
+old collection is dropped only after the switch (unless `keep_old`). A failed or cancelled job drops
 its half-built collection and leaves the alias where it was. A job killed outright (SIGKILL,
 power loss) leaves its build collection behind; the next `reindex` adopts the newest such
 collection and resumes into it (unchanged rows are skipped, rows gone from the catalog pruned).
@@ -13,15 +14,18 @@ import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from engine.diskspace import NEEDS, check_free
 from engine.product import PAYLOAD_INDEXES
 from engine.store import VectorStore
+from engine.store.verify import verify_collection
 
 from .config import IndexerConfig
 from .errors import IndexCancelled, IndexerError
 from .pipeline import (ProgressFn, _open, build_embedder, check_dimension, check_rows_kept, ingest, load_backbone_for,
-                       new_collection_name)
+                       new_collection_name, store_dir)
 from .report import IngestReport
 
 log = logging.getLogger(__name__)
@@ -90,7 +94,7 @@ def _reindex(config: IndexerConfig, progress: ProgressFn | None, cancel: threadi
                 f"use another --collection name for the alias, or re-create it as an alias "
                 f"(reindex under a new name, then drop the collection {config.alias!r})")
         embedder = build_embedder(config, backbone)  # fails before anything is created
-        target, resumed = _build_target(st, config.alias, embedder.dim)
+        target, resumed = _build_target(st, config.alias, embedder.dim, store_dir(config), previous)
         report = ReindexReport(config.alias, target, previous=previous, resumed=resumed)
         _notify(progress, report, "build")
         try:
@@ -103,6 +107,9 @@ def _reindex(config: IndexerConfig, progress: ProgressFn | None, cancel: threadi
             st.optimize(target)
             report.optimize_seconds = time.perf_counter() - t0
             report.stages.append("optimize")
+            _notify(progress, report, "verify")
+            verify_collection(st, target, embedder.dim, report.ingest.accepted + report.ingest.unchanged)
+            report.stages.append("verify")
             _check(cancel)
             st.set_alias(config.alias, target)  # the switch: searches move to the new collection atomically
             report.switched = True
@@ -127,8 +134,10 @@ def _reindex(config: IndexerConfig, progress: ProgressFn | None, cancel: threadi
         return report
 
 
-def _build_target(store: VectorStore, alias: str, dim: int) -> tuple[str, bool]:
-    """A build collection left by a killed job (newest first, same vector size), else a new one."""
+def _build_target(store: VectorStore, alias: str, dim: int, space: Path | None = None,
+                  previous: str | None = None) -> tuple[str, bool]:
+    """A build collection left by a killed job (newest first, same vector size), else a new one, after checking
+    that `space` (the embedded store's directory) has room for a copy of `previous`."""
     pattern = re.compile(rf"^{re.escape(alias)}-\d{{8}}-\d{{6}}-\d{{3}}$")
     aliased = set(store.list_aliases().values())
     orphans = sorted((c for c in store.list_collections() if pattern.match(c) and c not in aliased), reverse=True)
@@ -143,6 +152,10 @@ def _build_target(store: VectorStore, alias: str, dim: int) -> tuple[str, bool]:
                 log.warning("collection %s is another unfinished reindex build; drop it if no job is using it", other)
         return name, True
     name = new_collection_name(alias)
+    if space is not None:
+        points = store.count(previous) if previous is not None else 0
+        check_free(space, NEEDS.new_collection() + points * NEEDS.per_point_bytes,
+                   f"reindexing {alias!r} into a new collection beside the live one ({points} points)")
     store.create_collection(name, dim=dim, payload_indexes=PAYLOAD_INDEXES)
     return name, False
 

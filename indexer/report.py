@@ -62,7 +62,8 @@ class RejectLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.report = report
-        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        # a lone surrogate in an id or reason is written escaped, never a UnicodeEncodeError that stops the run
+        self._file = open(path, "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 - closed in close()
         report.rejects_path = str(path)
 
     def add(self, row: int, rid: str | None, reason: str) -> None:
@@ -81,7 +82,7 @@ class Progress:
 
     def __init__(self, report: IngestReport, total: int | None, callback: Callable[[dict], None] | None,
                  bar: bool, stage: str, interval_s: float = 0.5):
-        from tqdm import tqdm
+        from engine.progress import bar as progress_bar
 
         self.report = report
         self.total = total
@@ -91,7 +92,8 @@ class Progress:
         self.start = time.perf_counter()
         self._last = 0.0
         self.done = 0
-        self.bar = tqdm(total=total, unit="img", desc=stage, disable=not bar, smoothing=0.1, dynamic_ncols=True)
+        self.bar = progress_bar(total=total, unit="img", desc=stage, disable=not bar, smoothing=0.1,
+                                dynamic_ncols=True)
 
     def advance(self, n: int = 1, force: bool = False) -> None:
         self.done += n

@@ -227,3 +227,68 @@ def test_server_snapshot_with_a_wrong_api_key_names_the_variable(env, capsys):
         stub.cluster.api_key = "another-key"
         assert main(["snapshot", "create"]) == 1
         assert "COINAGE_QDRANT_API_KEY" in capsys.readouterr().err
+
+
+# --- the CLI against careless operators ----------------------------------------------------
+
+
+def _one_snapshot(tmp_path) -> tuple[StoreConfig, Path]:
+    config = StoreConfig(path=str(tmp_path / "data" / "store"))
+    with open_store(config) as store:
+        store.create_collection("c", DIM)
+        store.upsert("c", points(10))
+        store.set_alias("products", "c")
+        folder, _ = create_snapshot(store, config, SnapshotConfig(dir=tmp_path / "data" / "snapshots"), "products")
+    return config, folder
+
+
+def test_one_damaged_manifest_does_not_break_list(env, tmp_path, capsys):
+    _, folder = _one_snapshot(tmp_path)
+    damaged = folder.parent / "zz-damaged"
+    damaged.mkdir()
+    (damaged / "manifest.json").write_text('{"backend": "embedded", "coll')
+    assert main(["snapshot", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert folder.name in out and "10 points" in out
+    assert "damaged: zz-damaged: cannot read" in err and "the snapshot is damaged" in err
+    assert main(["snapshot", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [Path(s["folder"]).name for s in listed["snapshots"]] == [folder.name]
+    assert [Path(d["folder"]).name for d in listed["damaged"]] == ["zz-damaged"]
+
+
+@pytest.mark.parametrize("argv", [["--collection", "bad name!"], ["--collection", "ok", "--alias", "../x"]])
+def test_bad_collection_or_alias_names_are_usage_errors_and_restore_nothing(env, tmp_path, capsys, argv):
+    config, folder = _one_snapshot(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["snapshot", "restore", folder.name, *argv])
+    assert e.value.code == 2
+    assert "is invalid: use 1-128 letters, digits" in capsys.readouterr().err
+    with open_store(config) as store:
+        assert store.list_collections() == ["c"]
+
+
+def test_the_alias_is_checked_before_restoring_so_no_orphan_is_left(env, tmp_path, capsys):
+    config, folder = _one_snapshot(tmp_path)
+    assert main(["snapshot", "restore", folder.name, "--collection", "c2", "--alias", "c"]) == 1
+    assert "--alias 'c' names a collection, not an alias" in capsys.readouterr().err
+    with open_store(config) as store:
+        assert store.list_collections() == ["c"] and store.get_alias("products") == "c"
+
+
+def test_orphan_collections_are_listed_and_dropped_only_when_orphans(env, tmp_path, capsys):
+    config, _ = _one_snapshot(tmp_path)
+    with open_store(config) as store:
+        for name in ("products-20260101-000000-000", "old-build"):
+            store.create_collection(name, DIM)
+            store.upsert(name, points(3))
+    assert main(["snapshot", "orphans", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["orphans"] == [
+        {"collection": "old-build", "points": 3}, {"collection": "products-20260101-000000-000", "points": 3}]
+    assert main(["snapshot", "orphans", "--drop", "c"]) == 1  # the alias 'products' points at it
+    assert "'c' is not an orphan collection" in capsys.readouterr().err
+    assert main(["snapshot", "orphans", "--drop", "old-build"]) == 0
+    out = capsys.readouterr().out
+    assert "dropped old-build" in out and "products-20260101-000000-000  3 points" in out
+    with open_store(config) as store:
+        assert store.list_collections() == ["c", "products-20260101-000000-000"]

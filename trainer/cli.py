@@ -10,7 +10,7 @@ from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from engine.progress import bar as tqdm
 
 from engine.backbones import DEFAULT_BACKBONE
 from engine.concepts import ConceptRegistry, default_root

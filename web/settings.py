@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from engine.backbones import DEFAULT_BACKBONE
 from engine.database import DatabaseError, check_url, database_url_from_env
 from engine.errors import CoinageError
+from engine.image_files import SHAPE, ImageShape
 from engine.query import floor
 from engine.query.config import QueryConfig
 from engine.store import StoreConfig
@@ -65,6 +66,8 @@ class LimitSettings:
     max_image_pixels: int = 25_000_000
     # Smallest side of an uploaded image in pixels.
     min_image_side: int = 16
+    # Longest side and aspect ratio of an uploaded image: the indexer's (engine.image_files.SHAPE), one limit set.
+    shape: ImageShape = field(default=SHAPE)
     # Image formats accepted for uploads (PIL format names).
     image_formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
     # Images per concept registration (the registry's own bounds are 3 to 50).

@@ -1,8 +1,9 @@
 """Uploaded images, checked at the boundary: count, type, file size and pixel count, then decoded by PIL.
 
 The request as a whole is bounded by MAX_CONTENT_LENGTH (413); each image here by
-LimitSettings.max_image_bytes (413) and max_image_pixels, read from the header before any
-decoding, so a decompression bomb is refused unopened. Only the formats in
+LimitSettings.max_image_bytes (413), max_image_pixels and shape (longest side, aspect ratio: the
+indexer's limits too), read from the header before any decoding, so a decompression bomb or a
+16 x 1,560,000 strip is refused unopened. Only the formats in
 LimitSettings.image_formats are accepted, whatever the file name or content type claims.
 """
 from __future__ import annotations
@@ -56,6 +57,8 @@ def check_image(name: str, data: bytes, limits: LimitSettings, field: str = "ima
             if width * height > limits.max_image_pixels:
                 raise ApiError(400, "image_too_many_pixels", f"{label} is {width}x{height} pixels, over "
                                f"{pixel_limit}: scale it down", field=field)
+            if (problem := limits.shape.problem(width, height)) is not None:
+                raise ApiError(400, "image_bad_shape", f"{label} {problem}", field=field)
             if min(width, height) < limits.min_image_side:
                 raise ApiError(400, "image_too_small", f"{label} is {width}x{height} pixels; images need at least "
                                f"{limits.min_image_side} pixels on each side", field=field)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+from engine.progress import bar as tqdm
 
 from .build import SplitConfig, World, make_world
 from .captions import HELDOUT_TEMPLATES, TOKEN_PLACEHOLDER, TRAIN_TEMPLATES, canonical_caption, caption, query_caption

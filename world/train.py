@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from tqdm import tqdm
+from engine.progress import bar as tqdm
 
 from engine.backbones import BackboneConfig
 from engine.images import ImageEncoder

@@ -209,12 +209,24 @@ def _server_create(store_config: StoreConfig, config: SnapshotConfig, collection
 
 
 def list_snapshots(config: SnapshotConfig) -> list[tuple[Path, Manifest]]:
-    """Finished snapshots under config.dir, oldest first (unfinished folders are left out)."""
+    """Finished snapshots under config.dir, oldest first (unfinished and damaged folders are left out)."""
+    return scan_snapshots(config)[0]
+
+
+def scan_snapshots(config: SnapshotConfig) -> tuple[list[tuple[Path, Manifest]], list[tuple[Path, str]]]:
+    """(finished snapshots oldest first, [(folder, why it cannot be read)]): one damaged manifest does not hide
+    the others."""
     root = Path(config.dir)
     if not root.is_dir():
-        return []
-    found = [(p, Manifest.read(p)) for p in sorted(root.iterdir()) if (p / MANIFEST).is_file()]
-    return sorted(found, key=lambda item: (item[1].created, item[0].name))
+        return [], []
+    found, damaged = [], []
+    for folder in sorted(root.iterdir()):
+        if (folder / MANIFEST).is_file():
+            try:
+                found.append((folder, Manifest.read(folder)))
+            except StoreError as e:
+                damaged.append((folder, str(e)))
+    return sorted(found, key=lambda item: (item[1].created, item[0].name)), damaged
 
 
 def list_on_nodes(store_config: StoreConfig, config: SnapshotConfig, collection: str) -> dict[str, list[dict]]:
@@ -238,11 +250,16 @@ def restore_snapshot(store: VectorStore, store_config: StoreConfig, config: Snap
     if manifest.backend != store_config.backend:
         raise StoreError(f"{folder} is a snapshot of an {manifest.backend} store, but the store configured is "
                          f"{store_config.backend}; to move between backends rebuild the index with `coinage reindex`")
-    target = check_name("collection", collection or manifest.collection)
+    target = _checked_name("collection", collection or manifest.collection, "--collection")
     alias = manifest.alias if alias is None else (alias or None)
     if store.collection_exists(target) or store.get_alias(target) is not None:
         raise StoreError(f"collection or alias {target!r} exists already; restore under a new name with "
                          f"--collection (e.g. {manifest.collection}-restored) and let --alias switch searches to it")
+    if alias is not None:  # checked before anything is restored: a refusal afterwards left an orphan collection
+        _checked_name("alias", alias, "--alias")
+        if store.collection_exists(alias) or alias == target:
+            raise StoreError(f"--alias {alias!r} names a collection, not an alias; pick another alias, or pass "
+                             "--no-alias and switch searches by hand")
     for f in manifest.files:
         if _sha256(folder / f.file) != f.sha256:
             raise StoreError(f"{folder / f.file} does not match its sha256 in {MANIFEST}; the copy is damaged, "
@@ -258,8 +275,19 @@ def restore_snapshot(store: VectorStore, store_config: StoreConfig, config: Snap
                          "and restore again")
     previous = store.get_alias(alias) if alias else None
     if alias:
-        store.set_alias(alias, target)
+        try:
+            store.set_alias(alias, target)
+        except Exception:
+            store.drop_collection(target)  # no orphan: the restore is undone, the alias untouched
+            raise
     return RestoreReport(folder=str(folder), collection=target, points=points, alias=alias, previous=previous)
+
+
+def _checked_name(kind: str, name: str, option: str) -> str:
+    try:
+        return check_name(kind, name)
+    except ValueError as e:
+        raise StoreError(f"{e} (the {option} option); nothing was restored") from e
 
 
 def _embedded_restore(store: VectorStore, archive: Path, target: str) -> None:

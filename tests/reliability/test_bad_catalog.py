@@ -123,3 +123,107 @@ def test_a_catalog_whose_every_row_is_bad_fails_the_reindex_not_the_live_index(f
         with pytest.raises(IndexerError, match="alias was not switched"):
             run_reindex(config(tmp_path, bad), store=store)
         assert store.get_alias("products") == live and store.count("products") == GOOD
+
+
+def _nested(levels: int) -> dict:
+    value: dict = {"leaf": "x"}
+    for _ in range(levels - 1):
+        value = {"k": value}
+    return value
+
+
+# Rows that stopped or broke the whole run on commit e8bc43e (a traceback, a lost index), with their reasons
+CRASHERS = [
+    ('{"id": "b-sur-id\\ud800", "title": "t", "image": "img/0.png"}', "id holds a lone surrogate"),
+    ('{"id": "b-sur-title", "title": "caf\\udce9", "image": "img/0.png"}', "title holds a lone surrogate (\\udce9)"),
+    ('{"id": "b-sur-attr", "title": "t", "image": "img/0.png", "colour": "\\ud83d"}', "attributes holds a lone"),
+    ('{"id": "b-price", "title": "t", "image": "img/0.png", "price": 1' + "0" * 400 + "}",
+     "got an integer of 401 digits"),
+    (json.dumps({"id": "b-deep", "title": "t", "image": "img/0.png", "attributes": _nested(130)}),
+     "attributes nest 130 levels deep; the limit is 8"),
+    ('{"id": "b-deeper", "attributes": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested deeper than Python"),
+    (json.dumps({"id": "b-wide", "title": "t", "image": "img/0.png",
+                 "attributes": {f"w{i}": f"word{i}" for i in range(5_000)}}), "attributes hold 5000 keys"),
+    (json.dumps({"id": "b-big", "title": "t", "image": "img/0.png", "notes": "words " * 5_000}),
+     "attributes is 30,012 bytes as JSON; the limit is 16,384"),
+    # the same ids as good rows 1 and 2 after NFC normalisation / without the zero-width space
+    (json.dumps({"id": "ge\u03011", "title": "t", "image": "img/0.png"}), "duplicate id: first seen at row 2"),
+    (json.dumps({"id": "g\u200b2", "title": "t", "image": "img/0.png"}), "duplicate id: first seen at row 3"),
+]
+
+
+def test_rows_that_crashed_or_broke_the_run_are_rejected_lines(folder, tmp_path):
+    good = good_rows()
+    good[1]["id"] = "g\u00e91"  # NFC; the crasher "ge\u03011" is the same id decomposed (NFD)
+    catalog = folder / "crashers.jsonl"
+    lines = [json.dumps(r) for r in good] + [line for line, _ in CRASHERS]
+    catalog.write_text("\n".join(lines) + "\n")
+    expected = {GOOD + 1 + i: needle for i, (_, needle) in enumerate(CRASHERS)}
+    report = run_index(config(tmp_path, catalog))
+    assert (report.accepted, report.rejected) == (GOOD, len(CRASHERS))
+    got = {r["row"]: r["reason"] for r in map(json.loads, (tmp_path / "rejects.jsonl").read_text().splitlines())}
+    assert sorted(got) == sorted(expected)
+    for row, needle in expected.items():
+        assert needle in got[row], (row, got[row])
+    with open_store(config(tmp_path, catalog).store) as store:  # the collection reads back and searches
+        assert store.count("products") == GOOD
+        vector = store.retrieve("products", store.scroll_ids("products")[:1], with_vectors=True)[0].vector
+        assert len(store.search("products", np.asarray(vector, np.float32), limit=3)) == 3
+
+
+def test_a_named_pipe_as_image_path_is_rejected_not_waited_on(tmp_path):
+    """A FIFO blocked the decoder forever (and the web job behind it, which cancel could not stop)."""
+    import os
+    import threading
+
+    from indexer.decode import Decoder, Rejected, Row
+
+    os.mkfifo(tmp_path / "pipe.png")
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(Decoder(tmp_path, 32, "k")(
+        Row(row=1, id="r1", product_id="r1", title="t", image="pipe.png"))), daemon=True)
+    worker.start()
+    worker.join(10)
+    try:
+        assert not worker.is_alive(), "the decoder is still waiting on the named pipe"
+        assert isinstance(result[0], Rejected) and "is a named pipe (FIFO)" in result[0].reason, result
+    finally:
+        if worker.is_alive():  # release it: a writer that opens and closes gives the reader end-of-file
+            os.close(os.open(tmp_path / "pipe.png", os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_image_file_reads_are_bounded_by_size_and_time(folder, monkeypatch):
+    import types
+
+    from indexer import decode
+
+    with pytest.raises(decode.Reject, match="over the 100-byte limit"):
+        decode.read_file(folder / "img" / "0.png", decode.ImageLimits(max_bytes=100))
+    clock = iter(range(0, 1000, 40))  # every reading of the clock is 40 s later
+    monkeypatch.setattr(decode, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    with pytest.raises(decode.Reject, match=r"took over 30s \(ImageLimits.read_timeout_s\)"):
+        decode.read_file(folder / "img" / "0.png", decode.ImageLimits())
+
+
+def test_reindex_never_switches_to_a_collection_that_does_not_read_back(folder, tmp_path, monkeypatch):
+    """The safety net behind the schema check: a row the store writes but cannot read back (here a 130-level
+    payload let past validation) made the embedded shard unopenable; the reindex switched to it and dropped the
+    old collection, losing the whole index. Now the build is reopened and searched before the switch."""
+    from indexer import IndexerError, run_reindex
+    from indexer import decode
+
+    good = folder / "good-for-verify.jsonl"
+    good.write_text("\n".join(json.dumps(r) for r in good_rows()) + "\n")
+    run_index(config(tmp_path, good))
+    monkeypatch.setattr(decode, "payload_problem", lambda payload: None, raising=False)  # as on e8bc43e
+    deep = folder / "deep.jsonl"
+    row = {"id": "deep", "title": "t", "image": "img/0.png", "attributes": _nested(130)}
+    deep.write_text("\n".join(json.dumps(r) for r in good_rows() + [row]) + "\n")
+    with open_store(config(tmp_path, deep).store) as store:
+        live = store.get_alias("products")
+        with pytest.raises(IndexerError, match="failed its read-back check") as e:
+            run_reindex(config(tmp_path, deep), store=store)
+        assert "RecursionLimitExceeded" in str(e.value) or "Recursion" in str(e.value.__cause__)
+        assert e.value.report.stages == ["ingest", "optimize"] and not e.value.report.switched
+        assert store.get_alias("products") == live and store.count("products") == GOOD
+        assert store.list_collections() == [live]  # the unreadable build was dropped

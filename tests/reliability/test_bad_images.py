@@ -62,6 +62,9 @@ CASES = {
     "animated-webp": ("a.webp", _animated("WEBP"), None, 200),
     "animated-png": ("a.png", _animated("PNG"), None, 200),
     "tiff": ("t.tiff", encode(_noise(), "TIFF"), None, (400, "unsupported_image")),
+    # a strip far under every pixel limit: refused from its header by the one shared shape limit (aspect ratio)
+    "tall-strip": ("s.png", encode(Image.new("RGB", (16, 4000), "red"), "PNG"), "aspect ratio over 20:1",
+                   (400, "image_bad_shape")),
     "svg": ("s.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="9000" height="9000"/>', "not an image",
             (400, "not_an_image")),
 }
@@ -157,3 +160,61 @@ def test_pixel_limits_stay_within_pils_guard():
         AppSettings.from_env({"COINAGE_MAX_IMAGE_PIXELS": "200000000"})
     with pytest.raises(ValueError, match="ImageLimits.max_pixels"):
         ImageLimits(max_pixels=10**9)
+
+
+# The probe's strip: 16 x 1,560,000 pixels (24,960,000: under the 25,000,000-pixel upload limit), about 25 KB.
+STRIP = (16, 1_560_000)
+
+
+def test_the_probes_tall_strip_is_refused_from_its_header_by_the_upload_check():
+    from web.settings import LimitSettings
+    from web.uploads import check_image
+    from web.errors import ApiError
+
+    data = encode(Image.new("L", STRIP, 200), "PNG")
+    with pytest.raises(ApiError) as e:
+        check_image("strip.png", data, LimitSettings())
+    assert (e.value.status, e.value.code) == (400, "image_bad_shape")
+    assert "'strip.png' is 16x1560000 pixels; the longest side may be at most 16,384" in e.value.message
+
+
+def test_uploads_and_the_indexer_share_one_shape_limit():
+    from engine.image_files import SHAPE
+    from indexer.decode import ImageLimits
+    from web.settings import LimitSettings
+
+    assert LimitSettings().shape is SHAPE and ImageLimits().shape is SHAPE
+
+
+def test_fit_resamples_no_more_than_the_output_needs(monkeypatch):
+    """`fit` on a long strip (a stored upload, a catalog photo) resizes only the box under the centre square: no
+    intermediate image much larger than the output is ever asked for."""
+    from engine import preprocess
+
+    asked: list[tuple[int, int]] = []
+    resize = Image.Image.resize
+
+    def guarded(self, size, *args, **kwargs):
+        asked.append(tuple(size))
+        assert size[0] * size[1] <= preprocess.MAX_STRETCH * 32 * 32, f"resize to {size} for a 32x32 output"
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", guarded)
+    ramp = np.repeat(np.linspace(0, 255, 60_000).astype(np.uint8)[:, None], 16, axis=1)  # dark top, light bottom
+    strip = Image.fromarray(ramp, "L").convert("RGB")
+    pixels = preprocess.fit(strip, 32)
+    assert pixels.shape == (32, 32, 3) and asked == [(32, 32)]
+    assert np.abs(pixels.astype(int) - 127).max() <= 1  # the centre of the strip (rows 29,992 to 30,008)
+
+
+def test_fit_gives_the_same_pixels_as_resize_then_crop_for_photos():
+    """Below MAX_STRETCH the whole image is resized then cropped, as before: stored vectors stay valid."""
+    from engine.preprocess import fit
+
+    rng = np.random.default_rng(1)
+    for w, h in ((640, 480), (33, 97), (225, 300), (120, 470)):
+        image = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        scale = 32 / min(w, h)
+        whole = image.resize((max(32, round(w * scale)), max(32, round(h * scale))), Image.BICUBIC)
+        left, top = (whole.width - 32) // 2, (whole.height - 32) // 2
+        assert np.array_equal(fit(image, 32), np.asarray(whole.crop((left, top, left + 32, top + 32))))
