@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.query.schema import MODES, RETRIEVALS, SORTS
+from engine.query.schema import MAX_SEED, MODES, RETRIEVALS, SORTS
 from engine.tokenizer import NAME_PATTERN
 
 VERSION = "0.1.0"
@@ -50,7 +50,6 @@ QUERY_NONBLANK = f"^\\s*(?:[^<>\\s]|{TOKEN})(?:[^<>]|{TOKEN})*$"
 BASE64 = {"type": "string", "minLength": 4, "contentEncoding": "base64",
           "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}
 PRICE = {"type": "number", "minimum": -1e15, "maximum": 1e15}
-MAX_SEED = 2**32 - 1  # documented bound of the diffusion seed (any integer >= 0 is accepted)
 
 
 def _query(name: str, schema: dict, description: str, required: bool = False) -> dict[str, Any]:
