@@ -229,6 +229,26 @@ def test_catalog_images_are_served_without_path_traversal(client):
         assert fetch(client, bad, follow_redirects=True).status_code == 404, bad
 
 
+def test_catalog_route_refuses_symlinks_that_leave_the_catalog_folder(client, res, tmp_path):
+    root = res.settings.catalog_root
+    secret = tmp_path / "secret_key.png"  # an image name, so only the resolved location can refuse it
+    secret.write_bytes(b"not for the public")
+    outside = tmp_path / "unpublished"
+    outside.mkdir()
+    (outside / "0.png").write_bytes((root / "images" / "p0000" / "0.png").read_bytes())
+    links = {"leak.png": secret, "images/leakdir": outside, "inside.png": root / "images" / "p0000" / "0.png",
+             "rows.png": root / "catalog.jsonl"}
+    for name, target in links.items():
+        (root / name).symlink_to(target)
+    try:
+        for bad in ("/catalog/leak.png", "/catalog/images/leakdir/0.png", "/catalog/rows.png", "/catalog/images"):
+            assert fetch(client, bad).status_code == 404, bad
+        assert fetch(client, "/catalog/inside.png").mimetype == "image/png"  # a link within the folder is fine
+    finally:
+        for name in links:
+            (root / name).unlink()
+
+
 def test_health_readiness_and_metrics(client, res):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import mimetypes
+from pathlib import Path
 
-from flask import Blueprint, abort, jsonify, make_response, send_from_directory
+from flask import Blueprint, abort, jsonify, make_response, send_file
+from werkzeug.security import safe_join
 
 from ..openapi import spec
 from . import resources
@@ -44,11 +46,15 @@ def openapi():
 
 @bp.get("/catalog/<path:filename>")
 def catalog_image(filename: str):
-    """A catalog image, only from under the catalog's folder (safe_join refuses '..' and absolute paths)."""
-    kind, _ = mimetypes.guess_type(filename)
-    if not (kind or "").startswith("image/"):  # catalog.jsonl, truth.jsonl, ... stay private
-        abort(404)
-    return send_from_directory(resources().settings.catalog_root, filename, max_age=3600)
+    """A catalog image, only from under the catalog's folder: safe_join refuses '..' and absolute paths, and the
+    path is resolved (symlinks followed) and refused unless it is a regular image file still under that folder."""
+    root = resources().settings.catalog_root  # resolved
+    joined = safe_join(str(root), filename)
+    path = Path(joined).resolve() if joined is not None else None
+    if path is None or not path.is_relative_to(root) or not path.is_file() or not all(
+            (mimetypes.guess_type(name)[0] or "").startswith("image/") for name in (filename, path.name)):
+        abort(404)  # catalog.jsonl, truth.jsonl, a link to the secret key or to a concept's photos stay private
+    return send_file(path, max_age=3600)
 
 
 @bp.get("/previews/<key>.png")
