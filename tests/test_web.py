@@ -237,11 +237,12 @@ def test_catalog_route_refuses_symlinks_that_leave_the_catalog_folder(client, re
     outside.mkdir()
     (outside / "0.png").write_bytes((root / "images" / "p0000" / "0.png").read_bytes())
     links = {"leak.png": secret, "images/leakdir": outside, "inside.png": root / "images" / "p0000" / "0.png",
-             "rows.png": root / "catalog.jsonl"}
+             "rows.png": root / "catalog.jsonl", "loop.png": root / "loop.png"}
     for name, target in links.items():
         (root / name).symlink_to(target)
     try:
-        for bad in ("/catalog/leak.png", "/catalog/images/leakdir/0.png", "/catalog/rows.png", "/catalog/images"):
+        for bad in ("/catalog/leak.png", "/catalog/images/leakdir/0.png", "/catalog/rows.png", "/catalog/images",
+                    "/catalog/loop.png"):
             assert fetch(client, bad).status_code == 404, bad
         assert fetch(client, "/catalog/inside.png").mimetype == "image/png"  # a link within the folder is fine
     finally:

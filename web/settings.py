@@ -53,6 +53,13 @@ class AdminSettings:
     password_hash: str | None = field(default=None, repr=False)
     # Hours an admin session stays valid without activity.
     session_hours: float = 12.0
+    # Hours an admin session lasts at most from its login, however active (web/admin_sessions.py).
+    session_max_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        for name in ("session_hours", "session_max_hours"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"AdminSettings.{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,13 @@ def catalog_image(filename: str):
     path is resolved (symlinks followed) and refused unless it is a regular image file still under that folder."""
     root = resources().settings.catalog_root  # resolved
     joined = safe_join(str(root), filename)
-    path = Path(joined).resolve() if joined is not None else None
-    if path is None or not path.is_relative_to(root) or not path.is_file() or not all(
-            (mimetypes.guess_type(name)[0] or "").startswith("image/") for name in (filename, path.name)):
+    try:
+        path = Path(joined).resolve() if joined is not None and "\0" not in joined else None
+        servable = path is not None and path.is_relative_to(root) and path.is_file() and all(
+            (mimetypes.guess_type(name)[0] or "").startswith("image/") for name in (filename, path.name))
+    except (OSError, ValueError, RuntimeError):  # a symlink loop (RuntimeError before 3.13), a name too long
+        servable = False
+    if not servable:
         abort(404)  # catalog.jsonl, truth.jsonl, a link to the secret key or to a concept's photos stay private
     return send_file(path, max_age=3600)
 
