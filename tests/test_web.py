@@ -254,11 +254,15 @@ def test_health_readiness_and_metrics(client, res):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json["ready"] and ready.json["checks"]["index"]["ok"]
+    assert str(res.settings.data_dir) not in ready.get_data(as_text=True)  # public: no file paths
     client.get("/search?q=dress")
+    assert client.get("/metrics").status_code == 401  # admin activity is not public
+    token = client.get("/api/session").json["csrf_token"]
+    client.post("/api/login", json={"user": "admin", "password": "secret-pw"}, headers={"X-CSRF-Token": token})
     metrics = client.get("/metrics")
     text = metrics.get_data(as_text=True)
     assert metrics.content_type.startswith("text/plain; version=0.0.4")
-    assert 'coinage_http_request_duration_seconds_bucket{endpoint="search.search",method="GET",status="2xx",le="+Inf"}' in text
+    assert 'coinage_http_request_duration_seconds_bucket{endpoint="search.search",le="+Inf",method="GET",status="2xx"}' in text
     assert re.search(r'coinage_jobs\{kind="preview",status="queued"\} \d+', text)
     assert "# TYPE coinage_generation_seconds histogram" in text and "coinage_index_ready 1" in text
 
@@ -311,13 +315,14 @@ def test_settings_from_env_read_every_variable(tmp_path):
            "COINAGE_COLLECTION": "shop", "COINAGE_PREVIEW_STEPS": "3", "COINAGE_TRAIN_STEPS": "7",
            "COINAGE_MAX_UPLOAD_MB": "2", "COINAGE_MAX_IMAGE_MB": "1", "COINAGE_MAX_IMAGE_PIXELS": "1000000",
            "COINAGE_ONNX": "0", "COINAGE_THREADS": "1", "COINAGE_ONNX_CACHE": str(tmp_path / "o"),
-           "COINAGE_GAIR_RANKS": "1", "COINAGE_CONCEPT_PHOTO_WEIGHT": "0.5", "COINAGE_SORT_FLOOR": "z:1.5"}
+           "COINAGE_GAIR_RANKS": "1", "COINAGE_CONCEPT_PHOTO_WEIGHT": "0.5", "COINAGE_SORT_FLOOR": "z:1.5",
+           "COINAGE_METRICS_TOKEN": "scrape"}
     s = AppSettings.from_env(env)
     assert (s.data_dir, s.backbone, s.device, s.admin.user, s.worker.mode) == (tmp_path, "tiny-random", "cpu", "boss", "off")
     assert s.store.path == str(tmp_path / "store") and s.query.preview_dir == str(tmp_path / "previews")
     assert (s.query.collection, s.query.steps, s.train.steps, s.query.text_runtime) == ("shop", 3, 7, "torch")
     assert (s.limits.max_request_bytes, s.limits.max_image_bytes, s.limits.max_image_pixels) == (2 << 20, 1 << 20, 10**6)
-    assert s.threads == 1 and not s.onnx and s.onnx_cache == tmp_path / "o"
+    assert s.threads == 1 and not s.onnx and s.onnx_cache == tmp_path / "o" and s.metrics_token == "scrape"
     assert s.query.gair_ranks and s.query.concept_photo_weight == 0.5 and s.query.sort_floor == "z:1.5"
     assert AppSettings.from_env({}).query.sort_floor == "gap"
     with pytest.raises(SettingsError, match="COINAGE_SORT_FLOOR.*gap, z:K, none"):

@@ -49,7 +49,7 @@ def create_app(config: AppSettings | None = None) -> Flask:
     try:
         security.init_app(app, settings)
         errors.init_app(app)
-        metrics.init_app(app)
+        metrics.init_app(app, settings.metrics_token)
         for blueprint in (search.bp, admin.bp, api.bp, ops.bp):
             app.register_blueprint(blueprint)
         app.jinja_env.globals.update(htmx_file=HTMX_FILE, settings=settings)

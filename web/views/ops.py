@@ -1,6 +1,7 @@
 """Operations and files: /healthz, /readyz, /openapi.json, catalog images and preview PNGs."""
 from __future__ import annotations
 
+import logging
 import mimetypes
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from werkzeug.security import safe_join
 from ..openapi import spec
 from . import resources
 
+log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
 
 
@@ -21,16 +23,20 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Readiness: backbone loaded, store open, product index present, job store reachable."""
+    """Readiness: backbone loaded, store open, product index present, job store reachable. Public, so the details
+    name no file paths, hosts or error texts (those go to the server log)."""
     res = resources()
-    checks: dict[str, dict] = {"backbone": {"ok": True, "detail": f"{res.backbone.id} on {res.backbone.device}"}}
+    name = Path(res.backbone.id).name  # a local backbone's id is its folder: show only the folder's name
+    checks: dict[str, dict] = {"backbone": {"ok": True, "detail": f"{name} on {res.backbone.device}"}}
     ready, detail = res.index_ready()
     checks["index"] = {"ok": ready, "detail": detail}
     try:
         res.jobs.count()
-        checks["jobs"] = {"ok": True, "detail": res.jobs.location}
-    except Exception as e:  # noqa: BLE001 - any failure means "not ready", reported with its text
-        checks["jobs"] = {"ok": False, "detail": f"{type(e).__name__}: {e}"}
+        checks["jobs"] = {"ok": True, "detail": "job database reachable"}
+    except Exception as e:  # noqa: BLE001 - any failure means "not ready"; the text (paths, hosts) goes to the log
+        log.warning("readiness: the job database %s is not usable: %s: %s", res.jobs.location, type(e).__name__, e)
+        checks["jobs"] = {"ok": False, "detail": "the job database is unreachable; the server log has the error "
+                                                 "(check COINAGE_DATABASE_URL or that COINAGE_DATA_DIR is writable)"}
     worker = res.worker
     checks["worker"] = {"ok": True, "detail": res.settings.worker.mode + (
         "" if worker is None or worker.running else " (stopped)")}
