@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,6 +38,7 @@ from .database import Connection, is_unique_violation, open_database
 from .errors import CoinageError, ImageError, TokenError
 from .image_files import pil_error, pil_open_errors
 from .preprocess import open_upright
+from .text_checks import name_problem
 from .tokenizer import validate_placeholder
 from .tokens import CustomToken, TokenSet, load_token, save_token
 
@@ -51,6 +53,7 @@ SAMPLES_FILE = "samples.png"
 WORK_DIR = "work"
 MIN_IMAGES, MAX_IMAGES = 3, 50
 CONCEPT_STATUSES = ("registered", "training", "ready", "failed", "cancelled")
+VERSION_PATTERN = re.compile(r"v\d{4,9}", re.ASCII)  # start_version names them v0001, v0002, ...
 VERSION_STATUSES = ("training", "ready", "failed", "cancelled")
 
 _SCHEMA = """
@@ -172,8 +175,7 @@ class ConceptRegistry:
         return self.concepts_dir / concept_name(placeholder)
 
     def version_dir(self, placeholder: str, version: str) -> Path:
-        if not version or "/" in version or version.startswith("."):
-            raise ConceptError(f"malformed version {version!r}; versions look like 'v0001'")
+        check_version(version)
         return self.concept_dir(placeholder) / "versions" / version
 
     def work_dir(self, placeholder: str, version: str) -> Path:
@@ -192,6 +194,7 @@ class ConceptRegistry:
         name = concept_name(placeholder)
         if not parent or not parent.strip():
             raise ConceptError("parent must be a word naming the concept's category, e.g. 'dress'")
+        check_words(parent, attributes)
         if not MIN_IMAGES <= len(images) <= MAX_IMAGES:
             raise ConceptError(f"a concept needs {MIN_IMAGES} to {MAX_IMAGES} example images, got {len(images)}")
         if num_vectors < 1:
@@ -248,6 +251,7 @@ class ConceptRegistry:
         """Change registration fields (they apply to the next training run)."""
         current = self.get(placeholder)
         words = list(attributes if attributes is not None else current.attributes)
+        check_words(parent or current.parent, words)
         with self._write() as conn:
             conn.execute(
                 "UPDATE concepts SET parent=?, attributes=?, method=?, num_vectors=?, updated=? WHERE name=?",
@@ -328,6 +332,7 @@ class ConceptRegistry:
         return [_version(r) for r in rows]
 
     def version(self, placeholder: str, version: str) -> Version:
+        check_version(version)
         with self._connect() as conn:
             row = conn.execute("SELECT * FROM versions WHERE name=? AND version=?",
                                (concept_name(placeholder), version)).fetchone()
@@ -370,6 +375,7 @@ class ConceptRegistry:
     def activate(self, placeholder: str, version: str) -> Concept:
         """Make `version` the live token: one UPDATE, applied only if the version is ready."""
         name = concept_name(placeholder)
+        check_version(version)
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE concepts SET active_version=?, updated=?, "
@@ -461,6 +467,21 @@ class ConceptRegistry:
             return self._unknown(placeholder, version)
         return VersionNotReady(f"{placeholder} version {version} is {row['status']}, not ready; only a finished "
                                "training run can be activated")
+
+
+def check_version(version: object) -> None:
+    """ConceptError unless `version` is a version id (VERSION_PATTERN): no paths, no text SQL cannot store."""
+    if not (isinstance(version, str) and VERSION_PATTERN.fullmatch(version)):
+        raise ConceptError(f"malformed version {version!r:.60}; versions look like 'v0001'")
+
+
+def check_words(parent: str, attributes: Sequence[str] | None) -> None:
+    """ConceptError when the parent or an attribute word is not printable text (engine.text_checks.name_problem:
+    stored and shown on the admin pages as given). trainer.words checks the rest of a concept's words."""
+    for field, word in [("parent", parent)] + [("attribute", a) for a in attributes or ()]:
+        problem = name_problem(word) if isinstance(word, str) else f"a {type(word).__name__}, not text"
+        if problem:
+            raise ConceptError(f"{field} word {word!r:.40} holds {problem}")
 
 
 def save_features(path: str | Path, features: torch.Tensor) -> Path:
