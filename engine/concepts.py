@@ -246,6 +246,30 @@ class ConceptRegistry:
         self.get(placeholder)
         return sorted((self.concept_dir(placeholder) / "images").glob("*.png"))
 
+    def thumbnail(self, placeholder: str, size: int) -> Path | None:
+        """A PNG of the first example image fitted in size x size, made once and kept beside the images
+        (`thumb-<size>.png`; remade when the image is newer), so serving it decodes no full photo. None when the
+        concept has no images."""
+        images = self.images(placeholder)
+        if not images:
+            return None
+        path = self.concept_dir(placeholder) / f"thumb-{int(size)}.png"
+        try:
+            if path.stat().st_mtime_ns >= images[0].stat().st_mtime_ns:
+                return path
+        except FileNotFoundError:
+            pass
+        from PIL import Image
+
+        with Image.open(images[0]) as im:
+            im.draft("RGB", (size, size))  # JPEG decodes at a fraction of full size; a no-op for other formats
+            thumb = im.convert("RGB")
+        thumb.thumbnail((size, size))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        thumb.save(tmp, format="PNG")
+        os.replace(tmp, path)  # atomic: a concurrent request sees the old file or the whole new one
+        return path
+
     def update(self, placeholder: str, *, parent: str | None = None, attributes: Sequence[str] | None = None,
                method: str | None = None, num_vectors: int | None = None) -> Concept:
         """Change registration fields (they apply to the next training run)."""

@@ -222,6 +222,29 @@ def test_autocomplete_lists_matching_live_tokens(client, res, monkeypatch):
     assert "No custom word starts with" in client.get("/search/suggest?q=<zz").get_data(as_text=True)
 
 
+def test_a_concept_thumbnail_is_made_once_not_decoded_per_request(client, res, monkeypatch, tmp_path):
+    import PIL.Image
+
+    from engine.tokens import CustomToken, TokenMeta, save_token
+
+    token = save_token(CustomToken("<thumbs>", torch.randn(1, res.backbone.text_width), TokenMeta("dress", "tiny-random")),
+                       tmp_path / "thumbs.safetensors")
+    res.registry.import_token(token, parent="dress", backbone_id="tiny-random", width=res.backbone.text_width)
+    folder = res.registry.concept_dir("<thumbs>") / "images"
+    (folder / "000.png").write_bytes(png_bytes(1, size=640))  # a large first photo
+    opened = []
+    real_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **kw: opened.append(a[0]) or real_open(*a, **kw))
+    try:
+        first, second = (fetch(client, "/concepts/thumbs/thumb.png") for _ in range(2))
+        assert first.status_code == second.status_code == 200 and first.mimetype == "image/png"
+        assert len(opened) == 1  # the second request reads the kept thumbnail
+        with real_open(res.registry.thumbnail("<thumbs>", 96)) as im:
+            assert max(im.size) == 96
+    finally:
+        res.registry.delete("<thumbs>")
+
+
 def test_catalog_images_are_served_without_path_traversal(client):
     assert fetch(client, "/catalog/images/p0000/0.png").mimetype == "image/png"
     for bad in ("/catalog/../jobs.sqlite3", "/catalog/%2e%2e/jobs.sqlite3", "/catalog//etc/passwd",
