@@ -16,7 +16,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 
-from . import errors, metrics, security
+from . import concepts_admin, errors, metrics, security
 from .resources import Resources
 from .settings import AppSettings
 from .templating import init_app as init_templating
@@ -54,6 +54,7 @@ def create_app(config: AppSettings | None = None) -> Flask:
             app.register_blueprint(blueprint)
         app.jinja_env.globals.update(htmx_file=HTMX_FILE, settings=settings)
         init_templating(app)
+        concepts_admin.reconcile_registrations(resources)  # what a registration killed mid-way left behind
         if settings.worker.mode == "thread":
             resources.start_worker()
     except BaseException:
