@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import unicodedata
 
-# Unicode general categories refused in a name: control (Cc), format (Cf: bidi overrides, zero-width),
-# surrogate (Cs), private use (Co), unassigned (Cn)
-NAME_REFUSED_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn")
+# Unicode general categories refused in a name: control (Cc: NUL, newlines), format (Cf: bidi overrides,
+# zero-width characters), surrogate (Cs)
+NAME_REFUSED_CATEGORIES = ("Cc", "Cf", "Cs")
 
 
 def encoding_problem(value: str) -> str | None:

@@ -25,8 +25,9 @@ MAX_ATTRIBUTES = 64
 
 class ConceptWordError(TrainingError):
     """A placeholder, parent or attribute set that cannot be trained; `field` names the one at fault and `code`
-    the reason (the web's error code): 'invalid_field' for a malformed word, 'own_parent_word' and
-    'too_few_attributes' for well-formed words that do not go together."""
+    the reason (the web's error code): 'invalid_field' for a malformed word, 'unprintable_word' for one holding a
+    control, invisible or bidi-override character, 'own_parent_word' and 'too_few_attributes' for well-formed
+    words that do not go together."""
 
     def __init__(self, field: str, message: str, code: str = "invalid_field"):
         super().__init__(message)
@@ -82,8 +83,9 @@ def check_concept_words(placeholder: str, parent: str, attributes: Sequence[str]
     if not parent or not parent.strip():
         raise ConceptWordError("parent", "parent must be the word naming the concept's category, e.g. 'dress'")
     _check_printable("parent", parent)
-    if attributes is not None and len(attributes) > MAX_ATTRIBUTES:
-        raise ConceptWordError("attributes", f"{len(attributes)} attribute words given, at most {MAX_ATTRIBUTES} are "
+    given = [a for a in attributes or () if a.strip()]
+    if len(given) > MAX_ATTRIBUTES:
+        raise ConceptWordError("attributes", f"{len(given)} attribute words given, at most {MAX_ATTRIBUTES} are "
                                "taken; keep the words that describe the concept best (or leave the field empty)")
     for word in attributes or ():
         _check_printable("attributes", word)
@@ -113,7 +115,7 @@ def _check_printable(field: str, word: str) -> None:
 
     problem = name_problem(word)
     if problem:
-        raise ConceptWordError(field, f"{field} word {word[:40]!r} holds {problem}")
+        raise ConceptWordError(field, f"{field} word {word[:40]!r} holds {problem}", "unprintable_word")
 
 
 def with_method(config: TrainConfig, method: str | None) -> TrainConfig:

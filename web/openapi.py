@@ -189,6 +189,8 @@ def _search_request(query, limits) -> dict[str, Any]:
 
 
 def _concept_registration(limits) -> dict[str, Any]:
+    from trainer.words import MAX_ATTRIBUTES
+
     from .concepts_admin import MAX_STEPS, MAX_VECTORS
 
     images = {"minItems": limits.min_concept_images, "maxItems": limits.max_concept_images}
@@ -200,7 +202,8 @@ def _concept_registration(limits) -> dict[str, Any]:
                    "description": "the category word, e.g. 'dress'"},
         "images": {"type": "array", **images, "items": BASE64,
                    "description": "base64 of PNG/JPEG/WebP files (multipart: files in the field 'images')"},
-        "attributes": {"oneOf": [{"type": "array", "items": word}, {"type": "string", "pattern": "^[^<>]*$"}],
+        "attributes": {"oneOf": [{"type": "array", "items": word, "maxItems": MAX_ATTRIBUTES},
+                                 {"type": "string", "pattern": "^[^<>]*$"}],
                        "description": "attribute words (distinct ones count; the projection needs at least 2); "
                                       "empty: chosen automatically"},
         "method": {"type": "string", "enum": ["prompt-tuning", "textual-inversion", "ti+ce", "ti+ce+proj"]},
