@@ -44,6 +44,7 @@ def test_a_valid_field_path_and_int64_bounds_still_search(client):
 @pytest.mark.parametrize("url, needle", [
     ("/api/search?q=dress&gair=maybe", "'gair'"),
     ("/api/search?q=dress&facets=nope", "'facets'"),
+    ("/api/search?q=dress&preview=maybe", "'preview'"),
     ("/api/search?q=dress&seed=4294967296", "from 0 to 4294967295"),
 ])
 def test_query_parameters_out_of_their_domain_are_a_400(client, res, url, needle):

@@ -143,7 +143,7 @@ def search_get():
     data = _query_args()
     if not data["query"].strip():
         raise missing_field("q", "the search text, e.g. q=red dress (custom tokens as <name>)")
-    return _search_response(data, request.args.get("preview", "1") not in ("0", "false", "no"))
+    return _search_response(data, _query_flag("preview", request.args.get("preview") or "1"))
 
 
 @bp.post("/search")
