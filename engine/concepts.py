@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,6 +38,7 @@ from .database import Connection, is_unique_violation, open_database
 from .errors import CoinageError, ImageError, TokenError
 from .image_files import pil_error, pil_open_errors
 from .preprocess import open_upright
+from .text_checks import name_problem
 from .tokenizer import validate_placeholder
 from .tokens import CustomToken, TokenSet, load_token, save_token
 
@@ -51,6 +53,7 @@ SAMPLES_FILE = "samples.png"
 WORK_DIR = "work"
 MIN_IMAGES, MAX_IMAGES = 3, 50
 CONCEPT_STATUSES = ("registered", "training", "ready", "failed", "cancelled")
+VERSION_PATTERN = re.compile(r"v\d{4,9}", re.ASCII)  # start_version names them v0001, v0002, ...
 VERSION_STATUSES = ("training", "ready", "failed", "cancelled")
 
 _SCHEMA = """
@@ -172,8 +175,7 @@ class ConceptRegistry:
         return self.concepts_dir / concept_name(placeholder)
 
     def version_dir(self, placeholder: str, version: str) -> Path:
-        if not version or "/" in version or version.startswith("."):
-            raise ConceptError(f"malformed version {version!r}; versions look like 'v0001'")
+        check_version(version)
         return self.concept_dir(placeholder) / "versions" / version
 
     def work_dir(self, placeholder: str, version: str) -> Path:
@@ -192,6 +194,7 @@ class ConceptRegistry:
         name = concept_name(placeholder)
         if not parent or not parent.strip():
             raise ConceptError("parent must be a word naming the concept's category, e.g. 'dress'")
+        check_words(parent, attributes)
         if not MIN_IMAGES <= len(images) <= MAX_IMAGES:
             raise ConceptError(f"a concept needs {MIN_IMAGES} to {MAX_IMAGES} example images, got {len(images)}")
         if num_vectors < 1:
@@ -243,11 +246,36 @@ class ConceptRegistry:
         self.get(placeholder)
         return sorted((self.concept_dir(placeholder) / "images").glob("*.png"))
 
+    def thumbnail(self, placeholder: str, size: int) -> Path | None:
+        """A PNG of the first example image fitted in size x size, made once and kept beside the images
+        (`thumb-<size>.png`; remade when the image is newer), so serving it decodes no full photo. None when the
+        concept has no images."""
+        images = self.images(placeholder)
+        if not images:
+            return None
+        path = self.concept_dir(placeholder) / f"thumb-{int(size)}.png"
+        try:
+            if path.stat().st_mtime_ns >= images[0].stat().st_mtime_ns:
+                return path
+        except FileNotFoundError:
+            pass
+        from PIL import Image
+
+        with Image.open(images[0]) as im:
+            im.draft("RGB", (size, size))  # JPEG decodes at a fraction of full size; a no-op for other formats
+            thumb = im.convert("RGB")
+        thumb.thumbnail((size, size))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        thumb.save(tmp, format="PNG")
+        os.replace(tmp, path)  # atomic: a concurrent request sees the old file or the whole new one
+        return path
+
     def update(self, placeholder: str, *, parent: str | None = None, attributes: Sequence[str] | None = None,
                method: str | None = None, num_vectors: int | None = None) -> Concept:
         """Change registration fields (they apply to the next training run)."""
         current = self.get(placeholder)
         words = list(attributes if attributes is not None else current.attributes)
+        check_words(parent or current.parent, words)
         with self._write() as conn:
             conn.execute(
                 "UPDATE concepts SET parent=?, attributes=?, method=?, num_vectors=?, updated=? WHERE name=?",
@@ -328,6 +356,7 @@ class ConceptRegistry:
         return [_version(r) for r in rows]
 
     def version(self, placeholder: str, version: str) -> Version:
+        check_version(version)
         with self._connect() as conn:
             row = conn.execute("SELECT * FROM versions WHERE name=? AND version=?",
                                (concept_name(placeholder), version)).fetchone()
@@ -370,6 +399,7 @@ class ConceptRegistry:
     def activate(self, placeholder: str, version: str) -> Concept:
         """Make `version` the live token: one UPDATE, applied only if the version is ready."""
         name = concept_name(placeholder)
+        check_version(version)
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE concepts SET active_version=?, updated=?, "
@@ -461,6 +491,21 @@ class ConceptRegistry:
             return self._unknown(placeholder, version)
         return VersionNotReady(f"{placeholder} version {version} is {row['status']}, not ready; only a finished "
                                "training run can be activated")
+
+
+def check_version(version: object) -> None:
+    """ConceptError unless `version` is a version id (VERSION_PATTERN): no paths, no text SQL cannot store."""
+    if not (isinstance(version, str) and VERSION_PATTERN.fullmatch(version)):
+        raise ConceptError(f"malformed version {version!r:.60}; versions look like 'v0001'")
+
+
+def check_words(parent: str, attributes: Sequence[str] | None) -> None:
+    """ConceptError when the parent or an attribute word is not printable text (engine.text_checks.name_problem:
+    stored and shown on the admin pages as given). trainer.words checks the rest of a concept's words."""
+    for field, word in [("parent", parent)] + [("attribute", a) for a in attributes or ()]:
+        problem = name_problem(word) if isinstance(word, str) else f"a {type(word).__name__}, not text"
+        if problem:
+            raise ConceptError(f"{field} word {word!r:.40} holds {problem}")
 
 
 def save_features(path: str | Path, features: torch.Tensor) -> Path:

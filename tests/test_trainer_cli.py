@@ -97,3 +97,32 @@ def test_world_concept_uses_the_world_splits():
     assert wc.images[0].size == (64, 64) and product.colour in wc.caption
     with pytest.raises(TrainingError, match="training product"):
         world_concept(world.splits.train[0])
+
+
+def test_a_full_disk_during_training_is_a_message_and_the_live_version_stays(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import trainer.job
+
+    shots = folder(tmp_path / "aurora", (200, 40, 40))
+    common = ["--root", str(tmp_path / "root"), "--backbone", "tiny-random", "--device", "cpu", "--no-samples",
+              "--steps", "2", "--batch-size", "1", "--attributes", "red,old,worn"]
+    assert main(["concept", "train", str(shots), "--parent", "dress", *common]) == 0
+    live = tmp_path / "root" / "concepts" / "aurora" / "versions" / "v0001" / "token.safetensors"
+    before = live.read_bytes()
+    capsys.readouterr()
+
+    def full(trainer_, work, key):
+        raise OSError(errno.ENOSPC, "No space left on device", str(work / "checkpoint.pt"))
+
+    monkeypatch.setattr(trainer.job, "save_checkpoint", full)
+    code = main(["concept", "train", str(shots), "--parent", "dress", "--no-resume", *common])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "no space left on the device while training <aurora>" in err and "free space there" in err
+    from engine.concepts import ConceptRegistry
+
+    registry = ConceptRegistry(tmp_path / "root")
+    assert registry.get("<aurora>").active_version == "v0001" and live.read_bytes() == before
+    failed = registry.versions("<aurora>")[-1]
+    assert failed.status == "failed" and "no space left" in failed.error

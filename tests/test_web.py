@@ -222,6 +222,29 @@ def test_autocomplete_lists_matching_live_tokens(client, res, monkeypatch):
     assert "No custom word starts with" in client.get("/search/suggest?q=<zz").get_data(as_text=True)
 
 
+def test_a_concept_thumbnail_is_made_once_not_decoded_per_request(client, res, monkeypatch, tmp_path):
+    import PIL.Image
+
+    from engine.tokens import CustomToken, TokenMeta, save_token
+
+    token = save_token(CustomToken("<thumbs>", torch.randn(1, res.backbone.text_width), TokenMeta("dress", "tiny-random")),
+                       tmp_path / "thumbs.safetensors")
+    res.registry.import_token(token, parent="dress", backbone_id="tiny-random", width=res.backbone.text_width)
+    folder = res.registry.concept_dir("<thumbs>") / "images"
+    (folder / "000.png").write_bytes(png_bytes(1, size=640))  # a large first photo
+    opened = []
+    real_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **kw: opened.append(a[0]) or real_open(*a, **kw))
+    try:
+        first, second = (fetch(client, "/concepts/thumbs/thumb.png") for _ in range(2))
+        assert first.status_code == second.status_code == 200 and first.mimetype == "image/png"
+        assert len(opened) == 1  # the second request reads the kept thumbnail
+        with real_open(res.registry.thumbnail("<thumbs>", 96)) as im:
+            assert max(im.size) == 96
+    finally:
+        res.registry.delete("<thumbs>")
+
+
 def test_catalog_images_are_served_without_path_traversal(client):
     assert fetch(client, "/catalog/images/p0000/0.png").mimetype == "image/png"
     for bad in ("/catalog/../jobs.sqlite3", "/catalog/%2e%2e/jobs.sqlite3", "/catalog//etc/passwd",
@@ -229,15 +252,40 @@ def test_catalog_images_are_served_without_path_traversal(client):
         assert fetch(client, bad, follow_redirects=True).status_code == 404, bad
 
 
+def test_catalog_route_refuses_symlinks_that_leave_the_catalog_folder(client, res, tmp_path):
+    root = res.settings.catalog_root
+    secret = tmp_path / "secret_key.png"  # an image name, so only the resolved location can refuse it
+    secret.write_bytes(b"not for the public")
+    outside = tmp_path / "unpublished"
+    outside.mkdir()
+    (outside / "0.png").write_bytes((root / "images" / "p0000" / "0.png").read_bytes())
+    links = {"leak.png": secret, "images/leakdir": outside, "inside.png": root / "images" / "p0000" / "0.png",
+             "rows.png": root / "catalog.jsonl", "loop.png": root / "loop.png"}
+    for name, target in links.items():
+        (root / name).symlink_to(target)
+    try:
+        for bad in ("/catalog/leak.png", "/catalog/images/leakdir/0.png", "/catalog/rows.png", "/catalog/images",
+                    "/catalog/loop.png"):
+            assert fetch(client, bad).status_code == 404, bad
+        assert fetch(client, "/catalog/inside.png").mimetype == "image/png"  # a link within the folder is fine
+    finally:
+        for name in links:
+            (root / name).unlink()
+
+
 def test_health_readiness_and_metrics(client, res):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json["ready"] and ready.json["checks"]["index"]["ok"]
+    assert str(res.settings.data_dir) not in ready.get_data(as_text=True)  # public: no file paths
     client.get("/search?q=dress")
+    assert client.get("/metrics").status_code == 401  # admin activity is not public
+    token = client.get("/api/session").json["csrf_token"]
+    client.post("/api/login", json={"user": "admin", "password": "secret-pw"}, headers={"X-CSRF-Token": token})
     metrics = client.get("/metrics")
     text = metrics.get_data(as_text=True)
     assert metrics.content_type.startswith("text/plain; version=0.0.4")
-    assert 'coinage_http_request_duration_seconds_bucket{endpoint="search.search",method="GET",status="2xx",le="+Inf"}' in text
+    assert 'coinage_http_request_duration_seconds_bucket{endpoint="search.search",le="+Inf",method="GET",status="2xx"}' in text
     assert re.search(r'coinage_jobs\{kind="preview",status="queued"\} \d+', text)
     assert "# TYPE coinage_generation_seconds histogram" in text and "coinage_index_ready 1" in text
 
@@ -321,13 +369,14 @@ def test_settings_from_env_read_every_variable(tmp_path):
            "COINAGE_COLLECTION": "shop", "COINAGE_PREVIEW_STEPS": "3", "COINAGE_TRAIN_STEPS": "7",
            "COINAGE_MAX_UPLOAD_MB": "2", "COINAGE_MAX_IMAGE_MB": "1", "COINAGE_MAX_IMAGE_PIXELS": "1000000",
            "COINAGE_ONNX": "0", "COINAGE_THREADS": "1", "COINAGE_ONNX_CACHE": str(tmp_path / "o"),
-           "COINAGE_GAIR_RANKS": "1", "COINAGE_CONCEPT_PHOTO_WEIGHT": "0.5", "COINAGE_SORT_FLOOR": "z:1.5"}
+           "COINAGE_GAIR_RANKS": "1", "COINAGE_CONCEPT_PHOTO_WEIGHT": "0.5", "COINAGE_SORT_FLOOR": "z:1.5",
+           "COINAGE_METRICS_TOKEN": "scrape"}
     s = AppSettings.from_env(env)
     assert (s.data_dir, s.backbone, s.device, s.admin.user, s.worker.mode) == (tmp_path, "tiny-random", "cpu", "boss", "off")
     assert s.store.path == str(tmp_path / "store") and s.query.preview_dir == str(tmp_path / "previews")
     assert (s.query.collection, s.query.steps, s.train.steps, s.query.text_runtime) == ("shop", 3, 7, "torch")
     assert (s.limits.max_request_bytes, s.limits.max_image_bytes, s.limits.max_image_pixels) == (2 << 20, 1 << 20, 10**6)
-    assert s.threads == 1 and not s.onnx and s.onnx_cache == tmp_path / "o"
+    assert s.threads == 1 and not s.onnx and s.onnx_cache == tmp_path / "o" and s.metrics_token == "scrape"
     assert s.query.gair_ranks and s.query.concept_photo_weight == 0.5 and s.query.sort_floor == "z:1.5"
     assert AppSettings.from_env({}).query.sort_floor == "gap"
     with pytest.raises(SettingsError, match="COINAGE_SORT_FLOOR.*gap, z:K, none"):

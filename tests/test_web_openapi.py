@@ -14,9 +14,10 @@ EXAMPLES = 25  # per operation
 
 # 400s that a schema-valid request may still get, by error code: they depend on the server's state (which custom
 # tokens exist) or on what JSON Schema cannot say (that base64 or file bytes are an image, that two fields
-# contradict each other, that attribute words are distinct, that the placeholder is not its own parent word).
+# contradict each other, that attribute words are distinct, that the placeholder is not its own parent word, that
+# a word holds no control, invisible or bidi-override character: Unicode categories, which its regexes cannot name).
 SEMANTIC_ERRORS = {"unknown_token", "conflicting_fields", "not_an_image", "unsupported_image", "image_too_small",
-                   "image_too_many_pixels", "empty_file", "own_parent_word", "too_few_attributes"}
+                   "image_too_many_pixels", "empty_file", "own_parent_word", "too_few_attributes", "unprintable_word"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -11,9 +11,11 @@ version, which only `ConceptRegistry.activate` changes.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -98,7 +100,13 @@ def train_concept(request: TrainRequest, progress: Progress | None = None,
     pils = load_images(request.images, "concept image")
     catalog = load_images(request.catalog_negatives, "catalog negative")
     key = _fingerprint(request, backbone, pils, catalog)
-    registry, version, directory = _target(request, backbone, key)
+    try:
+        registry, version, directory = _target(request, backbone, key)
+    except OSError as e:
+        full = disk_full(e, request.placeholder)
+        if full is None:
+            raise
+        raise full from e
     report = _Reporter(progress, request.placeholder, version)
     registered = _Registered(registry, request.placeholder)
     try:
@@ -111,8 +119,12 @@ def train_concept(request: TrainRequest, progress: Progress | None = None,
     except Exception as e:
         if registered.gone:  # whatever failed (recording the version, a write into its removed folder) is moot
             return _stopped(request, registry, version, directory, report, registered.deleted())
-        _failed(request, registry, version, report, e)
-        raise
+        full = disk_full(e, request.placeholder, directory)
+        if full is None:
+            _failed(request, registry, version, report, e)
+            raise
+        _failed(request, registry, version, report, full)
+        raise full from e
     except BaseException as e:
         _failed(request, registry, version, report, e)
         raise
@@ -135,9 +147,30 @@ def _stopped(request: TrainRequest, registry, version, directory: Path, report,
                        losses=e.history, message=str(e), concept_deleted=deleted)
 
 
+class DiskFull(TrainingError):
+    """The disk holding the registry filled up during training; the message names where and the fix."""
+
+
+def disk_full(error: BaseException, placeholder: str, directory: Path | None = None) -> DiskFull | None:
+    """A DiskFull in place of `error` when it says the disk (or quota) is full, else None."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = error.filename or directory
+    elif isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error):
+        where = "the concept registry's database"
+    else:
+        return None
+    return DiskFull(f"no space left on the device while training {placeholder} (writing {where}): free space there "
+                    "(or move COINAGE_DATA_DIR / --root to a larger disk) and train again; the run resumes from its "
+                    "last checkpoint, and the live version stays as it was")
+
+
 def _failed(request: TrainRequest, registry, version, report, e: BaseException) -> None:
     if registry is not None:
-        registry.fail_version(request.placeholder, version, f"{type(e).__name__}: {e}")
+        try:
+            registry.fail_version(request.placeholder, version, f"{type(e).__name__}: {e}")
+        except Exception as record_error:  # noqa: BLE001 - e.g. the same full disk; `e` is raised by the caller
+            log.warning("%s: could not record the failed run %s (%s: %s); the error was: %s", request.placeholder,
+                        version, type(record_error).__name__, record_error, e)
     report("failed", message=f"{type(e).__name__}: {e}")
 
 

@@ -6,7 +6,10 @@
 - attribute words are deduplicated as the tokenizer reads them (case and runs of spaces do not count),
   and the subspace projection needs enough distinct ones for its rank (trainer/subspace.py);
 - a parent word the tokenizer does not hold whole (engine.tokenizer.split_words) gets a warning, not an
-  error: training works, but the backbone may not know what the word means.
+  error: training works, but the backbone may not know what the word means;
+- the parent and every attribute are printable text (engine.text_checks.name_problem: no NUL, newline, bidi
+  override, zero-width or lone surrogate, which would be stored and shown raw on the admin pages), and a concept
+  names at most MAX_ATTRIBUTES attribute words.
 """
 from __future__ import annotations
 
@@ -16,10 +19,15 @@ from typing import Sequence
 from .config import TrainConfig, TrainingError
 
 
+# Attribute words a concept may name (the subspace projection's rank is at most 32; the automatic choice takes 12).
+MAX_ATTRIBUTES = 64
+
+
 class ConceptWordError(TrainingError):
     """A placeholder, parent or attribute set that cannot be trained; `field` names the one at fault and `code`
-    the reason (the web's error code): 'invalid_field' for a malformed word, 'own_parent_word' and
-    'too_few_attributes' for well-formed words that do not go together."""
+    the reason (the web's error code): 'invalid_field' for a malformed word, 'unprintable_word' for one holding a
+    control, invisible or bidi-override character, 'own_parent_word' and 'too_few_attributes' for well-formed
+    words that do not go together."""
 
     def __init__(self, field: str, message: str, code: str = "invalid_field"):
         super().__init__(message)
@@ -74,6 +82,13 @@ def check_concept_words(placeholder: str, parent: str, attributes: Sequence[str]
         raise ConceptWordError("placeholder", str(e)) from e
     if not parent or not parent.strip():
         raise ConceptWordError("parent", "parent must be the word naming the concept's category, e.g. 'dress'")
+    _check_printable("parent", parent)
+    given = [a for a in attributes or () if a.strip()]
+    if len(given) > MAX_ATTRIBUTES:
+        raise ConceptWordError("attributes", f"{len(given)} attribute words given, at most {MAX_ATTRIBUTES} are "
+                               "taken; keep the words that describe the concept best (or leave the field empty)")
+    for word in attributes or ():
+        _check_printable("attributes", word)
     if normalise(parent) == placeholder[1:-1]:
         raise ConceptWordError("placeholder", f"the placeholder {placeholder} is its own parent word "
                                f"{parent.strip()!r}: every plain {parent.strip()!r} search would read as the custom "
@@ -93,6 +108,14 @@ def check_concept_words(placeholder: str, parent: str, attributes: Sequence[str]
                                f"num_attributes chooses {config.num_attributes}; raise num_attributes or lower rank",
                                "too_few_attributes")
     return ConceptWords(placeholder, parent.strip(), words or None, parent_warnings(parent))
+
+
+def _check_printable(field: str, word: str) -> None:
+    from engine.text_checks import name_problem
+
+    problem = name_problem(word)
+    if problem:
+        raise ConceptWordError(field, f"{field} word {word[:40]!r} holds {problem}", "unprintable_word")
 
 
 def with_method(config: TrainConfig, method: str | None) -> TrainConfig:

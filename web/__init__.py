@@ -16,7 +16,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 
-from . import errors, metrics, ratelimit, security
+from . import concepts_admin, errors, metrics, ratelimit, security
 from .resources import Resources
 from .settings import AppSettings
 from .templating import init_app as init_templating
@@ -49,12 +49,13 @@ def create_app(config: AppSettings | None = None) -> Flask:
     try:
         security.init_app(app, settings)
         errors.init_app(app)
-        metrics.init_app(app)
+        metrics.init_app(app, settings.metrics_token)
         for blueprint in (search.bp, admin.bp, api.bp, ops.bp):
             app.register_blueprint(blueprint)
         ratelimit.init_app(app, settings.ratelimit)  # per-client limits on the views just registered
         app.jinja_env.globals.update(htmx_file=HTMX_FILE, settings=settings)
         init_templating(app)
+        concepts_admin.reconcile_registrations(resources)  # what a registration killed mid-way left behind
         if settings.worker.mode == "thread":
             resources.start_worker()
     except BaseException:

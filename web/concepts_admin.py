@@ -6,6 +6,7 @@ trainer.train_concept, which records the version and makes it live when it finis
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -22,6 +23,8 @@ from web.jobs import Job
 
 from .errors import ApiError, bad_field, missing_field
 from .uploads import CheckedImage
+
+log = logging.getLogger(__name__)
 
 MAX_VECTORS = 16  # token rows a registration may ask for
 MAX_STEPS = 100_000  # training steps a registration or retrain may ask for
@@ -113,6 +116,22 @@ def start_training(res, placeholder: str, steps: int | None = None) -> str:
     res.registry.get(placeholder)
     config = {"steps": int(steps)} if steps else {}
     return res.jobs.submit("train", {"placeholder": placeholder, "config": config}, dedupe_key=train_key(placeholder))
+
+
+def reconcile_registrations(res, grace_s: float | None = None) -> dict[str, list[str]]:
+    """At start: remove the image folders of registrations killed before their commit, and queue the training
+    a registration killed after its commit never asked for (engine.concept_repair; registrations younger than
+    `grace_s`, default REGISTRATION_GRACE_S, are left alone: they may be in flight in another process).
+    Returns {"removed": folder names, "queued": placeholders}."""
+    from engine.concept_repair import REGISTRATION_GRACE_S, remove_orphan_folders, untrained
+
+    grace = REGISTRATION_GRACE_S if grace_s is None else grace_s
+    removed = remove_orphan_folders(res.registry, grace)
+    queued = [c.placeholder for c in untrained(res.registry, grace) if training_job(res, c.placeholder) is None]
+    for placeholder in queued:
+        start_training(res, placeholder)
+        log.warning("queued the training of %s: its registration was interrupted before asking for it", placeholder)
+    return {"removed": removed, "queued": queued}
 
 
 def train_key(placeholder: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.query.schema import MODES, RETRIEVALS, SORTS
+from engine.query.schema import MAX_SEED, MODES, RETRIEVALS, SORTS
 from engine.tokenizer import NAME_PATTERN
 
 VERSION = "0.1.0"
@@ -51,7 +51,6 @@ QUERY_NONBLANK = f"^\\s*(?:[^<>\\s]|{TOKEN})(?:[^<>]|{TOKEN})*$"
 BASE64 = {"type": "string", "minLength": 4, "contentEncoding": "base64",
           "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}
 PRICE = {"type": "number", "minimum": -1e15, "maximum": 1e15}
-MAX_SEED = 2**32 - 1  # documented bound of the diffusion seed (any integer >= 0 is accepted)
 
 
 def _query(name: str, schema: dict, description: str, required: bool = False) -> dict[str, Any]:
@@ -191,6 +190,8 @@ def _search_request(query, limits) -> dict[str, Any]:
 
 
 def _concept_registration(limits) -> dict[str, Any]:
+    from trainer.words import MAX_ATTRIBUTES
+
     from .concepts_admin import MAX_STEPS, MAX_VECTORS
 
     images = {"minItems": limits.min_concept_images, "maxItems": limits.max_concept_images}
@@ -202,7 +203,8 @@ def _concept_registration(limits) -> dict[str, Any]:
                    "description": "the category word, e.g. 'dress'"},
         "images": {"type": "array", **images, "items": BASE64,
                    "description": "base64 of PNG/JPEG/WebP files (multipart: files in the field 'images')"},
-        "attributes": {"oneOf": [{"type": "array", "items": word}, {"type": "string", "pattern": "^[^<>]*$"}],
+        "attributes": {"oneOf": [{"type": "array", "items": word, "maxItems": MAX_ATTRIBUTES},
+                                 {"type": "string", "pattern": "^[^<>]*$"}],
                        "description": "attribute words (distinct ones count; the projection needs at least 2); "
                                       "empty: chosen automatically"},
         "method": {"type": "string", "enum": ["prompt-tuning", "textual-inversion", "ti+ce", "ti+ce+proj"]},

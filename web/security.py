@@ -4,7 +4,9 @@ CSRF: every session gets a random token (`secrets`), rendered in a `<meta name="
 tag, in `hx-headers` on <body> (so every htmx request sends `X-CSRF-Token`) and as a hidden
 `csrf_token` field in forms. Every POST/PUT/PATCH/DELETE must carry it (header or field); it is
 compared in constant time with the session's. The session cookie is signed by itsdangerous
-(Flask's session) with the app's secret key, HttpOnly and SameSite=Lax (Secure in production).
+(Flask's session) with the app's secret key, HttpOnly and SameSite=Lax (Secure in production). An admin
+login is also recorded server-side (web/admin_sessions.py): logout, a password change and the absolute
+lifetime end it for every copy of the cookie.
 Read-only endpoints that take a body (the JSON search API) are exempted explicitly.
 
 Credentials: COINAGE_ADMIN_USER / COINAGE_ADMIN_PASSWORD_HASH (a werkzeug.security hash). In dev
@@ -24,11 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import unquote, urlsplit
 
-from flask import Flask, g, redirect, request, session, url_for
+from flask import Flask, current_app, g, redirect, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from web.settings import AppSettings, SettingsError
 
+from .admin_sessions import AdminSessions, credential_fingerprint
 from .errors import ApiError, wants_json
 
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 CSRF_KEY = "csrf"
 VISITOR_KEY = "visitor"  # session key of visitor_id()
+SESSION_ID_KEY = "sid"  # session key of the server-side admin session's id (web/admin_sessions.py)
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 ADMIN_FILE = "admin.json"
@@ -148,8 +152,23 @@ def _check_csrf(app: Flask) -> None:
 
 # ---------------------------------------------------------------------------- admin sessions
 
+def _sessions() -> AdminSessions:
+    return current_app.extensions["coinage.sessions"]
+
+
 def is_admin() -> bool:
-    return bool(session.get("admin"))
+    """Whether this request's cookie names a live server-side admin session (web/admin_sessions.py); a cookie
+    whose session was ended, expired or predates the password loses its admin keys. Checked once per request."""
+    if "admin_user" not in g:
+        user = None
+        session_id = session.get(SESSION_ID_KEY)
+        if session.get("admin") and isinstance(session_id, str):
+            user = _sessions().user(session_id)
+        if user is None and ("admin" in session or SESSION_ID_KEY in session):
+            session.pop("admin", None)
+            session.pop(SESSION_ID_KEY, None)
+        g.admin_user = user
+    return g.admin_user is not None
 
 
 def login(user: str, password: str, settings: AppSettings, password_hash: str) -> bool:
@@ -157,15 +176,22 @@ def login(user: str, password: str, settings: AppSettings, password_hash: str) -
     ok_password = check_password_hash(password_hash, password)  # always run: no timing hint about the user
     if not (ok_user and ok_password):
         return False
-    session.clear()  # a fresh session (and CSRF token) on login: no session fixation
+    logout()  # a fresh session (and CSRF token) on login: no session fixation
     session.permanent = True
     session["admin"] = settings.admin.user
+    session[SESSION_ID_KEY] = _sessions().start(settings.admin.user)
+    g.admin_user = settings.admin.user
     csrf_token()
     return True
 
 
 def logout() -> None:
+    """End the server-side session (every copy of its cookie) and clear this cookie."""
+    session_id = session.get(SESSION_ID_KEY)
+    if isinstance(session_id, str):
+        _sessions().end(session_id)
     session.clear()
+    g.admin_user = None
 
 
 def admin_required(view: Callable) -> Callable:
@@ -231,6 +257,8 @@ def safe_next(target: str | None) -> str:
 
 def init_app(app: Flask, settings: AppSettings) -> None:
     app.extensions["coinage.password_hash"] = admin_password_hash(settings)
+    app.extensions["coinage.sessions"] = AdminSessions(
+        settings, credential_fingerprint(settings.admin.user, app.extensions["coinage.password_hash"]))
     app.jinja_env.globals.update(csrf_token=csrf_token, is_admin=is_admin)
 
     @app.before_request

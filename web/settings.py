@@ -54,6 +54,13 @@ class AdminSettings:
     password_hash: str | None = field(default=None, repr=False)
     # Hours an admin session stays valid without activity.
     session_hours: float = 12.0
+    # Hours an admin session lasts at most from its login, however active (web/admin_sessions.py).
+    session_max_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        for name in ("session_hours", "session_max_hours"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"AdminSettings.{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,8 @@ class AppSettings:
     catalog: Path | None = None
     # Key that signs session cookies (COINAGE_SECRET_KEY). None in dev: generated once into <data_dir>/secret_key.
     secret_key: str | None = field(default=None, repr=False)
+    # Bearer token a Prometheus scraper sends to read /metrics (COINAGE_METRICS_TOKEN). None: admins only.
+    metrics_token: str | None = field(default=None, repr=False)
     # PostgreSQL URL holding the job store's and the concept registry's rows (COINAGE_DATABASE_URL), e.g.
     # postgresql://coinage:PASSWORD@db:5432/coinage. None: SQLite files (jobs_db, <registry_root>/concepts/).
     database_url: str | None = field(default=None, repr=False)
@@ -287,7 +296,8 @@ class AppSettings:
         mode = _choice(env, "COINAGE_ENV", ENVIRONMENTS, "dev")
         values: dict[str, Any] = {"env": mode, "data_dir": data_dir_from_env(env)}
         for key, var in (("backbone", "COINAGE_BACKBONE"), ("device", "COINAGE_DEVICE"),
-                         ("catalog", "COINAGE_CATALOG"), ("secret_key", "COINAGE_SECRET_KEY")):
+                         ("catalog", "COINAGE_CATALOG"), ("secret_key", "COINAGE_SECRET_KEY"),
+                         ("metrics_token", "COINAGE_METRICS_TOKEN")):
             if env.get(var):
                 values[key] = env[var]
         values["database_url"] = database_url_from_env(env)

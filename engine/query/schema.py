@@ -5,8 +5,11 @@ import base64
 import binascii
 import math
 import numbers
+import re
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Mapping
+
+from engine.text_checks import first_unencodable
 
 from .errors import ConflictingFields, QueryError
 from .gair import GairOutcome, WeightScore
@@ -25,6 +28,14 @@ MODES = ("products", "photos")
 RETRIEVALS = ("auto", "hybrid", "dense", "lexical")
 # Result order: fused relevance, or price (QueryConfig.price_field) over the query's candidates.
 SORTS = ("relevance", "price_asc", "price_desc")
+# Largest diffusion seed (the documented bound of `seed`; torch generators take 64 bits, the API promises 32).
+MAX_SEED = 2**32 - 1
+# Integer filter values are stored as 64-bit signed integers by the vector store.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A payload field path in `filters` and `ranges`: keys of letters, digits, '_' or '-', joined by dots, each
+# optionally followed by [] or [N] (the subset of Qdrant's JSON paths both store backends read alike)
+FIELD_PATH = re.compile(r"[A-Za-z0-9_-]+(\[\d*\])*(\.[A-Za-z0-9_-]+(\[\d*\])*)*", re.ASCII)
+MAX_FIELD_PATH = 200
 
 
 @dataclass
@@ -68,6 +79,10 @@ class SearchRequest:
         unknown = sorted(set(data) - known)
         if unknown:
             raise QueryError(f"unknown search request field(s) {unknown}; known fields: {sorted(known)}")
+        bad_text = first_unencodable({k: v for k, v in data.items() if k != "image"})
+        if bad_text:
+            raise QueryError(f"field {bad_text!r} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), "
+                             "which is not valid Unicode text; send the text as UTF-8")
         values = dict(data)
         if isinstance(values.get("image"), str):
             try:
@@ -105,10 +120,20 @@ class SearchRequest:
             if value is not None and not (isinstance(value, str) or (
                     isinstance(value, list) and value and all(isinstance(c, str) for c in value))):
                 raise QueryError(f"field {name!r} must be a string or a non-empty list of strings, got {value!r}")
+        bad_text = first_unencodable({"query": self.query, "category": self.category, "colour": self.colour,
+                                       "filters": self.filters, "ranges": self.ranges})
+        if bad_text:
+            raise QueryError(f"field {bad_text!r} holds a lone surrogate, which is not valid Unicode text")
         _expect("filters", self.filters, dict)
         _expect("ranges", self.ranges, dict)
+        for key, value in self.filters.items():
+            _field_path("filters", key)
+            _filter_value(key, value)
         for key, bounds in self.ranges.items():
-            _pair(key, bounds)
+            _field_path("ranges", key)
+            low, high = _pair(key, bounds)
+            if low is not None and high is not None and low > high:
+                raise ConflictingFields(f"range for field {key!r} has min {low} above max {high}; swap them")
         if self.limit is not None:
             if not _is_int(self.limit) or self.limit < 1 or (max_limit is not None and self.limit > max_limit):
                 raise QueryError(f"field 'limit' must be an integer from 1 to {max_limit or 'the maximum'}, "
@@ -121,8 +146,8 @@ class SearchRequest:
             raise QueryError(f"field 'gair' must be true, false or null, got {self.gair!r}")
         if self.weight is not None and (not _is_number(self.weight) or not 0.0 <= float(self.weight) <= 1.0):
             raise QueryError(f"field 'weight' must be a number in [0, 1] (or null for GAIR/default), got {self.weight!r}")
-        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
-            raise QueryError(f"field 'seed' must be an integer >= 0, got {self.seed!r}")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
+            raise QueryError(f"field 'seed' must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
         if self.method not in METHODS:
             raise QueryError(f"field 'method' must be one of {METHODS}, got {self.method!r}")
         for name, allowed in (("mode", MODES), ("retrieval", RETRIEVALS), ("sort", SORTS)):
@@ -265,6 +290,22 @@ def _expect(name: str, value: Any, kind: type) -> None:
 def _expect_optional_number(name: str, value: Any) -> None:
     if value is not None and not _is_number(value):
         raise QueryError(f"field {name!r} must be a finite number or null, got {value!r}")
+
+
+def _field_path(name: str, key: Any) -> None:
+    if not (isinstance(key, str) and len(key) <= MAX_FIELD_PATH and FIELD_PATH.fullmatch(key)):
+        shown = key if isinstance(key, str) and not first_unencodable(key) else type(key).__name__
+        raise QueryError(f"{name} key {shown!r} is not a payload field path; use names of letters, digits, '_' "
+                         f"and '-' joined by dots (e.g. 'attributes.colour'), at most {MAX_FIELD_PATH} characters")
+
+
+def _filter_value(key: str, value: Any) -> None:
+    items = value if isinstance(value, list) else [value]
+    ok = bool(items) and all(isinstance(v, (str, bool)) or (_is_int(v) and INT64_MIN <= v <= INT64_MAX)
+                             for v in items)
+    if not ok:
+        raise QueryError(f"filter on field {key!r} must be a string, a 64-bit integer or a non-empty list of "
+                         f"them, got {value!r:.100}")
 
 
 def _pair(key: str, bounds: Any) -> tuple[float | None, float | None]:

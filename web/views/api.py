@@ -12,6 +12,8 @@ from typing import Any, Mapping
 
 from flask import Blueprint, current_app, jsonify, request, send_file, session, url_for
 
+from engine.text_checks import encoding_problem
+
 from .. import concepts_admin as ca
 from ..errors import ApiError, bad_field, missing_field
 from ..search_state import cancel_preview, ensure_preview, panel_for
@@ -62,6 +64,8 @@ def api_login():
     for name in ("user", "password"):
         if not isinstance(data.get(name), str):
             raise missing_field(name)
+        if encoding_problem(data[name]):
+            raise bad_field(name, "holds a lone surrogate, which is not valid Unicode text; send it as UTF-8")
     throttle = current_app.extensions["coinage.login_throttle"]
     client = request.remote_addr or "unknown"
     throttle.check(client)
@@ -119,8 +123,19 @@ def _query_args() -> dict[str, Any]:
             data[name] = args[name]
     for name in ("gair", "correct", "facets"):
         if args.get(name) not in (None, ""):
-            data[name] = args[name].lower() in ("1", "true", "yes", "on")
+            data[name] = _query_flag(name, args[name])
     return data
+
+
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _query_flag(name: str, raw: str) -> bool:
+    """A boolean query parameter: one of TRUE_WORDS or FALSE_WORDS (any case); anything else is a 400, not False."""
+    word = raw.strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+        raise bad_field(name, f"must be one of {', '.join(TRUE_WORDS)} or {', '.join(FALSE_WORDS)}, got {raw[:20]!r}")
+    return word in TRUE_WORDS
 
 
 @bp.get("/search")
@@ -128,7 +143,7 @@ def search_get():
     data = _query_args()
     if not data["query"].strip():
         raise missing_field("q", "the search text, e.g. q=red dress (custom tokens as <name>)")
-    return _search_response(data, request.args.get("preview", "1") not in ("0", "false", "no"))
+    return _search_response(data, _query_flag("preview", request.args.get("preview") or "1"))
 
 
 @bp.post("/search")

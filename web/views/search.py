@@ -1,8 +1,6 @@
 """Shopper pages: search by text or photo, results at once, the preview filling in, autocomplete of tokens."""
 from __future__ import annotations
 
-import io
-
 from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, send_file
 
 from ..errors import ApiError
@@ -121,9 +119,8 @@ def suggest():
 
 @bp.get("/concepts/<name>/thumb.png")
 def concept_thumb(name: str):
-    """First example image of a concept, small: public for live concepts (autocomplete), else admin only."""
-    from PIL import Image
-
+    """First example image of a concept, small: public for live concepts (autocomplete), else admin only. The
+    thumbnail is made once by the registry (ConceptRegistry.thumbnail), not decoded from the photo per request."""
     from engine.concepts import ConceptError
     from engine.errors import TokenError
 
@@ -133,17 +130,14 @@ def concept_thumb(name: str):
     placeholder = f"<{name}>"
     try:
         concept = res.registry.get(placeholder)
-        images = res.registry.images(placeholder)
+        if concept.active_version is None and not is_admin():
+            abort(404)
+        thumb = res.registry.thumbnail(placeholder, THUMB_SIZE)
     except (ConceptError, TokenError):  # malformed or unknown names are not found; database errors stay 503
         abort(404)
-    if (concept.active_version is None and not is_admin()) or not images:
+    if thumb is None:
         abort(404)
-    with Image.open(images[0]) as im:
-        thumb = im.convert("RGB")
-        thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
-    buf = io.BytesIO()
-    thumb.save(buf, format="PNG")
-    response = make_response(buf.getvalue())
+    response = make_response(thumb.read_bytes())
     response.headers["Content-Type"] = "image/png"
     response.headers["Cache-Control"] = "private, max-age=60"
     return response
