@@ -726,14 +726,18 @@ def test_index_writes_bm25_vectors_and_reindex_refreshes_the_vocabulary(catalog,
     from engine.lexical import embed_query
     from engine.spelling import Speller
     from engine.store import StoreQuery
+    from engine.vocabulary import read_vocabulary, vocabulary_version
 
     cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
     report = run_index(cfg)
     rows = [json.loads(line) for line in catalog.read_text().splitlines()]
     with open_store(cfg.store) as store:
         assert store.has_sparse("products")
-        speller = Speller.from_metadata(store.get_metadata("products"))
+        target = store.get_alias("products")
+        speller = Speller(read_vocabulary(store, target)[1])
         assert report.vocabulary_words == len(speller.counts) > 0
+        assert vocabulary_version(store, target) is not None  # an artifact beside the collection ...
+        assert store.get_metadata("products").get("spelling") is None  # ... not in the metadata get_collection sends
         assert all(speller.known(w) for w in rows[0]["title"].replace("—", " ").split())
         # the product's own title, searched lexically only, finds one of its photos first
         top = store.query("products", StoreQuery(sparse=embed_query(rows[0]["title"])), limit=1)[0]
@@ -744,7 +748,7 @@ def test_index_writes_bm25_vectors_and_reindex_refreshes_the_vocabulary(catalog,
     catalog.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run_reindex(cfg)
     with open_store(cfg.store) as store:
-        speller = Speller.from_metadata(store.get_metadata("products"))
+        speller = Speller(read_vocabulary(store, store.get_alias("products"))[1])
         assert speller.known("quokkaberry")
         assert speller.correct("quokaberry parasol").corrected == "quokkaberry parasol"
 
