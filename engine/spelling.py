@@ -13,10 +13,12 @@ An unknown word is
 - joined or split as the catalog spells it ("tshirt" -> "t-shirt", "coffeemug" -> "coffee mug"; and the pair
   "t shirt" -> "t-shirt"): a spelling variant, applied to the lexical side only (CLIP reads it as typed);
 - corrected to the closest catalog word (symspellpy's deletion index, optimal string alignment: a swap is one
-  edit; one edit for words shorter than long_word letters, two from there on). The correction is automatic (both
-  sides) only when confident: no other catalog word (of another stem) at that distance within auto_margin of its
-  row count, and, for a two-edit correction, no English word one edit away. Otherwise it is only suggested
-  (`suggestion`, "Did you mean ..."), and nothing is searched differently.
+  edit; one edit for words shorter than long_word letters, two from there on), or to an English word one edit
+  away whose stems the catalog holds when no catalog word is that close ("sneekers" -> "sneakers" for a catalog
+  saying "sneaker"). The correction is automatic (both sides) only when confident: no other candidate (of another
+  stem) at that distance within auto_margin of its row count (English: corpus count), and, for a two-edit
+  correction, no English word one edit away. Otherwise it is only suggested (`suggestion`, "Did you mean ..."),
+  and nothing is searched differently.
 Custom-token placeholders (`<aurora>`) are left alone.
 """
 from __future__ import annotations
@@ -27,8 +29,10 @@ import re
 import string
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from symspellpy import SymSpell, Verbosity
+from symspellpy.editdistance import DistanceAlgorithm, EditDistance
 
 from engine.lexical import WORD_RE, query_terms, words
 from engine.vocabulary import Vocabulary
@@ -76,18 +80,18 @@ class Correction:
 
 
 @functools.lru_cache(maxsize=1)
-def english_words() -> frozenset[str]:
-    """symspellpy's English frequency dictionary (82,765 words), read once per process (about 0.2 s)."""
+def english_words() -> Mapping[str, int]:
+    """symspellpy's English frequency dictionary (82,765 words -> corpus count), read once per process (0.2 s)."""
     path = importlib.resources.files("symspellpy") / ENGLISH_DICTIONARY
     with path.open(encoding="utf-8") as f:
-        return frozenset(line.split(" ", 1)[0] for line in f if line.strip())
+        return MappingProxyType({w: int(c) for w, c in (line.split() for line in f if line.strip())})
 
 
 class Speller:
     """Corrects unknown query words to catalog words (see the module docstring for what counts as unknown)."""
 
     def __init__(self, vocabulary: Vocabulary | Mapping[str, int], config: SpellingConfig | None = None, *,
-                 extra_words: Iterable[str] = (), english: frozenset[str] | None = None):
+                 extra_words: Iterable[str] = (), english: Mapping[str, int] | None = None):
         """`extra_words`: words searched although no catalog row holds them, e.g. registered concept names."""
         self.config = config or SpellingConfig()
         vocab = vocabulary if isinstance(vocabulary, Vocabulary) else Vocabulary(vocabulary)
@@ -98,7 +102,9 @@ class Speller:
                 self.counts.setdefault(word, 1)
                 self._terms.update(query_terms(word))
         self._english = english_words() if english is None else english
-        self._index = SymSpell(max(self.config.max_edits_short, self.config.max_edits_long), self.config.prefix_length)
+        # DAMERAU_OSA_FAST: the same distance, computed by editdistpy (C++) instead of Python
+        self._index = SymSpell(max(self.config.max_edits_short, self.config.max_edits_long), self.config.prefix_length,
+                               distance_comparer=EditDistance(DistanceAlgorithm.DAMERAU_OSA_FAST))
         for word, count in self.counts.items():
             if len(word) >= self.config.min_word_length and not _has_digit(word):
                 self._index.create_dictionary_entry(word, max(1, count))
@@ -124,15 +130,25 @@ class Speller:
             return Verdict("lexical", variant)
         limit = cfg.max_edits_long if len(lower) >= cfg.long_word else cfg.max_edits_short
         found = self._index.lookup(lower, Verbosity.CLOSEST, limit)
+        distance = found[0].distance if found else limit + 1
+        english = [w for w in _edits1(lower) if w in self._english] if distance > 1 else []
+        # an English word one edit away whose BM25 stems the catalog holds ("sneekers" -> "sneakers" for a catalog
+        # that says "sneaker") is closer than any catalog word two edits away
+        via_stem = [(w, self._english[w]) for w in english if self.known(w)]
+        if via_stem:
+            return self._verdict(via_stem, closer_english=False)
         if not found:
             return None
-        found = sorted(found, key=lambda s: (-s.count, s.term))
-        best, distance = found[0], found[0].distance
-        stems = query_terms(best.term)
-        rival = next((s for s in found[1:] if query_terms(s.term) != stems), None)
-        clear = rival is None or best.count >= cfg.auto_margin * rival.count
-        closer_english = distance >= 2 and any(e in self._english for e in _edits1(lower))
-        return Verdict("auto" if clear and not closer_english else "suggest", best.term)
+        return self._verdict([(s.term, s.count) for s in found], closer_english=bool(english))
+
+    def _verdict(self, candidates: list[tuple[str, int]], closer_english: bool) -> Verdict:
+        """The best of candidates at one distance ((word, frequency)): automatic when it has no rival of another
+        stem within auto_margin of its frequency and no English word is closer than it; else a suggestion."""
+        candidates = sorted(candidates, key=lambda c: (-c[1], c[0]))
+        (best, count), stems = candidates[0], query_terms(candidates[0][0])
+        rival = next((c for w, c in candidates[1:] if query_terms(w) != stems), None)
+        clear = rival is None or count >= self.config.auto_margin * rival
+        return Verdict("auto" if clear and not closer_english else "suggest", best)
 
     def correct(self, query: str) -> Correction:
         """The query's lexical and dense texts and its suggestion (placeholders and spacing kept)."""
@@ -190,19 +206,12 @@ def _has_digit(word: str) -> bool:
     return any(ch.isdigit() for ch in word)
 
 
-def _edits1(word: str) -> Iterator[str]:
-    """Every string one edit (delete, swap, replace, insert of a-z) from `word`."""
+def _edits1(word: str) -> set[str]:
+    """Every string one edit (delete, swap, replace, insert of a-z) from `word` (Norvig's, as comprehensions)."""
     letters = string.ascii_lowercase
-    for i in range(len(word) + 1):
-        left, right = word[:i], word[i:]
-        if right:
-            yield left + right[1:]
-        if len(right) > 1:
-            yield left + right[1] + right[0] + right[2:]
-        for c in letters:
-            if right:
-                yield left + c + right[1:]
-            yield left + c + right
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    return ({a + b[1:] for a, b in splits if b} | {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+            | {a + c + b[1:] for a, b in splits if b for c in letters} | {a + c + b for a, b in splits for c in letters})
 
 
 def _cased(typed: str, replacement: str) -> str:
