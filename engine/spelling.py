@@ -211,8 +211,10 @@ def _edits1(word: str) -> set[str]:
     """Every string one edit (delete, swap, replace, insert of a-z) from `word` (Norvig's, as comprehensions)."""
     letters = string.ascii_lowercase
     splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
-    return ({a + b[1:] for a, b in splits if b} | {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
-            | {a + c + b[1:] for a, b in splits if b for c in letters} | {a + c + b for a, b in splits for c in letters})
+    deletes = {a + b[1:] for a, b in splits if b}
+    swaps = {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    replaces = {a + c + b[1:] for a, b in splits if b for c in letters}
+    return deletes | swaps | replaces | {a + c + b for a, b in splits for c in letters}
 
 
 def _cased(typed: str, replacement: str) -> str:

@@ -163,7 +163,7 @@ class EmbeddedStore(VectorStore):
         return self._collections_dir / name
 
     def collection_dir(self, name: str) -> Path:
-        """The directory of collection `name` (not an alias): files kept beside it live here (engine/store/artifacts.py)."""
+        """The directory of collection `name` (not an alias); files kept beside it live here (store/artifacts.py)."""
         return self._dir(check_name("collection", name))
 
     def _exists_on_disk(self, name: str) -> bool:
