@@ -101,8 +101,8 @@ def read_vocabulary(store: VectorStore, collection: str) -> tuple[str | None, Vo
         vocabulary = Vocabulary.from_json(json.loads(data))
     except ValueError as e:
         raise StoreError(f"the spelling vocabulary of collection {collection!r} is not JSON ({e}); rebuild it with "
-                         "`coinage index`") from e
+                         "`coinage index --prune` (which does not read it) or `coinage reindex`") from e
     if vocabulary is None:
         raise StoreError(f"the spelling vocabulary of collection {collection!r} has an unknown format; rebuild it "
-                         "with `coinage index` (or `coinage reindex`)")
+                         "with `coinage index --prune` (which does not read it) or `coinage reindex`")
     return version, vocabulary

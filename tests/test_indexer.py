@@ -769,3 +769,28 @@ def _dim(cfg) -> int:
     from indexer.pipeline import build_embedder, load_backbone_for
 
     return build_embedder(cfg, load_backbone_for(cfg)).dim
+
+
+def test_an_index_run_without_prune_merges_the_vocabulary_and_with_prune_replaces_it(catalog, tmp_path, onnx_cache,
+                                                                                      store_cfg):
+    from engine.lexical import document_text, words
+    from engine.vocabulary import read_vocabulary
+
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
+    run_index(cfg)
+    rows = [json.loads(line) for line in catalog.read_text().splitlines()]
+    kept = [r for r in rows if r["product_id"] == rows[0]["product_id"]]
+    for r in kept:
+        r["title"] = "Quokkaberry Parasol"
+    others = {w for r in rows if r not in kept for w in words(document_text(r))} - {
+        w for r in kept for w in words(document_text(r))}
+    assert others
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in kept))  # a catalog file with one product only
+    run_index(cfg)
+    with open_store(cfg.store) as store:
+        words = read_vocabulary(store, store.get_alias("products"))[1].counts
+        assert "quokkaberry" in words and others <= set(words)  # the other rows are still in the collection
+    run_index(dataclasses.replace(cfg, prune=True, force=True))
+    with open_store(cfg.store) as store:
+        words = read_vocabulary(store, store.get_alias("products"))[1].counts
+        assert "quokkaberry" in words and not others & set(words)  # pruned: the catalog's words only

@@ -81,7 +81,8 @@ def read_artifact(store: VectorStore, collection: str, name: str) -> tuple[str, 
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise StoreError(f"cannot read {path}: {e}; rebuild it with `coinage index`") from e
+            raise StoreError(f"cannot read {path}: {e}; rebuild it with `coinage index --prune` or `coinage reindex`"
+                             ) from e
     found = _retrieve(store, _data_id(collection, name))
     if found is None:
         return None
@@ -89,7 +90,7 @@ def read_artifact(store: VectorStore, collection: str, name: str) -> tuple[str, 
         return str(found["version"]), zlib.decompress(base64.b64decode(found["data"]))
     except (KeyError, ValueError, zlib.error) as e:
         raise StoreError(f"the artifact {name!r} of collection {collection!r} in {ARTIFACTS!r} is damaged ({e}); "
-                         "rebuild it with `coinage index`") from e
+                         "rebuild it with `coinage index --prune` or `coinage reindex`") from e
 
 
 def _directory(store: VectorStore, collection: str) -> Path | None:
