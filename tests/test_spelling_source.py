@@ -113,3 +113,17 @@ def test_a_collection_with_its_vocabulary_in_metadata_still_gets_a_speller(store
 def test_no_collection_no_speller(store):
     spelling = SpellingSource(store, QueryConfig(collection="nothing", spelling_refresh_s=0.0))
     assert spelling.get() is None
+
+
+def test_server_artifacts_of_dropped_collections_are_removed_on_the_next_write(tmp_path, make_store_config):
+    from engine.store.artifacts import ARTIFACTS
+
+    with open_store(make_store_config("server", tmp_path)) as store:
+        for name in ("shop-1", "shop-2"):
+            store.create_collection(name, dim=4)
+            write_vocabulary(store, name, vocabulary())
+        assert store.count(ARTIFACTS) == 4  # a version point and a data point each
+        store.drop_collection("shop-1")  # a reindex drops the old collection
+        write_vocabulary(store, "shop-2", vocabulary({"title": "Fjordo Lamp"}))
+        assert store.count(ARTIFACTS) == 2 and vocabulary_version(store, "shop-1") is None
+        assert "fjordo" in read_vocabulary(store, "shop-2")[1].counts
