@@ -55,8 +55,9 @@ class SpellingConfig:
     auto_margin: float = 3.0
     # Shortest part of a split compound ("coffeemug" -> "coffee mug").
     min_part_length: int = 3
-    # symspellpy's indexed prefix (its default). At 100k dense pseudo-words, 5 built in 8 s / 128 MB with lookups of
-    # 1.7 ms mean, 9.7 ms p95; 7 in 17 s / 393 MB with 0.45 ms mean, 0.53 ms p95 (bench/speller.py, docs/relevance.md).
+    # symspellpy's indexed prefix (its default). On 100k of bench/speller.py's pseudo-words (a one-off run, 2 shared
+    # cores), 5 built in 8 s / 128 MB with lookups of 1.7 ms mean, 9.7 ms p95; 7 in 17 s / 393 MB with 0.45 ms
+    # mean, 0.53 ms p95 (docs/speller.md).
     prefix_length: int = 7
 
 
