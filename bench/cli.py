@@ -13,6 +13,7 @@ SCRIPTS = {
     "query": "query service: search latency, GAIR's time split and caches (bench/query.py)",
     "realsize": "every deployment path at SD 1.5 / ViT-L-14 shapes on a random backbone (bench/realsize.py)",
     "store": "embedded vector-store candidates on CLIP-like vectors (bench/store.py)",
+    "speller": "speller lookup and build time at a large vocabulary, and its cases, vs the old one (bench/speller.py)",
     "training": "training-loop cost: our step vs diffusers' textual-inversion step (bench/training.py)",
 }
 

@@ -44,6 +44,12 @@ def embed_query(text: str) -> SparseVector:
     return _sparse(_bm25().embed_query(text))
 
 
+def query_terms(text: str) -> tuple[int, ...]:
+    """The analyser's term ids of `text` (lower-cased, stop words dropped, stemmed): "dresses" and "dress" share
+    one; the spelling vocabulary uses them to know a word the catalog holds in another form."""
+    return tuple(int(i) for i in _bm25().embed_query(text).indices)
+
+
 @functools.lru_cache(maxsize=1)
 def _bm25():
     import qdrant_edge as qe

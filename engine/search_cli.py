@@ -212,9 +212,11 @@ def format_table(response, result=None) -> str:
                      str(photos.get(r.rank, ""))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    if response.correction is not None:
+    if response.correction is not None and response.correction.changes:
         lines.insert(0, f"showing results for {response.correction.corrected!r}; search instead for "
                         f"{response.correction.original!r} with --no-correct")
+    if response.correction is not None and response.correction.suggestion:
+        lines.insert(0, f"did you mean {response.correction.suggestion!r}?")
     if not response.results:
         lines.append("(no results)")
     lines.append("")

@@ -21,7 +21,7 @@ import numpy as np
 
 from engine.diskspace import NEEDS, check_free
 from engine.product import PAYLOAD_INDEXES
-from engine.spelling import Vocabulary
+from engine.vocabulary import Vocabulary, read_vocabulary, write_vocabulary
 from engine.store import DimensionMismatch, VectorStore, open_store, point_id
 
 from .config import IndexerConfig
@@ -160,8 +160,12 @@ def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder:
                                              f"{collection!r}. Fix the catalog, or pass --force to prune deliberately")
                             if prune else "fix the catalog (or pass --force to accept an empty run)")
         t0 = time.perf_counter()
-        store.set_metadata(collection, run.vocabulary.to_metadata())  # the spelling vocabulary, whole catalog
-        report.vocabulary_words = len(run.vocabulary.counts)
+        # the spelling vocabulary beside the collection: the whole catalog's words; without pruning, the words of
+        # rows still in the collection but not in this catalog stay too (merged)
+        vocabulary = run.vocabulary if prune else run.vocabulary.merge(
+            read_vocabulary(store, collection)[1] or Vocabulary())
+        write_vocabulary(store, collection, vocabulary)
+        report.vocabulary_words = len(vocabulary.counts)
         report.stage_seconds["write"] += time.perf_counter() - t0
         if prune:
             t0 = time.perf_counter()

@@ -45,6 +45,8 @@ class Cluster:
     created: dict[str, dict] = field(default_factory=dict)  # name -> the JSON body that created it
     payload_indexes: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> field -> schema
     aliases: dict[str, str] = field(default_factory=dict)
+    # name -> point id -> payload, for collections written through the stub (the artifacts collection)
+    points: dict[str, dict[str, dict]] = field(default_factory=dict)
     snapshots: list[dict[str, dict[str, bytes]]] = field(default_factory=list)  # per node: collection -> name -> data
     uploads: list[dict[str, Any]] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
@@ -146,6 +148,8 @@ class _Handler(BaseHTTPRequestHandler):
             return _ok({"operation_id": 1, "status": "completed"})
         if (method, rest) == ("POST", "/points/count"):
             return _ok({"count": c.collections[name]})
+        if rest == "" or rest.startswith("/points"):
+            return self._points(method, name, rest, body)
         mine = c.snapshots[node].setdefault(name, {})
         if (method, rest) == ("POST", "/snapshots"):
             data = c.shard_data(node, name)
@@ -164,6 +168,36 @@ class _Handler(BaseHTTPRequestHandler):
                 del mine[s.group(1)]
                 return _ok(True)
         return _error(404, f"Not found: snapshot {rest} of collection `{name}` on node {node}")
+
+    def _points(self, method: str, name: str, rest: str, body: bytes):
+        """Collection info, and points kept by id with their payloads (no vectors, no search)."""
+        c = self.cluster
+        stored = c.points.setdefault(name, {})
+        spec = json.loads(body) if body else {}
+        if (method, rest) == ("GET", ""):
+            size = c.created.get(name, {}).get("vectors", {}).get("size", 1)
+            return _ok({"status": "green", "optimizer_status": "ok", "segments_count": 1, "payload_schema": {},
+                        "points_count": c.collections[name],
+                        "config": {"params": {"vectors": {"size": size, "distance": "Cosine"}},
+                                   "hnsw_config": {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000},
+                                   "optimizer_config": {"default_segment_number": 0, "flush_interval_sec": 5},
+                                   "metadata": c.created.get(name, {}).get("metadata")}})
+        done = {"operation_id": 1, "status": "completed"}
+        if (method, rest) == ("PUT", "/points"):
+            for p in spec["points"]:
+                stored[str(p["id"])] = p.get("payload") or {}
+            c.collections[name] = len(stored)
+            return _ok(done)
+        if (method, rest) == ("POST", "/points"):
+            return _ok([{"id": i, "payload": stored[i], "vector": None} for i in spec["ids"] if i in stored])
+        if (method, rest) == ("POST", "/points/scroll"):
+            return _ok({"points": [{"id": i, "payload": None} for i in sorted(stored)], "next_page_offset": None})
+        if (method, rest) == ("POST", "/points/delete"):
+            for i in spec["points"]:
+                stored.pop(i, None)
+            c.collections[name] = len(stored)
+            return _ok(done)
+        return _error(404, f"no route {method} {rest} of collection `{name}`")
 
     def _upload(self, name: str, query: dict[str, str], body: bytes):
         """Recover from an uploaded snapshot: multipart/form-data with the file in the field `snapshot`."""

@@ -643,6 +643,8 @@ def test_alias_swap_while_searches_keep_answering(catalog, tmp_path, onnx_cache,
 
 
 def test_failed_reindex_leaves_the_live_alias_untouched(catalog, tmp_path, onnx_cache, store_cfg, monkeypatch):
+    from engine.store.artifacts import ARTIFACTS
+
     cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
     with open_store(cfg.store) as store:
         run_index(cfg, store=store)
@@ -650,7 +652,8 @@ def test_failed_reindex_leaves_the_live_alias_untouched(catalog, tmp_path, onnx_
 
         def unchanged() -> None:
             assert store.get_alias("products") == live
-            assert store.list_collections() == [live]
+            # the server backend also holds the vocabulary artifacts' collection (engine/store/artifacts.py)
+            assert [c for c in store.list_collections() if c != ARTIFACTS] == [live]
             assert store.count("products") == ROWS
 
         # 1. the embedder breaks mid-way
@@ -726,14 +729,18 @@ def test_index_writes_bm25_vectors_and_reindex_refreshes_the_vocabulary(catalog,
     from engine.lexical import embed_query
     from engine.spelling import Speller
     from engine.store import StoreQuery
+    from engine.vocabulary import read_vocabulary, vocabulary_version
 
     cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
     report = run_index(cfg)
     rows = [json.loads(line) for line in catalog.read_text().splitlines()]
     with open_store(cfg.store) as store:
         assert store.has_sparse("products")
-        speller = Speller.from_metadata(store.get_metadata("products"))
+        target = store.get_alias("products")
+        speller = Speller(read_vocabulary(store, target)[1])
         assert report.vocabulary_words == len(speller.counts) > 0
+        assert vocabulary_version(store, target) is not None  # an artifact beside the collection ...
+        assert store.get_metadata("products").get("spelling") is None  # ... not in the metadata get_collection sends
         assert all(speller.known(w) for w in rows[0]["title"].replace("—", " ").split())
         # the product's own title, searched lexically only, finds one of its photos first
         top = store.query("products", StoreQuery(sparse=embed_query(rows[0]["title"])), limit=1)[0]
@@ -744,7 +751,7 @@ def test_index_writes_bm25_vectors_and_reindex_refreshes_the_vocabulary(catalog,
     catalog.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run_reindex(cfg)
     with open_store(cfg.store) as store:
-        speller = Speller.from_metadata(store.get_metadata("products"))
+        speller = Speller(read_vocabulary(store, store.get_alias("products"))[1])
         assert speller.known("quokkaberry")
         assert speller.correct("quokaberry parasol").corrected == "quokkaberry parasol"
 
@@ -765,3 +772,28 @@ def _dim(cfg) -> int:
     from indexer.pipeline import build_embedder, load_backbone_for
 
     return build_embedder(cfg, load_backbone_for(cfg)).dim
+
+
+def test_an_index_run_without_prune_merges_the_vocabulary_and_with_prune_replaces_it(catalog, tmp_path, onnx_cache,
+                                                                                      store_cfg):
+    from engine.lexical import document_text, words
+    from engine.vocabulary import read_vocabulary
+
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
+    run_index(cfg)
+    rows = [json.loads(line) for line in catalog.read_text().splitlines()]
+    kept = [r for r in rows if r["product_id"] == rows[0]["product_id"]]
+    for r in kept:
+        r["title"] = "Quokkaberry Parasol"
+    others = {w for r in rows if r not in kept for w in words(document_text(r))} - {
+        w for r in kept for w in words(document_text(r))}
+    assert others
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in kept))  # a catalog file with one product only
+    run_index(cfg)
+    with open_store(cfg.store) as store:
+        words = read_vocabulary(store, store.get_alias("products"))[1].counts
+        assert "quokkaberry" in words and others <= set(words)  # the other rows are still in the collection
+    run_index(dataclasses.replace(cfg, prune=True, force=True))
+    with open_store(cfg.store) as store:
+        words = read_vocabulary(store, store.get_alias("products"))[1].counts
+        assert "quokkaberry" in words and not others & set(words)  # pruned: the catalog's words only

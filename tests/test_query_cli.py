@@ -112,3 +112,17 @@ def test_format_table_handles_unknown_payloads():
     text = format_table(response)
     assert "01234567" in text and "note: a note" in text and "w: -" in text
     assert io.StringIO(text).readline().startswith("rank")
+
+
+def test_format_table_shows_a_correction_and_a_suggestion_apart():
+    from engine.query import Correction, SearchResponse
+    from engine.search_cli import format_table
+
+    def table(correction):
+        return format_table(SearchResponse("q", "q", [], [], "composed", None, "none", [], 10, 0, None, "products",
+                                           "tiny", {}, correction=correction))
+
+    applied = table(Correction("drsss", "dress", [("drsss", "dress")], "dress"))
+    assert "showing results for 'dress'" in applied and "did you mean" not in applied
+    suggested = table(Correction("sneekrs", "sneekrs", [], "sneekrs", "sneakers", [("sneekrs", "sneakers")]))
+    assert "did you mean 'sneakers'?" in suggested and "showing results for" not in suggested

@@ -10,9 +10,10 @@ import torch
 from engine.lexical import embed_document
 from engine.query import QueryConfig, QueryError, QueryService, SearchRequest
 from engine.query.floor import kept
-from engine.spelling import Vocabulary, strip_placeholders
+from engine.spelling import strip_placeholders
 from engine.store import Point, open_store, point_id
 from engine.tokens import CustomToken, TokenMeta, TokenSet
+from engine.vocabulary import Vocabulary, write_vocabulary
 
 CONFIG = QueryConfig(text_runtime="torch", steps=2, gair=False, default_limit=5)
 COLOURS = ["purple", "green", "orange"]
@@ -42,7 +43,7 @@ def load(store, name, tiny, sparse=True):
                             embed_document(row) if sparse else None))
     store.upsert(name, points)
     if sparse:
-        store.set_metadata(name, vocabulary.to_metadata())
+        write_vocabulary(store, name, vocabulary)
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +91,16 @@ def test_a_product_name_finds_that_product_first(service):
 
 
 def test_typos_are_corrected_and_known_words_never_rewritten(service):
-    typo = service.search(SearchRequest("purpel doted dres"))
+    # "doted" is an English word (symspellpy's dictionary): never rewritten; "dottted" is a typo
+    typo = service.search(SearchRequest("purpel dottted dres"))
     assert typo.correction is not None and typo.correction.corrected == "purple dotted dress"
-    assert typo.correction.changes == [("purpel", "purple"), ("doted", "dotted"), ("dres", "dress")]
+    assert typo.correction.changes == [("purpel", "purple"), ("dottted", "dotted"), ("dres", "dress")]
     assert typo.prompt == "purple dotted dress"
     clean = service.search(SearchRequest("purple dotted dress"))
     assert clean.correction is None and products(clean) == products(typo)
-    as_typed = service.search(SearchRequest("purpel doted dres", correct=False))
-    assert as_typed.correction is None and as_typed.prompt == "purpel doted dres"
+    assert service.search(SearchRequest("purple doted dress")).correction is None
+    as_typed = service.search(SearchRequest("purpel dottted dres", correct=False))
+    assert as_typed.correction is None and as_typed.prompt == "purpel dottted dres"
     token = service.search(SearchRequest("<aurora> dres"))
     assert token.correction.corrected == "<aurora> dress" and token.tokens == ["<aurora>"]
 
@@ -172,12 +175,14 @@ def test_words_an_index_run_adds_reach_the_speller_without_a_restart(tiny, tmp_p
         load(store, "shop-v1", tiny)
         service = QueryService(tiny, store, TokenSet([]), None,
                                dataclasses.replace(CONFIG, collection="shop-v1", spelling_refresh_s=0.0))
-        assert service.search(SearchRequest("dunes dress", gair=False)).correction is not None  # read as "dune"
+        assert service.search(SearchRequest("dunexa dress", gair=False)).correction is not None  # read as "dune"
         vocabulary = Vocabulary()
         for row in rows():
             vocabulary.add(row)
-        vocabulary.add({"title": "Dunes Plain Dress", "category": "dress"})  # a new product indexed in place
-        store.set_metadata("shop-v1", vocabulary.to_metadata())
-        assert service.search(SearchRequest("dunes dress", gair=False)).correction is None  # now a catalog word
+        vocabulary.add({"title": "Dunexa Plain Dress", "category": "dress"})  # a new product indexed in place
+        write_vocabulary(store, "shop-v1", vocabulary)
+        service.search(SearchRequest("dunexa dress", gair=False))  # sees the new version: rebuilds in the background
+        service.spelling.wait()
+        assert service.search(SearchRequest("dunexa dress", gair=False)).correction is None  # now a catalog word
     finally:
         store.close()

@@ -12,8 +12,11 @@ import pytest
 from qdrant_stub import QdrantStub
 
 from coinage.cli import main
+from engine.query import QueryConfig
+from engine.query.spelling_source import SpellingSource
 from engine.store import Filter, Point, StoreConfig, StoreError, open_store, point_id
 from engine.store.snapshots import Manifest, SnapshotConfig, create_snapshot, list_snapshots
+from engine.vocabulary import Vocabulary, read_vocabulary, write_vocabulary
 
 DIM = 16
 ENV_VARS = ("COINAGE_STORE_BACKEND", "COINAGE_STORE_PATH", "COINAGE_QDRANT_URL", "COINAGE_QDRANT_API_KEY",
@@ -77,6 +80,34 @@ def test_embedded_snapshot_restore_round_trip(env, tmp_path, capsys):
         assert [h.payload for h in after] == [h.payload for h in before]
         store.upsert("products-restored", points(5, seed=3))  # a restored collection takes writes
         assert store.count("products-1") == 120
+
+
+def shop_vocabulary() -> Vocabulary:
+    vocabulary = Vocabulary()
+    for title in ("Quokkaberry Parasol", "Aurora Striped Dress", "Dune Backpack"):
+        vocabulary.add({"title": title})
+    return vocabulary
+
+
+@pytest.mark.parametrize("kept", ["artifact", "metadata"])
+def test_embedded_snapshot_round_trips_the_spelling_vocabulary(env, tmp_path, capsys, kept):
+    config = StoreConfig(path=str(tmp_path / "data" / "store"))
+    with open_store(config) as store:
+        store.create_collection("products-1", DIM)
+        store.upsert("products-1", points())
+        store.set_alias("products", "products-1")
+        if kept == "artifact":
+            write_vocabulary(store, "products-1", shop_vocabulary())
+        else:  # a collection built before the artifact: its vocabulary is in its metadata
+            store.set_metadata("products-1", shop_vocabulary().to_metadata())
+    assert main(["snapshot", "create", "--json"]) == 0
+    folder = Path(json.loads(capsys.readouterr().out)["folder"])
+    assert [f.file for f in Manifest.read(folder).artifacts] == ["spelling.json"]
+    assert main(["snapshot", "restore", folder.name, "--collection", "products-restored"]) == 0
+    with open_store(config) as store:
+        assert read_vocabulary(store, "products-restored")[1].counts == shop_vocabulary().counts
+        speller = SpellingSource(store, QueryConfig(collection="products")).get()
+        assert speller.correct("quokaberri parasol").corrected == "quokkaberry parasol"  # typo correction works
 
 
 def test_embedded_snapshot_needs_the_store_to_itself(env, tmp_path, capsys):
@@ -170,6 +201,30 @@ def test_server_snapshot_and_restore_go_to_every_node(env, tmp_path, capsys):
             (i, i, f"node-{i}.snapshot") for i in range(3)]
         assert c.aliases == {"products": "products-20261129-120000-000"}
         assert "restored 'products-20261129-120000-000' (1200 points)" in capsys.readouterr().out
+
+
+@insecure_key_ok
+def test_server_snapshot_round_trips_the_spelling_vocabulary(env, tmp_path, capsys):
+    with QdrantStub(nodes=3) as stub:
+        c = stub.cluster
+        c.collections["products-20261129-120000-000"] = 1200
+        c.aliases["products"] = "products-20261129-120000-000"
+        server_env(env, stub)
+        config = StoreConfig.from_env()
+        with open_store(config) as store:
+            write_vocabulary(store, "products-20261129-120000-000", shop_vocabulary())
+        assert main(["snapshot", "create", "--json"]) == 0
+        folder = Path(json.loads(capsys.readouterr().out)["folder"])
+        assert [f.file for f in Manifest.read(folder).artifacts] == ["spelling.json"]
+        c.collections.clear()  # disaster: the artifacts collection is lost with the rest
+        c.aliases.clear()
+        c.points.clear()
+        assert main(["snapshot", "restore", folder.name]) == 0
+        with open_store(config) as store:
+            restored = read_vocabulary(store, "products-20261129-120000-000")[1]
+            assert restored.counts == shop_vocabulary().counts
+            speller = SpellingSource(store, QueryConfig(collection="products")).get()
+            assert speller.correct("quokaberri parasol").corrected == "quokkaberry parasol"
 
 
 @insecure_key_ok

@@ -415,3 +415,13 @@ def test_web_processes_of_a_worker_deployment_load_no_diffusion_yet_offer_previe
     from engine.loading import Backbone
 
     assert not Backbone(tiny.config, tiny.clip, tiny.clip_cfg, tiny.preprocess_cfg).diffusion_available
+
+
+def test_an_unsure_correction_is_a_did_you_mean_link_and_searches_as_typed(client):
+    # "stpried": two edits from the catalog's "striped", but an English word is one edit away: only suggested
+    html = client.get("/search?q=stpried+dress", headers=HX).get_data(as_text=True)
+    link = re.search(r'id="did-you-mean">Did you mean <a href="([^"]+)"', html)
+    assert link and "q=striped+dress" in link.group(1) and 'id="correction"' not in html
+    assert "for <b>“stpried dress”</b>" in html  # searched as typed
+    body = client.get("/api/search?q=stpried+dress").get_json()
+    assert body["correction"]["suggestion"] == "striped dress" and body["correction"]["changes"] == []

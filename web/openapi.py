@@ -70,8 +70,11 @@ SCHEMAS: dict[str, Any] = {
         "payload": {"type": "object", "description": "the best photo's payload (title, category, price, ...)"},
         "photos": {"type": "array", "items": _ref("Result"), "description": "matching photos, best first"}}},
     "Correction": {"type": "object", "properties": {
-        "original": {"type": "string"}, "corrected": {"type": "string"},
-        "changes": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}}},
+        "original": {"type": "string"}, "corrected": {"type": "string", "description": "what the lexical side searched"},
+        "changes": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+        "dense": {"type": "string", "description": "what the dense side searched: only certain typos corrected"},
+        "suggestion": {"type": ["string", "null"], "description": "Did you mean: a query not searched"},
+        "suggested": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}}},
     "Facets": {"type": "object", "properties": {
         "values": {"type": "object", "description": "category / colour -> value -> matching products",
                    "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}}},

@@ -99,8 +99,8 @@ class QueryConfig:
     # Price-range facet buckets [low, high) in the shop's currency; None leaves a side open.
     price_buckets: tuple[tuple[float | None, float | None], ...] = ((None, 25.0), (25.0, 50.0), (50.0, 100.0),
                                                                      (100.0, None))
-    # Seconds the spelling vocabulary of the searched collection is reused before it is read again (an index
-    # run adds words in place, a reindex moves the alias).
+    # Seconds between checks of the searched collection's alias target and vocabulary version (an index run adds
+    # words in place, a reindex moves the alias); only a change rebuilds the speller (engine/query/spelling_source.py).
     spelling_refresh_s: float = 30.0
 
     def __post_init__(self) -> None:

@@ -9,17 +9,14 @@ is still served, dense only, with a note naming `coinage reindex`.
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from engine.lexical import embed_query
 from engine.product import public_payload
-from engine.spelling import Speller
 from engine.store import (
     CollectionNotFound,
     DimensionMismatch,
@@ -27,7 +24,6 @@ from engine.store import (
     Hit,
     NoSparseVectors,
     OrderBy,
-    StoreError,
     StoreQuery,
     VectorStore,
 )
@@ -183,42 +179,3 @@ class Retriever:
 def _item(rank: int, hit: Hit) -> ResultItem:
     """A store hit as a result: its payload without the internal fields (engine.product)."""
     return ResultItem(rank, hit.id, hit.score, public_payload(hit.payload))
-
-
-class SpellingSource:
-    """The speller of the searched collection, re-read every refresh_s seconds: `coinage index` adds words to the
-    live collection in place and `reindex` moves the alias, and either must reach the speller without a restart
-    (else a new product's name would be "corrected" into another word)."""
-
-    def __init__(self, store: VectorStore, config: QueryConfig, clock: Callable[[], float] = time.monotonic):
-        self.store = store
-        self.config = config
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._checked = -float("inf")
-        self._speller: Speller | None = None
-
-    def get(self) -> Speller | None:
-        """None when the collection has no vocabulary (built before it had one) or does not exist."""
-        if self.store is None:  # a service used for query vectors only (benchmarks, exports)
-            return None
-        with self._lock:
-            now = self._clock()
-            if now - self._checked < self.config.spelling_refresh_s:
-                return self._speller
-            self._checked = now
-            name = self.config.collection
-            try:
-                target = self.store.get_alias(name) or name
-                self._speller = Speller.from_metadata(self._metadata(target))
-            except CollectionNotFound:
-                self._speller = None
-            return self._speller
-
-    def _metadata(self, name: str) -> dict[str, Any]:
-        try:
-            return self.store.get_metadata(name)
-        except CollectionNotFound:
-            raise
-        except StoreError:
-            return {}

@@ -184,11 +184,16 @@ class ProductResult:
 @dataclass
 class Correction:
     original: str  # the query as typed
-    corrected: str  # the query searched
-    changes: list[tuple[str, str]]  # (typed word, replacement)
+    corrected: str  # the query searched by the lexical (BM25) side
+    changes: list[tuple[str, str]]  # (typed word, replacement) applied to the lexical side
+    dense: str = ""  # the query searched by the dense (CLIP) side: only certain typos corrected ("" = original)
+    suggestion: str | None = None  # "Did you mean ...": the query with unsure corrections too; not searched
+    suggested: list[tuple[str, str]] = field(default_factory=list)  # (typed word, suggested word), not applied
 
     def to_json(self) -> dict[str, Any]:
-        return {"original": self.original, "corrected": self.corrected, "changes": [list(c) for c in self.changes]}
+        return {"original": self.original, "corrected": self.corrected, "changes": [list(c) for c in self.changes],
+                "dense": self.dense or self.original, "suggestion": self.suggestion,
+                "suggested": [list(c) for c in self.suggested]}
 
 
 @dataclass

@@ -45,8 +45,9 @@ from .gair import GairOutcome, WeightScore, choose, score_weights
 from .parse import ParsedQuery, parse_query, text_only_prompt
 from .preview_jobs import PreviewJob, preview_job
 from .previews import LRU, Preview, PreviewCache, cache_key, to_png
-from .retrieval import Retriever, SpellingSource
+from .retrieval import Retriever
 from .schema import Correction, GairResult, SearchRequest, SearchResponse
+from .spelling_source import SpellingSource
 from .text_runtime import onnx_text_tower
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,8 @@ class QueryService:
         self._flights: dict[str, threading.Lock] = {}
         self._flights_lock = threading.Lock()
         self.retriever = Retriever(store, self.config, backbone.id)
-        self.spelling = SpellingSource(store, self.config)
+        # registered concept names are words too ("newcomr dress" -> "newcomer dress")
+        self.spelling = SpellingSource(store, self.config, extra_words=self._concept_words)
 
     # --- public: fast path ---------------------------------------------------------------
 
@@ -258,7 +260,7 @@ class QueryService:
         if request.query.strip() or image is None:
             registered = self.current_tokens()
             correction = self._correct(request)
-            text = correction.corrected if correction else request.query
+            text = correction.dense if correction else request.query  # the dense side: only certain typos fixed
             parsed = parse_query(text, registered, self.config.max_query_chars)
             notes.extend(parsed.notes)
             used = TokenSet([registered.get(p) for p in parsed.placeholders])
@@ -266,17 +268,25 @@ class QueryService:
             notes.append("searching by the image and the text together (normalised mean of both features)")
         seed = request.seed if request.seed is not None else self.config.seed
         return _Prepared(request, parsed, used, {t.placeholder: t.version for t in used}, image, notes, seed,
-                         correction, strip_placeholders(text))
+                         correction, strip_placeholders(correction.corrected if correction else text))
 
     def _correct(self, request: SearchRequest) -> Correction | None:
-        """The query with unknown words corrected to catalog words; None when nothing changed (or asked not to)."""
+        """The query with unknown words corrected to catalog words (the lexical side), certain typos also for the
+        dense side, and a "Did you mean" suggestion; None when nothing changed or is suggested (or asked not to)."""
         if not request.correct:
             return None
         speller = self.spelling.get()
         if speller is None:
             return None
         found = speller.correct(request.query)
-        return Correction(found.original, found.corrected, list(found.changes)) if found.changed else None
+        if not found.changed and found.suggestion is None:
+            return None
+        return Correction(found.original, found.corrected, list(found.changes), found.dense, found.suggestion,
+                          list(found.suggested))
+
+    def _concept_words(self) -> list[str]:
+        """The registered concepts' names as words (their placeholders without the brackets)."""
+        return [t.placeholder.strip("<>") for t in self.current_tokens()]
 
     def _image_feature(self, image: Any) -> torch.Tensor:
         from PIL import Image

@@ -162,6 +162,10 @@ class EmbeddedStore(VectorStore):
     def _dir(self, name: str) -> Path:
         return self._collections_dir / name
 
+    def collection_dir(self, name: str) -> Path:
+        """The directory of collection `name` (not an alias); files kept beside it live here (store/artifacts.py)."""
+        return self._dir(check_name("collection", name))
+
     def _exists_on_disk(self, name: str) -> bool:
         # names that check_name would refuse cannot exist, and must not reach the filesystem
         return is_valid_name(name) and (self._dir(name) / "meta.json").is_file()

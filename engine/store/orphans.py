@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .artifacts import ARTIFACTS
 from .base import StoreError, VectorStore
 
 
 def orphan_collections(store: VectorStore, live_names: Iterable[str] = ()) -> list[str]:
     """Collections that no alias points at and that are not named in `live_names` (searched directly)."""
     aliased = set(store.list_aliases().values())
-    keep = set(live_names)
+    keep = set(live_names) | {ARTIFACTS}  # the server's artifacts (every collection's vocabulary): never an orphan
     return [c for c in store.list_collections() if c not in aliased and c not in keep]
 
 

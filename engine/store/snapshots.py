@@ -12,6 +12,9 @@ One snapshot is one folder under SnapshotConfig.dir:
   to node i of a deployment with as many nodes (engine/store/qdrant_snapshots.py).
 - embedded: the collection's files are copied while its shard is closed and the store directory
   locked (no other process can have the store open), then restored under a name of this store.
+- both: what the collection serves with beside its points is saved as files too (`artifacts` in the
+  manifest): the spelling vocabulary (spelling.json, engine/vocabulary.py; also that of an old collection
+  which kept it in its metadata), restored beside the new collection before the alias moves to it.
 
 A restore creates a new collection (by default the snapshot's own name), checks that it holds
 as many points as the snapshot, and only then points the alias at it (atomically), so searches
@@ -82,6 +85,8 @@ class Manifest:
     files: list[SnapshotFile] = field(default_factory=list)
     server_version: str | None = None  # server: Qdrant's version (restore needs the same minor)
     format: int = FORMAT
+    # files restored beside the collection (the spelling vocabulary); absent in snapshots made before
+    artifacts: list[SnapshotFile] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +97,8 @@ class Manifest:
         try:
             data = json.loads(path.read_text())
             files = [SnapshotFile(**f) for f in data.pop("files")]
-            manifest = cls(files=files, **data)
+            artifacts = [SnapshotFile(**f) for f in data.pop("artifacts", [])]
+            manifest = cls(files=files, artifacts=artifacts, **data)
         except FileNotFoundError as e:
             raise StoreError(f"{folder} is not a snapshot (no {MANIFEST}); give a folder listed by "
                              "`coinage snapshot list`") from e
@@ -153,11 +159,39 @@ def create_snapshot(store: VectorStore, store_config: StoreConfig, config: Snaps
             manifest.files = [_embedded_create(store, target, folder)]
         else:
             manifest.server_version, manifest.files = _server_create(store_config, config, target, folder)
+        manifest.artifacts = _artifacts_create(store, target, folder)
         _write_manifest(folder, manifest)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return folder, manifest
+
+
+def _artifacts_create(store: VectorStore, collection: str, folder: Path) -> list[SnapshotFile]:
+    from engine.vocabulary import ARTIFACT, read_vocabulary
+
+    vocabulary = read_vocabulary(store, collection)[1]
+    if vocabulary is None:
+        return []
+    path = folder / ARTIFACT
+    path.write_text(json.dumps(vocabulary.to_json()))
+    return [SnapshotFile(file=ARTIFACT, sha256=_sha256(path), size=path.stat().st_size)]
+
+
+def _artifacts_restore(store: VectorStore, folder: Path, manifest: Manifest, target: str) -> None:
+    from engine.vocabulary import ARTIFACT, Vocabulary, write_vocabulary
+
+    for f in manifest.artifacts:
+        if f.file != ARTIFACT:
+            raise StoreError(f"{folder} lists the artifact {f.file!r}, which this version does not know; restore it "
+                             "with the version that made the snapshot")
+        try:
+            vocabulary = Vocabulary.from_json(json.loads((folder / f.file).read_text()))
+        except (OSError, ValueError) as e:
+            raise StoreError(f"cannot read {folder / f.file}: {e}; the snapshot is damaged") from e
+        if vocabulary is None:
+            raise StoreError(f"{folder / f.file} is not a spelling vocabulary; the snapshot is damaged")
+        write_vocabulary(store, target, vocabulary)
 
 
 def _embedded_create(store: VectorStore, collection: str, folder: Path) -> SnapshotFile:
@@ -260,7 +294,7 @@ def restore_snapshot(store: VectorStore, store_config: StoreConfig, config: Snap
         if store.collection_exists(alias) or alias == target:
             raise StoreError(f"--alias {alias!r} names a collection, not an alias; pick another alias, or pass "
                              "--no-alias and switch searches by hand")
-    for f in manifest.files:
+    for f in [*manifest.files, *manifest.artifacts]:
         if _sha256(folder / f.file) != f.sha256:
             raise StoreError(f"{folder / f.file} does not match its sha256 in {MANIFEST}; the copy is damaged, "
                              "take it from another backup")
@@ -273,6 +307,7 @@ def restore_snapshot(store: VectorStore, store_config: StoreConfig, config: Snap
         raise StoreError(f"restored collection {target!r} holds {points} points but the snapshot had "
                          f"{manifest.points}; the alias was not switched. Check the nodes' logs, drop {target!r} "
                          "and restore again")
+    _artifacts_restore(store, folder, manifest, target)
     previous = store.get_alias(alias) if alias else None
     if alias:
         try:
