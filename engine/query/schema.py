@@ -14,6 +14,7 @@ from .previews import Preview
 
 if TYPE_CHECKING:
     from .config import QueryConfig
+    from .understand import Interpretation
 
 # Query vectors: "composed" is q_pool(w) (w from the request, GAIR or 1); the others are the paper's baselines.
 METHODS = ("composed", "text-only", "text+image")
@@ -48,6 +49,9 @@ class SearchRequest:
     sort: str = "relevance"  # one of SORTS
     correct: bool = True  # correct typos against the catalog's words; False searches the query as typed
     facets: bool = True  # count categories, colours and price ranges over the matching products
+    exclude: dict[str, list[str]] = field(default_factory=dict)  # payload field -> values a result must not have
+    understand: bool = True  # read prices, negations, ids and concept names out of the text (engine/query/understand)
+    ignore: list[str] = field(default_factory=list)  # keys of understood constraints to leave unread (removed chips)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "image"}
@@ -107,6 +111,13 @@ class SearchRequest:
                 raise QueryError(f"field {name!r} must be a string or a non-empty list of strings, got {value!r}")
         _expect("filters", self.filters, dict)
         _expect("ranges", self.ranges, dict)
+        _expect("exclude", self.exclude, dict)
+        for key, values in self.exclude.items():
+            if not (isinstance(values, list) and values and all(isinstance(v, str) for v in values)):
+                raise QueryError(f"field 'exclude' maps a payload field to a non-empty list of strings; "
+                                 f"{key!r} has {values!r}")
+        if not (isinstance(self.ignore, list) and all(isinstance(k, str) for k in self.ignore)):
+            raise QueryError(f"field 'ignore' must be a list of constraint keys (strings), got {self.ignore!r}")
         for key, bounds in self.ranges.items():
             _pair(key, bounds)
         if self.limit is not None:
@@ -128,7 +139,7 @@ class SearchRequest:
         for name, allowed in (("mode", MODES), ("retrieval", RETRIEVALS), ("sort", SORTS)):
             if getattr(self, name) not in allowed:
                 raise QueryError(f"field {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("correct", "facets"):
+        for name in ("correct", "facets", "understand"):
             if not isinstance(getattr(self, name), bool):
                 raise QueryError(f"field {name!r} must be true or false, got {getattr(self, name)!r}")
 
@@ -204,9 +215,12 @@ class SearchResponse:
     # weight of the concept prototype fused into the composed query (QueryConfig.concept_photo_weight); None: not
     # fused (no token, a baseline method, the weight 0, or a concept without photos: see notes)
     concept_photos: float | None = None
+    # what query understanding read out of the text (engine/query/understand.py); None when it was off
+    interpretation: "Interpretation | None" = None
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["interpretation"] = self.interpretation.to_json() if self.interpretation else None
         out["results"] = [r.to_json() for r in self.results]
         out["products"] = [p.to_json() for p in self.products]
         out["correction"] = self.correction.to_json() if self.correction else None

@@ -45,9 +45,11 @@ from .gair import GairOutcome, WeightScore, choose, score_weights
 from .parse import ParsedQuery, parse_query, text_only_prompt
 from .preview_jobs import PreviewJob, preview_job
 from .previews import LRU, Preview, PreviewCache, cache_key, to_png
+from .catalog_words import CatalogSource
 from .retrieval import Retriever, SpellingSource
 from .schema import Correction, GairResult, SearchRequest, SearchResponse
 from .text_runtime import onnx_text_tower
+from .understand import Interpretation, understand
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class _Prepared:
     seed: int
     correction: Correction | None = None  # the typo correction applied to the query text, if any
     lexical: str = ""  # what the lexical (BM25) side searches: the (corrected) words without placeholders
+    interpretation: Interpretation | None = None  # what understanding read out of the text (None: off)
 
     @property
     def has_tokens(self) -> bool:
@@ -127,6 +130,7 @@ class QueryService:
         self._flights_lock = threading.Lock()
         self.retriever = Retriever(store, self.config, backbone.id)
         self.spelling = SpellingSource(store, self.config)
+        self.catalog = CatalogSource(store, self.config)  # facet values, ids, names: understanding and suggestions
 
     # --- public: fast path ---------------------------------------------------------------
 
@@ -255,10 +259,15 @@ class QueryService:
         used = TokenSet()
         correction = None
         text = request.query
+        interpretation = None
         if request.query.strip() or image is None:
             registered = self.current_tokens()
-            correction = self._correct(request)
-            text = correction.corrected if correction else request.query
+            if request.understand and request.query.strip():  # before the speller: ids, prices, concept names
+                interpretation = understand(request.query, self.catalog.get(), registered, self.config, request.ignore)
+                request, text = interpretation.apply(request), interpretation.text
+                notes.extend(interpretation.notes)
+            correction = self._correct(request, text)
+            text = correction.corrected if correction else text
             parsed = parse_query(text, registered, self.config.max_query_chars)
             notes.extend(parsed.notes)
             used = TokenSet([registered.get(p) for p in parsed.placeholders])
@@ -266,16 +275,16 @@ class QueryService:
             notes.append("searching by the image and the text together (normalised mean of both features)")
         seed = request.seed if request.seed is not None else self.config.seed
         return _Prepared(request, parsed, used, {t.placeholder: t.version for t in used}, image, notes, seed,
-                         correction, strip_placeholders(text))
+                         correction, strip_placeholders(text), interpretation)
 
-    def _correct(self, request: SearchRequest) -> Correction | None:
-        """The query with unknown words corrected to catalog words; None when nothing changed (or asked not to)."""
+    def _correct(self, request: SearchRequest, text: str) -> Correction | None:
+        """`text` with unknown words corrected to catalog words; None when nothing changed (or asked not to)."""
         if not request.correct:
             return None
         speller = self.spelling.get()
         if speller is None:
             return None
-        found = speller.correct(request.query)
+        found = speller.correct(text)
         return Correction(found.original, found.corrected, list(found.changes)) if found.changed else None
 
     def _image_feature(self, image: Any) -> torch.Tensor:
@@ -410,7 +419,8 @@ class QueryService:
             offset=request.offset, next_offset=request.offset + limit if len(shown) == limit else None,
             collection=self.config.collection, backbone=self.backbone.id, timings_ms=clock.done(),
             mode="products" if page.products else "photos", products=page.products, retrieval=page.retrieval, sort=request.sort,
-            correction=prep.correction, facets=page.facets, concept_photos=photos)
+            correction=prep.correction, facets=page.facets, concept_photos=photos,
+            interpretation=prep.interpretation)
 
     # --- GAIR ----------------------------------------------------------------------------
 
