@@ -5,6 +5,7 @@ import base64
 import binascii
 import math
 import numbers
+import re
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -24,6 +25,8 @@ MODES = ("products", "photos")
 # auto: dense for a query with a custom token (the lexical side cannot read a token, and it cost custom-token queries
 # nDCG@10 0.18-0.22, `coinage bench relevance`, docs/relevance.md), hybrid otherwise
 RETRIEVALS = ("auto", "hybrid", "dense", "lexical")
+# A payload field a request may exclude values of: a key, or a key inside an object ("attributes.colour").
+FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}(?:\.[A-Za-z_][A-Za-z0-9_]{0,63})?$")
 # Result order: fused relevance, or price (QueryConfig.price_field) over the query's candidates.
 SORTS = ("relevance", "price_asc", "price_desc")
 
@@ -113,6 +116,9 @@ class SearchRequest:
         _expect("ranges", self.ranges, dict)
         _expect("exclude", self.exclude, dict)
         for key, values in self.exclude.items():
+            if not isinstance(key, str) or not FIELD_PATH.fullmatch(key):
+                raise QueryError(f"field 'exclude' keys are payload fields like 'category' or 'attributes.colour', "
+                                 f"got {key!r}")
             if not (isinstance(values, list) and values and all(isinstance(v, str) for v in values)):
                 raise QueryError(f"field 'exclude' maps a payload field to a non-empty list of strings; "
                                  f"{key!r} has {values!r}")

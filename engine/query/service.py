@@ -49,7 +49,8 @@ from .catalog_words import CatalogSource
 from .retrieval import Retriever, SpellingSource
 from .schema import Correction, GairResult, SearchRequest, SearchResponse
 from .text_runtime import onnx_text_tower
-from .understand import Interpretation, understand
+from .suggest import Suggestions
+from .understand import Interpretation, concept_words, understand
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class QueryService:
         self.retriever = Retriever(store, self.config, backbone.id)
         self.spelling = SpellingSource(store, self.config)
         self.catalog = CatalogSource(store, self.config)  # facet values, ids, names: understanding and suggestions
+        self.suggestions = Suggestions(self.catalog, lambda: concept_words(self.current_tokens()))
 
     # --- public: fast path ---------------------------------------------------------------
 
