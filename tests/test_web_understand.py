@@ -63,3 +63,10 @@ def test_suggest_api_and_dropdown(client, res):
     assert client.get("/api/suggest?q=x&limit=0").status_code == 400
     html = client.get(f"/search/suggest?q={category[:3]}").get_data(as_text=True)
     assert f'data-query="{category}"' in html and 'data-kind="category"' in html
+
+
+def test_the_preview_draws_the_understood_text(client, res):
+    _words, category = _catalog(res)
+    body = client.get(f"/api/search?q={category}+under+40").get_json()
+    job = res.jobs.get(body["preview"]["job"])
+    assert job.params["request"]["query"] == category  # not "<category> under 40"

@@ -7,6 +7,7 @@ determines its pixels, so every shopper asking the same thing shares one generat
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -348,6 +349,9 @@ def ensure_preview(res, request, response=None) -> PreviewPanel:
     from .security import visitor_id
 
     waiter = visitor_id() if has_request_context() else None  # who waits on it (scripts: nobody in particular)
+    found = getattr(response, "interpretation", None)
+    if found is not None and found.text != request.query:  # draw what was understood, not the price words
+        request = dataclasses.replace(request, query=found.text, understand=False)
     identity = res.query.preview_job(request)  # the service says which requests share a preview
     job = res.jobs.latest("preview", identity.key)
     usable = job is not None and ((job.active and not job.cancel_requested)

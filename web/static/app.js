@@ -27,7 +27,7 @@
     var box = suggestBox();
     if (box) box.innerHTML = "";
     var form = document.getElementById("search-form");
-    if (form) form.requestSubmit();
+    if (form) form.requestSubmit();  // the submit listener below closes the dropdown for good
   }
 
   function choose(item) {
@@ -46,9 +46,19 @@
     if (box && !event.target.closest(".q")) box.innerHTML = "";
   });
 
+  // a search was submitted: close the dropdown, and keep suggestions for that same text from reopening it
+  var submitted = null;
   document.addEventListener("submit", function (event) {
-    var box = suggestBox();
-    if (box && event.target.id === "search-form") box.innerHTML = "";
+    if (event.target.id !== "search-form") return;
+    var box = suggestBox(), input = queryInput();
+    if (box) box.innerHTML = "";
+    submitted = input ? input.value : null;
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var input = queryInput();
+    if (event.detail.target && event.detail.target.id === "suggestions" && input && input.value === submitted) {
+      event.detail.shouldSwap = false;
+    }
   });
 
   document.addEventListener("keydown", function (event) {
