@@ -105,6 +105,8 @@ def test_concept_names_typed_as_words_use_the_token_and_can_be_searched_as_words
     assert word.text == "newcomer dress" and word.ignored == ["concept:<newcomer>"]
     both = read("aurora mug", tokens=registered)  # the concept's name is also a catalog word: the concept wins
     assert both.text == "<aurora> mug" and any("also a word of the catalog" in n for n in both.notes)
+    named = read("p0003 dress", tokens=tokens("<p0003>"))  # a concept named like a product id: the concept
+    assert named.text == "<p0003> dress" and [c.kind for c in named.constraints if c.hard] == ["concept"]
 
 
 def test_ignored_keys_leave_the_text_as_typed():

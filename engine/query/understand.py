@@ -216,11 +216,11 @@ def understand(text: str, words: CatalogWords | None, tokens: "TokenSet", config
     constraints: list[Constraint] = []
     if "price" not in ignored:
         _prices(text, config, spans, constraints)
+    notes: list[str] = []
+    _concepts(text, tokens, words, ignored, spans, constraints, notes)  # the shop's own words win over ids
     if words is not None:
         _negations(text, words, ignored, spans, constraints)
         _identifiers(text, words, config, ignored, spans, constraints)
-    notes: list[str] = []
-    _concepts(text, tokens, words, ignored, spans, constraints, notes)
     left = _squash(_replace(text, spans))
     if words is not None:
         _facets(left, words, config, ignored, constraints)
