@@ -182,3 +182,16 @@ def _follow(store, tiny):
     assert "teal" in source.get().facets["colour"] and source.version == 2
     now[0] = 22.0
     assert source.get().facets["colour"] and source.version == 2  # unchanged collection: not read again
+
+
+def test_suggestions_prefix_fuzzy_words_and_concepts():
+    from engine.query.suggest import SuggestIndex
+
+    index = SuggestIndex(WORDS, ["newcomer"])
+    first = index.suggest("mu", 5)[0]
+    assert (first.text, first.kind, first.count) == ("mug", "category", WORDS.facets["category"]["mug"])
+    assert [s.text for s in index.suggest("drss", 3)][:1] == ["dress"]  # one edit
+    assert index.suggest("pink m", 3)[0].query == "pink mug"  # the last word completed, the others kept
+    assert index.suggest("NEW", 3)[0].kind == "concept"
+    assert "Aurora Striped Dress" in [s.text for s in index.suggest("dre", 8) if s.kind == "name"]  # a word start
+    assert index.suggest("", 5) == [] and index.suggest("zzzz", 5) == []

@@ -25,6 +25,7 @@ from .understand import CatalogWords
 
 KIND_ORDER = ("concept", "category", "colour", "pattern", "word", "name")  # shown in this order, then by count
 MAX_NAME_SCAN = 400  # product names read per prefix range (a one-letter prefix would read them all)
+MAX_FUZZY_WORDS = 20_000  # words the fuzzy pass compares against
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,26 @@ class SuggestIndex:
             entries += [(w, "word", n) for w, n in word_counts.items() if w not in known and not w.isdigit()]
             entries += [(name, "name", n) for name, n in words.names.items()]
         self.entries = entries
-        keys: list[tuple[str, int]] = []  # (lower-case key, entry index): whole text, and each later word start
+        terms: list[tuple[str, int]] = []  # (lower-case text, entry index) of everything but product names
+        names: list[tuple[str, int]] = []  # (lower-case text from each word start, entry index) of product names
         for i, (text, kind, _n) in enumerate(entries):
             lower = text.lower()
-            keys.append((lower, i))
             if kind == "name":
-                keys += [(lower[m.start():], i) for m in WORD_RE.finditer(lower) if m.start() > 0]
-        keys.sort()
-        self._keys = [k for k, _ in keys]
-        self._ids = [i for _, i in keys]
-        self._vocab = sorted({e[0].lower() for e in entries if e[1] != "name"})
+                names += [(lower[m.start():], i) for m in WORD_RE.finditer(lower)]
+            else:
+                terms.append((lower, i))
+        terms.sort()
+        names.sort()
+        self._term_keys, self._term_ids = [k for k, _ in terms], [i for _, i in terms]
+        self._name_keys, self._name_ids = [k for k, _ in names], [i for _, i in names]
+        # the fuzzy pass reads the commonest words without digits (model numbers are typed exactly), truncated to
+        # each typed length once (rapidfuzz then scans in C)
+        common = sorted((e for e in entries if e[1] != "name" and not any(ch.isdigit() for ch in e[0])),
+                        key=lambda e: (KIND_ORDER.index(e[1]), -e[2]))[:MAX_FUZZY_WORDS]
+        self._vocab = [e[0].lower() for e in common]
+        self._truncated: dict[int, list[str]] = {}
         self._by_text = {e[0].lower(): i for i, e in reversed(list(enumerate(entries))) if e[1] != "name"}
+        self._short: dict[str, list[Suggestion]] = {}  # results of one- and two-letter prefixes (wide ranges)
 
     def suggest(self, q: str, limit: int = 8) -> list[Suggestion]:
         typed = " ".join(q.lower().split())
@@ -84,26 +94,31 @@ class SuggestIndex:
         return found[:limit]
 
     def _prefix(self, prefix: str, limit: int, names: bool = True) -> list[Suggestion]:
-        lo = bisect.bisect_left(self._keys, prefix)
-        hi = bisect.bisect_left(self._keys, prefix + "\uffff", lo)
+        memo = f"{limit}:{names}:{prefix}"
+        if len(prefix) <= 2 and memo in self._short:
+            return list(self._short[memo])
         picked: dict[int, None] = {}
-        scanned_names = 0
-        for j in range(lo, hi):
-            i = self._ids[j]
-            if self.entries[i][1] == "name":
-                if not names or scanned_names >= MAX_NAME_SCAN:
-                    continue
-                scanned_names += 1
-            picked[i] = None
-        return self._ranked(picked, limit)
+        lo = bisect.bisect_left(self._term_keys, prefix)
+        hi = bisect.bisect_left(self._term_keys, prefix + "\uffff", lo)
+        picked.update((self._term_ids[j], None) for j in range(lo, hi))
+        if names:
+            lo = bisect.bisect_left(self._name_keys, prefix)
+            hi = min(bisect.bisect_left(self._name_keys, prefix + "\uffff", lo), lo + MAX_NAME_SCAN)
+            picked.update((self._name_ids[j], None) for j in range(lo, hi))
+        found = self._ranked(picked, limit)
+        if len(prefix) <= 2:
+            self._short[memo] = list(found)
+        return found
 
     def _fuzzy(self, typed: str, limit: int) -> list[Suggestion]:
         if len(typed) < 3 or not self._vocab:
             return []
         edits = 1 if len(typed) <= 5 else 2
-        found = process.extract(typed, self._vocab, scorer=OSA.distance, processor=lambda w: w[:len(typed)],
-                                score_cutoff=edits, limit=4 * limit)
-        picked = {self._by_text[w]: None for w, _d, _k in sorted(found, key=lambda m: m[1])}
+        n = len(typed)
+        if n not in self._truncated:
+            self._truncated[n] = [w[:n] for w in self._vocab]
+        found = process.extract(typed, self._truncated[n], scorer=OSA.distance, score_cutoff=edits, limit=4 * limit)
+        picked = {self._by_text[self._vocab[k]]: None for _w, _d, k in sorted(found, key=lambda m: m[1])}
         return self._ranked(picked, limit)
 
     def _ranked(self, picked: dict[int, None], limit: int) -> list[Suggestion]:
