@@ -209,12 +209,22 @@ def understand_latency(service, queries: list[ShopperQuery]) -> dict[str, float]
 
 
 def run_shopper(service, world, rows: list[dict], n: int, seed: int,
-                token_qs: Sequence[BenchQuery] = ()) -> dict[str, Any]:
-    """Both arms (understanding on, off) on the same service and queries, and the stage's latency."""
+                token_qs: Sequence[BenchQuery] = (), hard_facets: Sequence[str] = ()) -> dict[str, Any]:
+    """Both arms (understanding on, off) on the same service and queries, and the stage's latency; with
+    `hard_facets`, a third arm where the named values of those facets are hard filters (QueryConfig.facet_filters)."""
+    import dataclasses
+
+    from engine.query import QueryService
+
     queries = make_shopper_queries(world, rows, n, seed) + concept_queries(token_qs)
     out: dict[str, Any] = {}
-    for arm, on in (("understand", True), ("as_typed", False)):
-        out[arm] = evaluate_shopper(service, queries, on)
+    arms = [("understand", service, True), ("as_typed", service, False)]
+    if hard_facets:
+        hard = QueryService(service.backbone, service.store, service._tokens, service._features,
+                            dataclasses.replace(service.config, facet_filters=tuple(hard_facets)))
+        arms.append(("hard_" + "_".join(hard_facets), hard, True))
+    for arm, svc, on in arms:
+        out[arm] = evaluate_shopper(svc, queries, on)
         log(f"shopper kinds, {arm}: {out[arm]}")
     out["understand_latency"] = understand_latency(service, queries)
     out["examples"] = {k: next(q.text for q in queries if q.kind == k) for k in dict.fromkeys(q.kind for q in queries)}
@@ -239,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--world-seed", type=int, default=0)
     p.add_argument("--queries", type=int, default=40, help="products drawn per kind")
     p.add_argument("--token-cache", default=None, help="the quality benchmark's token cache (concept_word kinds)")
+    p.add_argument("--hard-facets", nargs="*", default=[], help="also run with these facets' named values as hard "
+                   "filters (e.g. category), to choose soft or hard by measurement")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="JSON report (default bench/results/relevance_shopper-world<N>.json)")
     args = p.parse_args(argv)
@@ -258,12 +270,12 @@ def main(argv: list[str] | None = None) -> int:
         service = QueryService(backbone, store, custom.tokens, features,
                                QueryConfig(text_runtime="torch", gair=False, max_limit=100))
         report = run_shopper(service, world, rows, rc.queries, rc.world_seed,
-                             [q for q in custom.queries if q.kind in ("token", "token+scene")])
+                             [q for q in custom.queries if q.kind in ("token", "token+scene")], args.hard_facets)
     report.update({"world_seed": rc.world_seed, "queries_per_kind": rc.queries,
                    "concepts": custom.report.get("concepts", []), "seconds": round(time.perf_counter() - start, 1)})
     out = args.out or RESULTS / f"relevance_shopper-world{rc.world_seed}.json"
     write_result("relevance_shopper", report, sys.argv[1:] if argv is None else argv, out)
-    print(json.dumps({k: report[k] for k in ("understand", "as_typed", "understand_latency")}, indent=1))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("examples",)}, indent=1, default=str))
     return 0
 
 

@@ -124,7 +124,7 @@ class CatalogWords:
     @classmethod
     def from_payloads(cls, payloads: Iterable[Mapping[str, Any]], config: "QueryConfig") -> CatalogWords:
         facet_fields = dict(config.understand_facets)
-        seen: dict[str, set[str]] = {}  # (facet or id field or names) values per product, counted once each
+        seen: dict[str, set[tuple[str, str]]] = {}  # product -> (facet or "title", value) counted for it
         counts: dict[str, dict[str, int]] = {name: {} for name in facet_fields}
         ids: dict[str, set[str]] = {f: set() for f in config.identifier_fields}
         names: dict[str, int] = {}
@@ -134,7 +134,7 @@ class CatalogWords:
             for name, path in facet_fields.items():
                 value = payload_value(payload, path)
                 if isinstance(value, str) and value and (name, value) not in done:
-                    done.add((name, value))  # type: ignore[arg-type]
+                    done.add((name, value))
                     counts[name][value] = counts[name].get(value, 0) + 1
             for path in config.identifier_fields:
                 value = payload_value(payload, path)
@@ -142,7 +142,7 @@ class CatalogWords:
                     ids[path].add(str(value))
             title = payload.get(config.title_field)
             if isinstance(title, str) and title and ("title", title) not in done:
-                done.add(("title", title))  # type: ignore[arg-type]
+                done.add(("title", title))
                 names[title] = names.get(title, 0) + 1
         return cls.build(counts, facet_fields, {f: sorted(v, key=str.lower) for f, v in ids.items()}, names,
                          len(seen))
