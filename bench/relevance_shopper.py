@@ -123,7 +123,8 @@ def make_shopper_queries(world, rows: list[dict], n: int, seed: int) -> list[Sho
         out.append(ShopperQuery("loose_clean", f"{p.colour} {pattern}{noun[p.category]}", grades=grades))
         extra = f", {PATTERN_NOUNS[p.pattern]}" if p.pattern in PATTERN_NOUNS else ""
         out.append(ShopperQuery("loose", f"looking for a {noun[p.category]} in {p.colour}{extra}", grades=grades))
-    return out
+    # a constraint no product meets cannot be scored (min(12, R) = 0): such draws are left out
+    return [q for q in out if q.kind not in CONSTRAINT_KINDS or q.ok]
 
 
 def concept_queries(token_qs: Sequence[BenchQuery]) -> list[ShopperQuery]:
@@ -182,8 +183,8 @@ def evaluate_shopper(service, queries: list[ShopperQuery], understand: bool) -> 
         page = service.search(SearchRequest(q.text, gair=False, limit=50, facets=False, understand=understand))
         ranked = [p.product_id for p in page.products]
         if q.grades is None:
-            want = min(PAGE, len(q.ok))
-            share = sum(pid in q.ok for pid in ranked[:want]) / want if want else 1.0
+            want = min(PAGE, len(q.ok))  # >= 1: queries no product meets are not generated
+            share = sum(pid in q.ok for pid in ranked[:want]) / want
             per_kind.setdefault(q.kind, []).append({"share": share})
         else:
             m = metrics(BenchQuery(q.kind, q.text, q.grades), ranked, ranked)
