@@ -19,6 +19,7 @@ def test_shopper_queries_come_from_the_world_and_match_what_understanding_reads(
     queries = make_shopper_queries(world, rows, 6, seed=3)
     assert queries == make_shopper_queries(world, rows, 6, seed=3)  # seeded
     kinds = {q.kind for q in queries}
+    assert all(q.ok for q in queries if q.kind in CONSTRAINT_KINDS)  # scorable: min(12, R) >= 1
     assert set(CONSTRAINT_KINDS) <= kinds and kinds - set(CONSTRAINT_KINDS) <= set(RANKED_KINDS)
     price = {r["product_id"]: r["price"] for r in rows}
     category = {r["product_id"]: r["category"] for r in rows}
