@@ -109,7 +109,11 @@ class QueryConfig:
     # Facets whose values a query may name (facet name, payload field): recognised, shown, excludable by negation.
     understand_facets: tuple[tuple[str, str], ...] = (
         ("category", product.CATEGORY), ("colour", product.COLOUR), ("pattern", f"{product.ATTRIBUTES}.pattern"))
-    # Facets whose named values become hard filters; the others stay soft (in the words both sides search).
+    # Facets whose named values become hard filters; the others stay soft (in the words both sides search). A hard
+    # category scored at least the soft one on every shopper kind of world 0 (`coinage bench relevance_shopper
+    # --hard-facets category`: plurals 0.987 vs 0.955, loose phrasing 0.882 vs 0.855, prices 1.0 vs 0.993;
+    # docs/relevance.md), but it also hides every other category from the page and its facets ("dotted dress"
+    # no longer lists dotted mugs), so the default stays soft: ("category",) turns it on.
     facet_filters: tuple[str, ...] = ()
     # Payload fields holding identifiers (product id, photo id, a SKU column): an exact match filters to it.
     identifier_fields: tuple[str, ...] = (product.PRODUCT_ID, product.ID, "sku")
