@@ -115,6 +115,11 @@ def test_ignored_keys_leave_the_text_as_typed():
     assert [c.kind for c in found.constraints if c.hard] == []
 
 
+def test_words_are_only_tidied_where_a_phrase_was_taken_out():
+    assert read("looking for a mug in pink, stripes").text == "looking for a mug in pink, stripes"
+    assert read("looking for a mug under 20").text == "looking for a mug"
+
+
 def test_word_forms():
     assert {"stripes", "striped"} <= word_forms("striped") and {"dots"} <= word_forms("dotted")
     assert {"tshirt", "t shirt", "t-shirts"} <= word_forms("t-shirt")

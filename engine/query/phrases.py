@@ -52,6 +52,6 @@ PRICE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 NEGATION_RE = re.compile(rf"{_B}(?:{_alternation(NEGATIONS)})\s+(?:(?:{_alternation(FILLERS)})\s+)?", re.IGNORECASE)
 # words left dangling at either end once a phrase is taken out ("mug for under 20" -> "mug")
 TRAILING_FILLERS = ("for", "and", "with", "priced", "costing", "that", "is", "at", "in", "but", "or", "a", "an",
-                    "the", "something", "anything", "i", "want", "looking", "need")
+                    "the")
 # words of a query: placeholders whole, else runs of letters, digits, hyphens and underscores
 WORD_RE = re.compile(r"<[^<>\s]+>|[\w][\w\-]*", re.UNICODE)

@@ -221,7 +221,7 @@ def understand(text: str, words: CatalogWords | None, tokens: "TokenSet", config
     if words is not None:
         _negations(text, words, ignored, spans, constraints)
         _identifiers(text, words, config, ignored, spans, constraints)
-    left = _squash(_replace(text, spans))
+    left = _squash(_replace(text, spans)) if spans else " ".join(text.split())  # tidied only where cut
     if words is not None:
         _facets(left, words, config, ignored, constraints)
     if not left.strip(" <>") and constraints:  # nothing left to search: the words typed (bar negations), filtered
