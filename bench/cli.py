@@ -11,6 +11,9 @@ SCRIPTS = {
     "indexing": "indexing throughput: CLIP image encoder in PyTorch vs ONNX Runtime, and the pipeline (bench/indexing.py)",
     "load": "concurrent searches against the app under gunicorn, idle and while jobs run (bench/load.py)",
     "query": "query service: search latency, GAIR's time split and caches (bench/query.py)",
+    "relevance_shopper": "what shoppers type: prices, negations, ids, concept names as words, typos, loose phrasing, "
+                         "understanding on vs off (bench/relevance_shopper.py)",
+    "suggest": "suggestions as you type: index build and p50/p95 per keystroke at 100k products (bench/suggest.py)",
     "realsize": "every deployment path at SD 1.5 / ViT-L-14 shapes on a random backbone (bench/realsize.py)",
     "store": "embedded vector-store candidates on CLIP-like vectors (bench/store.py)",
     "speller": "speller lookup and build time at a large vocabulary, and its cases, vs the old one (bench/speller.py)",

@@ -458,6 +458,10 @@ def run(rc: RelevanceConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, open_store(StoreConfig(path=tmp)) as store:
         load_catalog(store, "products", rows, vectors, backbone.embed_dim)
         results = compare(backbone, store, custom.tokens, base, queries_all, rc.fusions, features)
+        from bench.relevance_shopper import run_shopper  # what shoppers type (issue 26): understanding on and off
+
+        results["shopper"] = run_shopper(QueryService(backbone, store, custom.tokens, features, base), world, rows,
+                                         rc.queries, rc.world_seed, custom.queries)
         floors = rc.sort_floors or ("none", base.sort_floor)
         sort_qs = sort_queries(world, rc.queries, rc.world_seed) + [q for q in queries_all if "+typo" not in q.kind]
         results["sorted_by_price"] = {}

@@ -57,6 +57,10 @@ def register(sub) -> list[str]:
                         "store); or one side alone")
     p.add_argument("--no-correct", dest="correct", action="store_false",
                    help="search the words as typed (no typo correction against the catalog's words)")
+    p.add_argument("--no-understand", dest="understand", action="store_false",
+                   help="search the text as typed: no prices, negations, ids or concept names read out of it")
+    p.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                   help="leave one understood constraint unread, by the key printed after it (repeatable)")
     p.add_argument("--min-price", type=float)
     p.add_argument("--max-price", type=float)
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
@@ -130,7 +134,8 @@ def _request(args: argparse.Namespace):
     return SearchRequest(query=args.query, image=image, category=category, colour=colour, min_price=args.min_price,
                          max_price=args.max_price, filters=filters, limit=args.limit, offset=args.offset,
                          gair=args.gair, weight=args.weight, seed=args.seed, method=args.method, mode=args.mode,
-                         retrieval=args.retrieval, sort=args.sort, correct=args.correct)
+                         retrieval=args.retrieval, sort=args.sort, correct=args.correct, understand=args.understand,
+                         ignore=list(args.ignore))
 
 
 def token_sources(args: argparse.Namespace, backbone):
@@ -217,6 +222,11 @@ def format_table(response, result=None) -> str:
                         f"{response.correction.original!r} with --no-correct")
     if response.correction is not None and response.correction.suggestion:
         lines.insert(0, f"did you mean {response.correction.suggestion!r}?")
+    found = response.interpretation
+    hard = [c for c in found.constraints if c.hard] if found is not None else []
+    if hard:
+        lines.insert(0, "understood: " + "; ".join(f"{c.label} [{c.key}]" for c in hard)
+                     + f" -> searching {found.text!r} (drop one with --ignore KEY, all with --no-understand)")
     if not response.results:
         lines.append("(no results)")
     lines.append("")

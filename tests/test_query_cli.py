@@ -126,3 +126,14 @@ def test_format_table_shows_a_correction_and_a_suggestion_apart():
     assert "showing results for 'dress'" in applied and "did you mean" not in applied
     suggested = table(Correction("sneekrs", "sneekrs", [], "sneekrs", "sneakers", [("sneekrs", "sneakers")]))
     assert "did you mean 'sneakers'?" in suggested and "showing results for" not in suggested
+def test_search_prints_what_it_understood_and_can_leave_it_unread(run):
+    rc, out, err = run("mug under 14", "--no-gair", "--json", "--limit", "20")
+    assert rc == 0, err
+    body = json.loads(out)
+    assert body["results"] and all(r["payload"]["price"] <= 14 for r in body["results"])
+    rc, out, err = run("mug under 14", "--no-gair", "--limit", "20")
+    assert out.splitlines()[0] == "understood: price under 14 [price] -> searching 'mug' (drop one with --ignore KEY, " \
+                                  "all with --no-understand)"
+    for flags in (("--ignore", "price"), ("--no-understand",)):
+        rc, out, err = run("mug under 14", "--no-gair", "--json", "--limit", "20", *flags)
+        assert max(r["payload"]["price"] for r in json.loads(out)["results"]) > 14

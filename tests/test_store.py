@@ -111,6 +111,8 @@ FILTERS = [
     Filter(ranges={"price": (None, 50.0), "stock": (5, None)}),
     Filter(must={"category": ["shoes", "coats"]}, ranges={"price": (10.0, 150.0)}),
     Filter(must={"category": "no-such-category"}),
+    Filter(must_not={"category": "shoes"}),
+    Filter(must={"stock": [0, 1, 2, 3]}, must_not={"category": ["bags", "hats"]}, ranges={"price": (10.0, None)}),
 ]
 
 
@@ -127,7 +129,7 @@ def assert_same_hits(a, b) -> None:
 # --- congruence -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flt", FILTERS, ids=lambda f: "none" if f is None else repr((f.must, f.ranges)))
+@pytest.mark.parametrize("flt", FILTERS, ids=lambda f: "none" if f is None else repr((f.must, f.ranges, f.must_not)))
 def test_search_congruent_across_backends(loaded, flt):
     embedded, server = loaded
     for q in queries():
@@ -145,6 +147,10 @@ def test_filters_select_what_they_say(loaded):
                             filter=Filter(must={"category": ["shoes", "hats"]}, ranges={"price": (20.0, 80.0)}))
         expected = {pid for pid, p in points.items() if p["category"] in ("shoes", "hats") and 20 <= p["price"] <= 80}
         assert {h.id for h in hits} == expected
+        kept = store.search("products", queries(1)[0], limit=N,
+                            filter=Filter(must_not={"category": ["shoes", "hats"]}, ranges={"price": (20.0, 80.0)}))
+        assert {h.id for h in kept} == {pid for pid, p in points.items()
+                                        if p["category"] not in ("shoes", "hats") and 20 <= p["price"] <= 80}
         tagged = store.count("products", Filter(must={"tags": "eco"}))
         assert tagged == sum("eco" in p["tags"] for p in points.values())
 

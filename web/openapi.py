@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.query.schema import MAX_SEED, MODES, RETRIEVALS, SORTS
+from engine.query.schema import FIELD_PATH as FIELD_PATH_RE, MAX_SEED, MODES, RETRIEVALS, SORTS
 from engine.tokenizer import NAME_PATTERN
 
 VERSION = "0.1.0"
@@ -51,6 +51,7 @@ QUERY_NONBLANK = f"^\\s*(?:[^<>\\s]|{TOKEN})(?:[^<>]|{TOKEN})*$"
 BASE64 = {"type": "string", "minLength": 4, "contentEncoding": "base64",
           "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}
 PRICE = {"type": "number", "minimum": -1e15, "maximum": 1e15}
+FIELD_PATH = f"^(?:{FIELD_PATH_RE.pattern})$"  # a payload field path, as SearchRequest accepts it
 
 
 def _query(name: str, schema: dict, description: str, required: bool = False) -> dict[str, Any]:
@@ -109,7 +110,27 @@ SCHEMAS: dict[str, Any] = {
         "retrieval": {"type": "string", "enum": ["hybrid", "dense", "lexical"]},
         "sort": {"type": "string", "enum": ["relevance", "price_asc", "price_desc"]},
         "correction": {"oneOf": [_ref("Correction"), {"type": "null"}]},
-        "facets": {"oneOf": [_ref("Facets"), {"type": "null"}]}}},
+        "facets": {"oneOf": [_ref("Facets"), {"type": "null"}]},
+        "interpretation": {"oneOf": [_ref("Interpretation"), {"type": "null"}],
+                           "description": "what query understanding read out of the text; null when off"}}},
+    "Constraint": {"type": "object", "properties": {
+        "key": {"type": "string", "description": "send it in `ignore` to rerun the query without this constraint"},
+        "kind": {"type": "string", "enum": ["price", "exclude", "facet", "identifier", "concept"]},
+        "label": {"type": "string", "examples": ["price under 60", "not pink", "<newcomer>"]},
+        "removed": {"type": "string", "description": "the words of the query it was read from"},
+        "field": {"type": ["string", "null"]}, "values": {"type": "array", "items": {"type": "string"}},
+        "min_price": {"type": ["number", "null"]}, "max_price": {"type": ["number", "null"]},
+        "hard": {"type": "boolean", "description": "false: recognised only (a facet value kept in the words)"}}},
+    "Interpretation": {"type": "object", "properties": {
+        "original": {"type": "string"}, "text": {"type": "string", "description": "the text left for retrieval"},
+        "removed": {"type": "array", "items": {"type": "string"}},
+        "constraints": {"type": "array", "items": _ref("Constraint")},
+        "ignored": {"type": "array", "items": {"type": "string"}}, "notes": {"type": "array", "items": {"type": "string"}}}},
+    "Suggestion": {"type": "object", "properties": {
+        "text": {"type": "string"}, "kind": {"type": "string", "enum": ["concept", "category", "colour", "pattern",
+                                                                         "word", "name"]},
+        "count": {"type": "integer", "description": "products it finds"},
+        "query": {"type": "string", "description": "the query to search when it is chosen"}}},
     "Job": {"type": "object", "properties": {
         "id": {"type": "string"}, "kind": {"type": "string", "enum": ["train", "reindex", "preview"]},
         "params": {"type": "object"},
@@ -186,7 +207,14 @@ def _search_request(query, limits) -> dict[str, Any]:
         "correct": {"type": "boolean", "default": True,
                     "description": "correct typos against the catalog's words; false searches the query as typed"},
         "facets": {"type": "boolean", "default": True,
-                   "description": "count categories, colours and price ranges over the matching products"}},
+                   "description": "count categories, colours and price ranges over the matching products"},
+        "understand": {"type": "boolean", "default": True,
+                       "description": "read prices, negations, ids and concept names out of the text"},
+        "ignore": {"type": "array", "maxItems": 20, "items": {"type": "string", "maxLength": 200},
+                   "description": "keys of understood constraints to leave unread (interpretation.constraints)"},
+        "exclude": {"type": "object", "description": "payload field -> values a result must not have",
+                    "propertyNames": {"pattern": FIELD_PATH}, "additionalProperties": {
+                        "type": "array", "minItems": 1, "items": {"type": "string"}}}},
         "anyOf": [{"required": ["query"], "properties": {"query": {"pattern": QUERY_NONBLANK}}},
                   {"required": ["image"], "properties": {"image": {"type": "string"}}}],
         "description": "a text query, a photo, or both"}
@@ -246,6 +274,9 @@ def spec(query=None, limits=None) -> dict[str, Any]:
         _query("sort", {"type": "string", "enum": ["relevance", "price_asc", "price_desc"]}, "result order"),
         _query("correct", {"type": "boolean"}, "correct typos (default true)"),
         _query("facets", {"type": "boolean"}, "count facets (default true)"),
+        _query("understand", {"type": "boolean"}, "read prices, negations, ids and concept names (default true)"),
+        _query("ignore", {"type": "array", "maxItems": 20, "items": {"type": "string", "maxLength": 200}},
+               "a constraint key to leave unread (repeat for several)"),
     ]
     admin = SESSION
     paths: dict[str, Any] = {
@@ -259,6 +290,14 @@ def spec(query=None, limits=None) -> dict[str, Any]:
             "responses": {"200": _json(_ref("Session"), "logged in"), **_errors(400, 401, 429)}}},
         "/api/logout": {"post": {"summary": "Log out", "operationId": "logout", "security": STATE_CHANGE,
                                  "responses": {"200": _json({"type": "object"}, "logged out"), **_errors(400)}}},
+        "/api/suggest": {"get": {
+            "summary": "Suggestions for the text being typed (names, categories, facet values, concept names)",
+            "operationId": "suggest", "parameters": [
+                _query("q", {"type": "string", "maxLength": 200}, "the text typed so far", required=True),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 50}, "suggestions (default 8)")],
+            "responses": {"200": _json({"type": "object", "properties": {
+                "q": {"type": "string"}, "suggestions": {"type": "array", "items": _ref("Suggestion")}}},
+                "suggestions, best first"), **_errors(400)}}},
         "/api/search": {
             "get": {"summary": "Search by text (results at once; the preview is a job to poll)",
                     "operationId": "searchGet", "parameters": search_params,

@@ -7,6 +7,7 @@ determines its pixels, so every shopper asking the same thing shares one generat
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class SearchForm:
     page: int = 1  # 1-based
     w: float | None = None  # a fixed composition weight (a click on the preview strip); None: GAIR / default
     photo: str = ""  # sha256 of an uploaded photo (search by photo); '' for none
+    ignore: list[str] = field(default_factory=list)  # understood constraints removed (their chips' keys)
     errors: list[str] = field(default_factory=list)  # fields that did not parse, as messages
 
     @classmethod
@@ -65,6 +67,8 @@ class SearchForm:
             form.errors.append("photo must be the id of an uploaded photo; upload the photo again")
             photo = ""
         form.photo = photo
+        ignore = args.getlist("ignore") if hasattr(args, "getlist") else args.get("ignore") or []
+        form.ignore = [k[:200] for k in ([ignore] if isinstance(ignore, str) else ignore) if k][:20]
         if form.min_price is not None and form.max_price is not None and form.min_price > form.max_price:
             form.errors.append(f"Min price ({form.min_price:g}) is above Max price ({form.max_price:g}); swap them")
         return form
@@ -91,13 +95,13 @@ class SearchForm:
         """URL parameters of this search (empty ones left out), with `changes` applied."""
         values = {"q": self.q, "category": self.category, "colour": self.colour, "min_price": self.min_price,
                   "max_price": self.max_price, "sort": self.sort, "exact": 1 if self.exact else None,
-                  "page": self.page, "w": self.w, "photo": self.photo}
+                  "page": self.page, "w": self.w, "photo": self.photo, "ignore": list(self.ignore)}
         values.update(changes)
         if values.get("page") == 1:
             values.pop("page")
         if values.get("sort") == "relevance":
             values.pop("sort")
-        return {k: (f"{v:g}" if isinstance(v, float) else v) for k, v in values.items() if v not in (None, "")}
+        return {k: (f"{v:g}" if isinstance(v, float) else v) for k, v in values.items() if v not in (None, "", [])}
 
     def url(self, **changes: Any) -> str:
         return url_for("search.search", **self.params(**changes))
@@ -138,6 +142,7 @@ class SearchOutcome:
     preview: "PreviewPanel | None" = None
     per_page: int = 12
     last_page: int | None = None  # the deepest page served (QueryConfig.max_offset); None: not known yet
+    nearest: list[tuple[str, str]] = field(default_factory=list)  # (suggestion, url) when nothing matched
 
     @property
     def status(self) -> int:
@@ -185,6 +190,26 @@ class SearchOutcome:
         groups.append(("Price", prices))
         return groups
 
+    def chips(self) -> list[dict[str, Any]]:
+        """The understood constraints as removable chips: {label, kind, key, url} (the url reruns without it)."""
+        found = self.response.interpretation if self.response is not None else None
+        if found is None:
+            return []
+        return [{"label": c.label, "kind": c.kind, "key": c.key,
+                 "url": self.form.url(ignore=[*self.form.ignore, c.key], page=1)}
+                for c in found.constraints if c.hard]
+
+    def relax_links(self) -> list[dict[str, Any]]:
+        """For an empty page: each constraint to drop (an understood one, or a filter of the form), with its url."""
+        form = self.form
+        links = [{"label": f"without “{c['label']}”", "url": c["url"]} for c in self.chips() if c["kind"] != "concept"]
+        for name, label in (("category", "category"), ("colour", "colour")):
+            if getattr(form, name):
+                links.append({"label": f"any {label}", "url": form.url(**{name: "", "page": 1})})
+        if form.min_price is not None or form.max_price is not None:
+            links.append({"label": "any price", "url": form.url(min_price=None, max_price=None, page=1)})
+        return links
+
     def sort_links(self) -> list[dict[str, Any]]:
         return [{"label": SORT_LABELS[s], "url": self.form.url(sort=s, page=1), "active": s == self.form.sort}
                 for s in SORTS]
@@ -230,7 +255,8 @@ def run_search(res, form: SearchForm, image: bytes | None = None, with_preview: 
         image = path.read_bytes()
     request = SearchRequest(query=form.q, image=image, category=form.category or None, colour=form.colour or None,
                             min_price=form.min_price, max_price=form.max_price, limit=per_page,
-                            offset=(form.page - 1) * per_page, weight=form.w, sort=form.sort, correct=not form.exact)
+                            offset=(form.page - 1) * per_page, weight=form.w, sort=form.sort, correct=not form.exact,
+                            ignore=list(form.ignore))
     out.request = request
     try:
         out.response = res.query.search(request)
@@ -242,9 +268,21 @@ def run_search(res, form: SearchForm, image: bytes | None = None, with_preview: 
     except CoinageError as e:  # store errors included (StoreError is one)
         out.error = from_engine(e)
         return out
+    if not (out.response.products or out.response.results) and form.q.strip():
+        out.nearest = nearest(res, form)
     if with_preview and form.q.strip() and image is None:
         out.preview = ensure_preview(res, request, out.response)
     return out
+
+
+def nearest(res, form: SearchForm, limit: int = 6) -> list[tuple[str, str]]:
+    """Suggestions close to a query that matched nothing: for the whole text, else for each of its words."""
+    found = res.query.suggestions.suggest(form.q, limit)
+    for word in form.q.split():
+        if len(found) >= limit:
+            break
+        found += [s for s in res.query.suggestions.suggest(word, 2) if s.query not in {f.query for f in found}]
+    return [(s.text, form.url(q=s.query, page=1, ignore=[], min_price=None, max_price=None)) for s in found[:limit]]
 
 
 # ---------------------------------------------------------------------------- previews
@@ -319,6 +357,10 @@ def ensure_preview(res, request, response=None) -> PreviewPanel:
         rates = current_app.extensions.get("coinage.ratelimits")
         if rates is not None:
             allow_new = rates.allow_preview
+    waiter = visitor_id() if has_request_context() else None  # who waits on it (scripts: nobody in particular)
+    found = getattr(response, "interpretation", None)
+    if found is not None and found.text != request.query:  # draw what was understood, not the price words
+        request = dataclasses.replace(request, query=found.text, understand=False)
     identity = res.query.preview_job(request)  # the service says which requests share a preview
     ticket = res.previews.ensure(identity, waiter, client, allow_new)  # bounded wait (web/preview_queue.py)
     if ticket.job is None:

@@ -102,6 +102,27 @@ class QueryConfig:
     # Seconds between checks of the searched collection's alias target and vocabulary version (an index run adds
     # words in place, a reindex moves the alias); only a change rebuilds the speller (engine/query/spelling_source.py).
     spelling_refresh_s: float = 30.0
+    # Query understanding (engine/query/understand.py): price words that name a band (word, min, max; None open).
+    price_bands: tuple[tuple[str, float | None, float | None], ...] = (
+        ("cheap", None, 25.0), ("inexpensive", None, 25.0), ("budget", None, 25.0), ("affordable", None, 50.0),
+        ("expensive", 100.0, None), ("luxury", 100.0, None), ("premium", 100.0, None))
+    # Facets whose values a query may name (facet name, payload field): recognised, shown, excludable by negation.
+    understand_facets: tuple[tuple[str, str], ...] = (
+        ("category", product.CATEGORY), ("colour", product.COLOUR), ("pattern", f"{product.ATTRIBUTES}.pattern"))
+    # Facets whose named values become hard filters; the others stay soft (in the words both sides search). A hard
+    # category scored at least the soft one on every shopper kind of world 0 (`coinage bench relevance_shopper
+    # --hard-facets category`: plurals 0.987 vs 0.955, loose phrasing 0.882 vs 0.855, prices 1.0 vs 0.993;
+    # docs/relevance.md), but it also hides every other category from the page and its facets ("dotted dress"
+    # no longer lists dotted mugs), so the default stays soft: ("category",) turns it on.
+    facet_filters: tuple[str, ...] = ()
+    # Payload fields holding identifiers (product id, photo id, a SKU column): an exact match filters to it.
+    identifier_fields: tuple[str, ...] = (product.PRODUCT_ID, product.ID, "sku")
+    # A partial id (with a digit) filters to the ids it begins when it begins at most this many.
+    max_prefix_ids: int = 64
+    # Payload field of the product name (suggestions, catalog words).
+    title_field: str = product.TITLE
+    # Seconds the catalog words (facet values, ids, names) are reused before the collection is checked for change.
+    catalog_refresh_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.weights:
@@ -112,9 +133,13 @@ class QueryConfig:
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         for name in ("images_per_weight", "preview_cache_items", "gair_cache_items", "context_cache_items",
                      "text_cache_items", "default_limit", "max_limit", "max_offset", "max_query_chars", "group_size",
-                     "rrf_k", "prefetch_limit", "prefetch_per_product", "sort_window"):
+                     "rrf_k", "prefetch_limit", "prefetch_per_product", "sort_window", "max_prefix_ids"):
             if int(getattr(self, name)) < 1:
                 raise QueryError(f"QueryConfig.{name} must be >= 1, got {getattr(self, name)}")
+        unknown = sorted(set(self.facet_filters) - {name for name, _ in self.understand_facets})
+        if unknown:
+            raise QueryError(f"QueryConfig.facet_filters names {unknown}, which are not in understand_facets "
+                             f"{[name for name, _ in self.understand_facets]}; add them there or drop them")
         if not self.concept_photo_weight >= 0:
             raise QueryError(f"QueryConfig.concept_photo_weight must be >= 0 (0: q(w) alone), "
                              f"got {self.concept_photo_weight}")

@@ -156,10 +156,11 @@ class Retriever:
             must[cfg.colour_field] = request.colour
         if request.min_price is not None or request.max_price is not None:
             ranges[cfg.price_field] = (request.min_price, request.max_price)
-        if not must and not ranges:
+        must_not = {k: list(v) for k, v in request.exclude.items() if v}
+        if not must and not ranges and not must_not:
             return None
         try:
-            return Filter(must=must, ranges=ranges)
+            return Filter(must=must, ranges=ranges, must_not=must_not)
         except ValueError as e:
             raise QueryError(f"bad filter: {e}") from e
 

@@ -17,6 +17,7 @@ from .previews import Preview
 
 if TYPE_CHECKING:
     from .config import QueryConfig
+    from .understand import Interpretation
 
 # Query vectors: "composed" is q_pool(w) (w from the request, GAIR or 1); the others are the paper's baselines.
 METHODS = ("composed", "text-only", "text+image")
@@ -59,6 +60,9 @@ class SearchRequest:
     sort: str = "relevance"  # one of SORTS
     correct: bool = True  # correct typos against the catalog's words; False searches the query as typed
     facets: bool = True  # count categories, colours and price ranges over the matching products
+    exclude: dict[str, list[str]] = field(default_factory=dict)  # payload field -> values a result must not have
+    understand: bool = True  # read prices, negations, ids and concept names out of the text (engine/query/understand)
+    ignore: list[str] = field(default_factory=list)  # keys of understood constraints to leave unread (removed chips)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "image"}
@@ -121,7 +125,8 @@ class SearchRequest:
                     isinstance(value, list) and value and all(isinstance(c, str) for c in value))):
                 raise QueryError(f"field {name!r} must be a string or a non-empty list of strings, got {value!r}")
         bad_text = first_unencodable({"query": self.query, "category": self.category, "colour": self.colour,
-                                       "filters": self.filters, "ranges": self.ranges})
+                                       "filters": self.filters, "ranges": self.ranges,
+                                       "exclude": self.exclude, "ignore": self.ignore})
         if bad_text:
             raise QueryError(f"field {bad_text!r} holds a lone surrogate, which is not valid Unicode text")
         _expect("filters", self.filters, dict)
@@ -129,6 +134,14 @@ class SearchRequest:
         for key, value in self.filters.items():
             _field_path("filters", key)
             _filter_value(key, value)
+        _expect("exclude", self.exclude, dict)
+        for key, values in self.exclude.items():
+            _field_path("exclude", key)
+            if not (isinstance(values, list) and values and all(isinstance(v, str) for v in values)):
+                raise QueryError(f"field 'exclude' maps a payload field to a non-empty list of strings; "
+                                 f"{key!r} has {values!r}")
+        if not (isinstance(self.ignore, list) and all(isinstance(k, str) for k in self.ignore)):
+            raise QueryError(f"field 'ignore' must be a list of constraint keys (strings), got {self.ignore!r}")
         for key, bounds in self.ranges.items():
             _field_path("ranges", key)
             low, high = _pair(key, bounds)
@@ -153,7 +166,7 @@ class SearchRequest:
         for name, allowed in (("mode", MODES), ("retrieval", RETRIEVALS), ("sort", SORTS)):
             if getattr(self, name) not in allowed:
                 raise QueryError(f"field {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("correct", "facets"):
+        for name in ("correct", "facets", "understand"):
             if not isinstance(getattr(self, name), bool):
                 raise QueryError(f"field {name!r} must be true or false, got {getattr(self, name)!r}")
 
@@ -234,9 +247,12 @@ class SearchResponse:
     # weight of the concept prototype fused into the composed query (QueryConfig.concept_photo_weight); None: not
     # fused (no token, a baseline method, the weight 0, or a concept without photos: see notes)
     concept_photos: float | None = None
+    # what query understanding read out of the text (engine/query/understand.py); None when it was off
+    interpretation: "Interpretation | None" = None
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["interpretation"] = self.interpretation.to_json() if self.interpretation else None
         out["results"] = [r.to_json() for r in self.results]
         out["products"] = [p.to_json() for p in self.products]
         out["correction"] = self.correction.to_json() if self.correction else None

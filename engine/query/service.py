@@ -45,10 +45,13 @@ from .gair import GairOutcome, WeightScore, choose, score_weights
 from .parse import ParsedQuery, parse_query, text_only_prompt
 from .preview_jobs import PreviewJob, preview_job
 from .previews import LRU, Preview, PreviewCache, cache_key, to_png
+from .catalog_words import CatalogSource
 from .retrieval import Retriever
 from .schema import Correction, GairResult, SearchRequest, SearchResponse
 from .spelling_source import SpellingSource
 from .text_runtime import onnx_text_tower
+from .suggest import Suggestions
+from .understand import Interpretation, concept_words, understand
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class _Prepared:
     seed: int
     correction: Correction | None = None  # the typo correction applied to the query text, if any
     lexical: str = ""  # what the lexical (BM25) side searches: the (corrected) words without placeholders
+    interpretation: Interpretation | None = None  # what understanding read out of the text (None: off)
 
     @property
     def has_tokens(self) -> bool:
@@ -129,6 +133,8 @@ class QueryService:
         self.retriever = Retriever(store, self.config, backbone.id)
         # registered concept names are words too ("newcomr dress" -> "newcomer dress")
         self.spelling = SpellingSource(store, self.config, extra_words=self._concept_words)
+        self.catalog = CatalogSource(store, self.config)  # facet values, ids, names: understanding and suggestions
+        self.suggestions = Suggestions(self.catalog, lambda: concept_words(self.current_tokens()))
 
     # --- public: fast path ---------------------------------------------------------------
 
@@ -257,10 +263,15 @@ class QueryService:
         used = TokenSet()
         correction = None
         text = request.query
+        interpretation = None
         if request.query.strip() or image is None:
             registered = self.current_tokens()
-            correction = self._correct(request)
-            text = correction.dense if correction else request.query  # the dense side: only certain typos fixed
+            if request.understand and request.query.strip():  # before the speller: ids, prices, concept names
+                interpretation = understand(request.query, self.catalog.get(), registered, self.config, request.ignore)
+                request, text = interpretation.apply(request), interpretation.text
+                notes.extend(interpretation.notes)
+            correction = self._correct(request, text)
+            text = correction.dense if correction else text  # the dense side: only certain typos fixed
             parsed = parse_query(text, registered, self.config.max_query_chars)
             notes.extend(parsed.notes)
             used = TokenSet([registered.get(p) for p in parsed.placeholders])
@@ -268,17 +279,17 @@ class QueryService:
             notes.append("searching by the image and the text together (normalised mean of both features)")
         seed = request.seed if request.seed is not None else self.config.seed
         return _Prepared(request, parsed, used, {t.placeholder: t.version for t in used}, image, notes, seed,
-                         correction, strip_placeholders(correction.corrected if correction else text))
+                         correction, strip_placeholders(correction.corrected if correction else text), interpretation)
 
-    def _correct(self, request: SearchRequest) -> Correction | None:
-        """The query with unknown words corrected to catalog words (the lexical side), certain typos also for the
+    def _correct(self, request: SearchRequest, text: str) -> Correction | None:
+        """`text` with unknown words corrected to catalog words (the lexical side), certain typos also for the
         dense side, and a "Did you mean" suggestion; None when nothing changed or is suggested (or asked not to)."""
         if not request.correct:
             return None
         speller = self.spelling.get()
         if speller is None:
             return None
-        found = speller.correct(request.query)
+        found = speller.correct(text)
         if not found.changed and found.suggestion is None:
             return None
         return Correction(found.original, found.corrected, list(found.changes), found.dense, found.suggestion,
@@ -420,7 +431,8 @@ class QueryService:
             offset=request.offset, next_offset=request.offset + limit if len(shown) == limit else None,
             collection=self.config.collection, backbone=self.backbone.id, timings_ms=clock.done(),
             mode="products" if page.products else "photos", products=page.products, retrieval=page.retrieval, sort=request.sort,
-            correction=prep.correction, facets=page.facets, concept_photos=photos)
+            correction=prep.correction, facets=page.facets, concept_photos=photos,
+            interpretation=prep.interpretation)
 
     # --- GAIR ----------------------------------------------------------------------------
 

@@ -188,12 +188,14 @@ class Filter:
     must: dict[str, Any] = field(default_factory=dict)
     # field -> (gte, lte) inclusive numeric bounds; None leaves that side open.
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    # field -> value (or list of values) that must NOT match: a point whose field equals any of them is left out.
+    must_not: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for key, value in self.must.items():
+        for key, value in [*self.must.items(), *self.must_not.items()]:
             values = value if isinstance(value, list | tuple) else [value]
             if not values:
-                raise ValueError(f"Filter.must[{key!r}] is an empty list; it would match nothing")
+                raise ValueError(f"Filter.must/must_not[{key!r}] is an empty list; drop the field or give values")
             for v in values:
                 if isinstance(v, bool | np.bool_):
                     raise ValueError(

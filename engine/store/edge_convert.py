@@ -20,22 +20,21 @@ DIRECTION = {"asc": qe.Direction.Asc, "desc": qe.Direction.Desc}
 
 
 def to_edge_filter(flt: Filter | None) -> qe.Filter | None:
-    """Our Filter -> qdrant_edge.Filter (must = exact / match-any, ranges = gte/lte)."""
-    if flt is None or (not flt.must and not flt.ranges):
+    """Our Filter -> qdrant_edge.Filter (must = exact / match-any, ranges = gte/lte, must_not = match-any)."""
+    if flt is None or (not flt.must and not flt.ranges and not flt.must_not):
         return None
-    conditions: list[Any] = []
-    for key, value in flt.must.items():
-        if isinstance(value, list | tuple):
-            values = [v if isinstance(v, str) else int(v) for v in value]
-            conditions.append(qe.FieldCondition(key, match=qe.MatchAny(values)))
-        else:
-            conditions.append(
-                qe.FieldCondition(key, match=qe.MatchValue(value if isinstance(value, str) else int(value)))
-            )
+    conditions: list[Any] = [_edge_match(key, value) for key, value in flt.must.items()]
     for key, (gte, lte) in flt.ranges.items():
         rng = qe.RangeFloat(gte=finite_or_none(gte), lte=finite_or_none(lte))
         conditions.append(qe.FieldCondition(key, range=rng))
-    return qe.Filter(must=conditions)
+    excluded = [_edge_match(key, value) for key, value in flt.must_not.items()]
+    return qe.Filter(must=conditions or None, must_not=excluded or None)
+
+
+def _edge_match(key: str, value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return qe.FieldCondition(key, match=qe.MatchAny([v if isinstance(v, str) else int(v) for v in value]))
+    return qe.FieldCondition(key, match=qe.MatchValue(value if isinstance(value, str) else int(value)))
 
 
 def quantization_config(quantization: str) -> qe.ScalarQuantizationConfig | None:

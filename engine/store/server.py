@@ -59,20 +59,23 @@ _OPTIMIZE_WAIT_S = 1800.0  # optimize() gives up waiting for a green collection 
 
 
 def to_qdrant_filter(flt: Filter | None) -> models.Filter | None:
-    """Our Filter -> qdrant_client.models.Filter (must = exact / match-any, ranges = gte/lte)."""
-    if flt is None or (not flt.must and not flt.ranges):
+    """Our Filter -> qdrant_client.models.Filter (must = exact / match-any, ranges = gte/lte, must_not = match-any)."""
+    if flt is None or (not flt.must and not flt.ranges and not flt.must_not):
         return None
-    conditions: list[models.Condition] = []
-    for key, value in flt.must.items():
-        if isinstance(value, list | tuple):
-            match: Any = models.MatchAny(any=[v if isinstance(v, str) else int(v) for v in value])
-        else:
-            match = models.MatchValue(value=value if isinstance(value, str) else int(value))
-        conditions.append(models.FieldCondition(key=key, match=match))
+    conditions: list[models.Condition] = [_qdrant_match(key, value) for key, value in flt.must.items()]
     for key, (gte, lte) in flt.ranges.items():
         rng = models.Range(gte=finite_or_none(gte), lte=finite_or_none(lte))
         conditions.append(models.FieldCondition(key=key, range=rng))
-    return models.Filter(must=conditions)
+    excluded = [_qdrant_match(key, value) for key, value in flt.must_not.items()]
+    return models.Filter(must=conditions or None, must_not=excluded or None)
+
+
+def _qdrant_match(key: str, value: Any) -> models.FieldCondition:
+    if isinstance(value, list | tuple):
+        match: Any = models.MatchAny(any=[v if isinstance(v, str) else int(v) for v in value])
+    else:
+        match = models.MatchValue(value=value if isinstance(value, str) else int(value))
+    return models.FieldCondition(key=key, match=match)
 
 
 def _local_client(directory: str) -> QdrantClient:

@@ -280,3 +280,43 @@ def test_admin_registers_a_concept_watches_training_and_searches_with_it(server,
     expect(page.locator("#jobs-table")).to_contain_text("reindex")
     shot(page, "admin-jobs")
 
+
+
+def test_shopper_types_prices_negations_and_picks_a_suggestion(server, page):
+    from playwright.sync_api import expect
+
+    base, app, root = server
+    page.goto(base + "/")
+    page.locator("#q").press_sequentially("dre", delay=60)
+    option = page.locator('#suggestions [data-query="dress"]')
+    expect(option).to_be_visible()
+    expect(option).to_contain_text("category")
+    shot(page, "suggest-dropdown")
+    page.press("#q", "ArrowDown")
+    expect(page.locator("#suggestions .item.active")).to_have_count(1)
+    chosen = page.locator("#suggestions .item.active").get_attribute("data-query")
+    page.press("#q", "Enter")
+    expect(page.locator("#result-count")).to_contain_text("Results 1–")
+    assert page.input_value("#q") == chosen and "q=" + chosen.replace(" ", "+") in page.url
+    expect(page.locator("#suggestions .item")).to_have_count(0)
+    page.press("#q", "Escape")
+
+    page.fill("#q", "dress under 60 not pink")
+    page.press("#q", "Enter")
+    expect(page.locator("#chips")).to_contain_text("price under 60")
+    expect(page.locator("#chips")).to_contain_text("not pink")
+    prices = [float(p.replace(",", "")) for p in page.locator(".card .price").all_inner_texts()]
+    assert prices and max(prices) <= 60, prices
+    shot(page, "search-chips")
+    page.click('#chips [data-key="price"] .remove')
+    expect(page.locator("#chips")).not_to_contain_text("price under 60")
+    expect(page.locator("#chips")).to_contain_text("not pink")
+    assert "ignore=price" in page.url
+
+    page.fill("#q", "dress under 1")
+    page.press("#q", "Enter")
+    expect(page.locator("#zero-results")).to_contain_text("No products match")
+    expect(page.locator("#zero-results a.relax")).to_contain_text("without “price under 1”")
+    shot(page, "search-zero-results")
+    page.click("#zero-results a.relax")
+    expect(page.locator("#result-count")).to_contain_text("Results 1–")

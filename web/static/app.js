@@ -19,21 +19,52 @@
     input.setSelectionRange(input.value.length, input.value.length);
   }
 
+  // a catalog suggestion (data-query): search it at once
+  function chooseQuery(query) {
+    var input = queryInput();
+    if (!input) return;
+    input.value = query;
+    var box = suggestBox();
+    if (box) box.innerHTML = "";
+    var form = document.getElementById("search-form");
+    if (form) form.requestSubmit();  // the submit listener below closes the dropdown for good
+  }
+
+  function choose(item) {
+    if (item.hasAttribute("data-token")) insertToken(item.getAttribute("data-token"));
+    else chooseQuery(item.getAttribute("data-query"));
+  }
+
   document.addEventListener("click", function (event) {
-    var item = event.target.closest("#suggestions [data-token]");
+    var item = event.target.closest("#suggestions [data-token], #suggestions [data-query]");
     if (item) {
       event.preventDefault();
-      insertToken(item.getAttribute("data-token"));
+      choose(item);
       return;
     }
     var box = suggestBox();
     if (box && !event.target.closest(".q")) box.innerHTML = "";
   });
 
+  // a search was submitted: close the dropdown, and keep suggestions for that same text from reopening it
+  var submitted = null;
+  document.addEventListener("submit", function (event) {
+    if (event.target.id !== "search-form") return;
+    var box = suggestBox(), input = queryInput();
+    if (box) box.innerHTML = "";
+    submitted = input ? input.value : null;
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var input = queryInput();
+    if (event.detail.target && event.detail.target.id === "suggestions" && input && input.value === submitted) {
+      event.detail.shouldSwap = false;
+    }
+  });
+
   document.addEventListener("keydown", function (event) {
     if (!event.target || event.target.id !== "q") return;
     var box = suggestBox();
-    var items = box ? Array.prototype.slice.call(box.querySelectorAll("[data-token]")) : [];
+    var items = box ? Array.prototype.slice.call(box.querySelectorAll("[data-token], [data-query]")) : [];
     if (event.key === "Escape" && box) { box.innerHTML = ""; return; }
     if (!items.length) return;
     var current = items.findIndex(function (el) { return el.classList.contains("active"); });
@@ -44,7 +75,7 @@
       items[next].classList.add("active");
     } else if ((event.key === "Enter" || event.key === "Tab") && current >= 0) {
       event.preventDefault();
-      insertToken(items[current].getAttribute("data-token"));
+      choose(items[current]);
     }
   });
 

@@ -121,9 +121,11 @@ def _query_args() -> dict[str, Any]:
     for name in ("method", "mode", "retrieval", "sort"):
         if args.get(name):
             data[name] = args[name]
-    for name in ("gair", "correct", "facets"):
+    for name in ("gair", "correct", "facets", "understand"):
         if args.get(name) not in (None, ""):
             data[name] = _query_flag(name, args[name])
+    if args.getlist("ignore"):
+        data["ignore"] = args.getlist("ignore")
     return data
 
 
@@ -162,6 +164,22 @@ def search_post():
             raise bad_field("image", f"is not valid base64 ({e}); send the image file base64-encoded") from e
         check_image("image", raw, resources().settings.limits, field="image")
     return _search_response(data, want_preview)
+
+
+@bp.get("/suggest")
+def suggest():
+    """Suggestions for what is being typed: prefix and fuzzy matches over product names, categories, facet values
+    and concept names, with the products each finds (engine/query/suggest.py)."""
+    if "q" not in request.args:
+        raise missing_field("q", "the text typed so far, e.g. q=dre")
+    q = request.args["q"]
+    if len(q) > 200:
+        raise bad_field("q", f"must be at most 200 characters, got {len(q)}")
+    raw = request.args.get("limit", "8")
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 50):
+        raise bad_field("limit", f"must be an integer from 1 to 50, got {raw[:20]!r}")
+    found = resources().query.suggestions.suggest(q, int(raw))
+    return jsonify({"q": q, "suggestions": [s.to_json() for s in found]})
 
 
 @bp.get("/tokens")

@@ -10,6 +10,7 @@ from . import is_htmx, resources
 
 bp = Blueprint("search", __name__)
 THUMB_SIZE = 96
+SUGGESTIONS = 8  # catalog suggestions in the search box's dropdown
 
 
 def _render(outcome, status: int | None = None) -> Response:
@@ -102,11 +103,13 @@ def cancel_preview(job_id: str):
 
 @bp.get("/search/suggest")
 def suggest():
-    """Autocomplete: the active tokens matching the `<...` being typed at the end of the query."""
-    q = request.args.get("q", "")
+    """Autocomplete: the active tokens matching the `<...` being typed at the end of the query; else the catalog's
+    suggestions for the text (names, categories, facet values, concept names: engine/query/suggest.py)."""
+    q = request.args.get("q", "")[:200]
     start = q.rfind("<")
     if start < 0 or ">" in q[start:]:
-        return render_template("partials/suggestions.html", items=[], prefix=None)
+        found = resources().query.suggestions.suggest(q, SUGGESTIONS) if q.strip() else []
+        return render_template("partials/suggestions.html", items=[], prefix=None, catalog_items=found)
     prefix = q[start + 1:].strip().lower()
     tokens = resources().tokens()
     concepts = {c.placeholder: c for c in resources().registry.list()}
