@@ -106,7 +106,10 @@ SCHEMAS: dict[str, Any] = {
         "retrieval": {"type": "string", "enum": ["hybrid", "dense", "lexical"]},
         "sort": {"type": "string", "enum": ["relevance", "price_asc", "price_desc"]},
         "correction": {"oneOf": [_ref("Correction"), {"type": "null"}]},
-        "facets": {"oneOf": [_ref("Facets"), {"type": "null"}]}}},
+        "facets": {"oneOf": [_ref("Facets"), {"type": "null"}]},
+        "search_id": {"type": "string", "description": "send it back with POST /api/click"},
+        "merch": {"type": "array", "items": {"type": "object"},
+                  "description": "admin only: the synonyms and rules that shaped the results"}}},
     "Job": {"type": "object", "properties": {
         "id": {"type": "string"}, "kind": {"type": "string", "enum": ["train", "reindex", "preview"]},
         "params": {"type": "object"},
@@ -333,6 +336,9 @@ def spec(query=None, limits=None) -> dict[str, Any]:
             "operationId": "reindex", "security": STATE_CHANGE,
             "responses": {"202": _json(_ref("JobAccepted"), "reindex queued"), **_errors(400, 401, 409)}}},
     }
+    from . import merch_openapi  # synonyms, rules, analytics, the click beacon
+
+    paths.update(merch_openapi.paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Coinage", "version": VERSION,
@@ -342,6 +348,6 @@ def spec(query=None, limits=None) -> dict[str, Any]:
                                 "DELETE but POST /api/search sends that token in the X-CSRF-Token header with the "
                                 "cookie. POST /api/login logs the session in and returns the new csrf_token."},
         "paths": paths,
-        "components": {"schemas": {**SCHEMAS, "SearchRequest": _search_request(query, limits),
+        "components": {"schemas": {**SCHEMAS, **merch_openapi.SCHEMAS, "SearchRequest": _search_request(query, limits),
                                    "ConceptRegistration": registration}, "securitySchemes": SECURITY_SCHEMES},
     }

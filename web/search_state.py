@@ -138,6 +138,7 @@ class SearchOutcome:
     preview: "PreviewPanel | None" = None
     per_page: int = 12
     last_page: int | None = None  # the deepest page served (QueryConfig.max_offset); None: not known yet
+    search_id: str | None = None  # the analytics id of this page (web/analytics.py); click beacons send it back
 
     @property
     def status(self) -> int:
@@ -242,6 +243,7 @@ def run_search(res, form: SearchForm, image: bytes | None = None, with_preview: 
     except CoinageError as e:  # store errors included (StoreError is one)
         out.error = from_engine(e)
         return out
+    out.search_id = res.analytics.search(request, out.response)  # queued, written off the request path
     if with_preview and form.q.strip() and image is None:
         out.preview = ensure_preview(res, request, out.response)
     return out

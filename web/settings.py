@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from engine.backbones import DEFAULT_BACKBONE
 from engine.database import DatabaseError, check_url, database_url_from_env
 from engine.errors import CoinageError
+from engine.merch.config import MerchSettings
 from engine.query import floor
 from engine.query.config import QueryConfig
 from engine.store import StoreConfig
@@ -154,6 +155,8 @@ class AppSettings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    # Synonyms, rules and search analytics (engine/merch/config.py).
+    merch: MerchSettings = field(default_factory=MerchSettings)
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -272,6 +275,9 @@ class AppSettings:
             max_image_pixels=_number(env, "COINAGE_MAX_IMAGE_PIXELS", int, limits.max_image_pixels))
         values["worker"] = WorkerSettings(
             mode=_choice(env, "COINAGE_WORKER", WORKER_MODES, "process" if mode == "production" else "thread"))
+        values["merch"] = MerchSettings(
+            analytics=_flag(env, "COINAGE_ANALYTICS", True),
+            retention_days=_number(env, "COINAGE_ANALYTICS_RETENTION_DAYS", float, MerchSettings.retention_days))
         values.update(overrides)
         return cls(**values)
 

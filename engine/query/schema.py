@@ -204,6 +204,9 @@ class SearchResponse:
     # weight of the concept prototype fused into the composed query (QueryConfig.concept_photo_weight); None: not
     # fused (no token, a baseline method, the weight 0, or a concept without photos: see notes)
     concept_photos: float | None = None
+    # the synonyms and merchandising rules that shaped these results ({"kind": "synonym"|"rule", ...}); for the
+    # admin: the web app leaves it out for shoppers
+    merch: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -34,6 +34,7 @@ from engine.compose import attribute_prompts, fuse, mix, prototype
 from engine.diffusion import GenerationCancelled, generate
 from engine.errors import CoinageError
 from engine.images import ImageEncoder
+from engine.merch import MerchSource, shaped_page
 from engine.spelling import strip_placeholders
 from engine.store import VectorStore
 from engine.text import TextEncoder, TextFeatures
@@ -72,6 +73,7 @@ class _Prepared:
     seed: int
     correction: Correction | None = None  # the typo correction applied to the query text, if any
     lexical: str = ""  # what the lexical (BM25) side searches: the (corrected) words without placeholders
+    merch: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # synonyms that expanded `lexical`
 
     @property
     def has_tokens(self) -> bool:
@@ -127,6 +129,7 @@ class QueryService:
         self._flights_lock = threading.Lock()
         self.retriever = Retriever(store, self.config, backbone.id)
         self.spelling = SpellingSource(store, self.config)
+        self.merch: MerchSource | None = None  # synonyms and rules (engine/merch); the web app sets it
 
     # --- public: fast path ---------------------------------------------------------------
 
@@ -265,8 +268,10 @@ class QueryService:
         if image is not None and parsed is not None:
             notes.append("searching by the image and the text together (normalised mean of both features)")
         seed = request.seed if request.seed is not None else self.config.seed
+        expansion = self.merch.expand(strip_placeholders(text)) if self.merch is not None else None  # synonyms
         return _Prepared(request, parsed, used, {t.placeholder: t.version for t in used}, image, notes, seed,
-                         correction, strip_placeholders(text))
+                         correction, expansion.text if expansion else strip_placeholders(text),
+                         [s.applied_json() for s in expansion.applied] if expansion else [])
 
     def _correct(self, request: SearchRequest) -> Correction | None:
         """The query with unknown words corrected to catalog words; None when nothing changed (or asked not to)."""
@@ -399,9 +404,10 @@ class QueryService:
             vector = tensor.detach().float().cpu().numpy()
         clock.lap("encode")
         limit = request.limit or self.config.default_limit
-        page = self.retriever.page(request, vector, prep.lexical)
-        clock.lap("search")
         parsed = prep.parsed
+        rules = self.merch.rules_for(request.query, parsed.placeholders if parsed else []) if self.merch else []
+        page, applied = shaped_page(self.retriever, request, vector, prep.lexical, rules)  # the rules stage
+        clock.lap("search")
         shown = page.products or page.results
         return SearchResponse(
             query=request.query, prompt=parsed.prompt if parsed else None,
@@ -410,7 +416,8 @@ class QueryService:
             offset=request.offset, next_offset=request.offset + limit if len(shown) == limit else None,
             collection=self.config.collection, backbone=self.backbone.id, timings_ms=clock.done(),
             mode="products" if page.products else "photos", products=page.products, retrieval=page.retrieval, sort=request.sort,
-            correction=prep.correction, facets=page.facets, concept_photos=photos)
+            correction=prep.correction, facets=page.facets, concept_photos=photos,
+            merch=prep.merch + [a.to_json() for a in applied])
 
     # --- GAIR ----------------------------------------------------------------------------
 
