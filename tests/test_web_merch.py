@@ -129,7 +129,7 @@ def test_the_click_beacon_refuses_bad_search_ids_without_a_500(client, res):
     ok = client.post("/api/click", json={"search_id": sid, "product_id": product, "position": 2})
     assert ok.status_code == 204  # no CSRF token needed
     forged = sid[:-1] + ("0" if sid[-1] != "0" else "1")
-    for bad in (forged, "nonsense", "", None, 12, ["x"], "a.b.c"):
+    for bad in (forged, "nonsense", "", None, 12, ["x"], "a.b.c", "é.ü"):
         r = client.post("/api/click", json={"search_id": bad, "product_id": product, "position": 2})
         assert r.status_code == 404 and r.json["error"]["code"] == "search_not_found", bad
     for data in ({"search_id": sid, "product_id": "", "position": 1}, {"search_id": sid, "product_id": "p",

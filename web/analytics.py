@@ -63,7 +63,7 @@ class Recorder:
         if not isinstance(search_id, str) or search_id.count(".") != 1:
             return False
         random_part, _, _ = search_id.partition(".")
-        return hmac.compare_digest(self._sign(random_part), search_id)
+        return hmac.compare_digest(self._sign(random_part).encode(), search_id.encode())
 
     # ------------------------------------------------------------------ writer thread
 

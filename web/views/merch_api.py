@@ -21,7 +21,7 @@ MAX_DAYS = 3660
 def merch_error(error: MerchError) -> ApiError:
     if isinstance(error, MerchNotFound):
         return ApiError(404, "not_found", str(error))
-    return ApiError(400, "invalid_field", str(error))
+    return ApiError(400, "invalid_merch", str(error))  # what JSON Schema cannot say: a pin without products, ...
 
 
 def actor() -> str:
@@ -68,6 +68,8 @@ def click():
         raise ApiError(429, "too_many_clicks", "too many click reports from this address; wait a minute")
     data = _body()
     product_id, position = data.get("product_id"), data.get("position")
+    if isinstance(position, float) and position.is_integer():  # JSON (and JSON Schema) count 3.0 as an integer
+        position = int(position)
     if not isinstance(product_id, str) or not product_id or len(product_id) > 200:
         raise bad_field("product_id", "must be the clicked product's id (a non-empty string)")
     if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position <= 100_000:
