@@ -197,3 +197,57 @@ def test_synonyms_and_rules_need_the_admin(client, admin):
     added = admin.post("/api/synonyms", json={"terms": ["trainers", "sneakers"]}).json
     assert [s["text"] for s in admin.get("/api/synonyms").json["synonyms"]] == ["trainers, sneakers"]
     assert admin.delete(f"/api/synonyms/{added['id']}").json == {"removed": added["id"]}
+
+
+# --- admin pages ------------------------------------------------------------------------------------------------
+
+
+def form_post(client, url, **fields):
+    token = client.environ_base["HTTP_X_CSRF_TOKEN"]
+    return client.post(url, data={"csrf_token": token, **fields})
+
+
+def test_the_admin_pages_add_toggle_and_remove_synonyms_and_rules(client, admin, res):
+    assert client.get("/admin/rules").status_code == 302  # login first
+    r = form_post(admin, "/admin/synonyms", text="cup => mug")
+    assert r.status_code == 303 and [s.text for s in res.merch.synonyms()] == ["cup => mug"]
+    page = admin.get("/admin/synonyms").get_data(as_text=True)
+    assert "cup =&gt; mug" in page and 'id="audit"' in page and "admin" in page
+    bad = form_post(admin, "/admin/synonyms", text="sneakers")
+    assert bad.status_code == 400 and "at least two terms" in bad.get_data(as_text=True)
+    r = form_post(admin, "/admin/rules", name="mugs", match="contains", pattern="cup", action="boost", category="mug",
+                  amount="2", products="", position="")
+    assert r.status_code == 303
+    rule = res.merch.rules()[0]
+    assert (rule.category, rule.amount, rule.enabled) == ("mug", 2.0, True)
+    assert form_post(admin, f"/admin/rules/{rule.id}/toggle").status_code == 303 and not res.merch.rule(rule.id).enabled
+    bad = form_post(admin, "/admin/rules", name="x", match="contains", pattern="cup", action="pin", position="two")
+    assert bad.status_code == 400 and "must be an integer, got &#39;two&#39;" in bad.get_data(as_text=True)
+    assert form_post(admin, f"/admin/rules/{rule.id}/remove").status_code == 303 and res.merch.rules() == []
+    assert form_post(admin, "/admin/rules/999/remove").status_code == 404
+
+
+def test_the_analytics_page_charts_the_period_and_exports_csv(client, admin, res):
+    body = client.get("/api/search?q=red+dress&limit=3&preview=0").json
+    client.get("/api/search?q=zzqx&limit=3&preview=0&retrieval=lexical")
+    client.post("/api/click", json={"search_id": body["search_id"], "product_id": body["products"][2]["product_id"],
+                                    "position": 3})
+    res.analytics.flush()
+    page = admin.get("/admin/analytics?days=7").get_data(as_text=True)
+    assert '<svg id="chart"' in page and "<rect" in page and "zzqx" in page
+    report = admin.get("/api/analytics?days=7").json
+    assert report["zero"][0]["query"] == "zzqx" and report["clicks"] >= 1
+    csv_text = admin.get("/admin/analytics.csv?days=7").get_data(as_text=True)
+    assert csv_text.startswith("search_id,time,query") and body["search_id"] in csv_text
+    assert admin.get("/admin/analytics?days=0").status_code == 400
+    assert form_post(admin, "/admin/analytics/prune").status_code == 303
+
+
+def test_the_query_tester_shows_results_with_and_without_the_rules(admin, client, res):
+    plain, _ = page_ids(client, "red+dress", 6, 0)
+    res.merch.add_rule(Rule("hide first", "contains", "red dress", "hide", products=(plain[0],)), "test")
+    fresh(res)
+    page = admin.get("/admin/tester?q=red+dress").get_data(as_text=True)
+    with_rules, without = page.split('data-side="2"')
+    assert "hide first" in with_rules and f'data-product="{plain[0]}"' not in with_rules
+    assert f'data-product="{plain[0]}"' in without and "hide first" not in without
