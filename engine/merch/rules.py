@@ -148,6 +148,46 @@ class Rule:
             raise MerchError(f"a rule needs name, match, pattern and action ({e})") from e
 
 
+TEXT_FIELDS = ("name", "match", "pattern", "action", "products", "position", "category", "colour", "min_price",
+               "max_price", "amount", "start", "end", "enabled")  # the columns of a rules CSV, the admin form's fields
+
+
+def rule_from_text(values: Mapping[str, str]) -> Rule:
+    """A Rule from text fields (an admin form, a CSV row): empty means not given; products separated by spaces or
+    commas; enabled 'on'/'true'/'1' (absent: on)."""
+    data: dict[str, Any] = {}
+    for name in TEXT_FIELDS:
+        raw = values.get(name)
+        raw = "" if raw is None else str(raw).strip()
+        if raw == "" and name != "pattern":
+            continue
+        if name == "position":
+            data[name] = _number(name, raw, int)
+        elif name in ("min_price", "max_price", "amount"):
+            data[name] = _number(name, raw, float)
+        elif name == "enabled":
+            data[name] = raw.lower() in ("on", "1", "true", "yes")
+        else:
+            data[name] = raw
+    return Rule.from_json(data)
+
+
+def rule_to_text(rule: Rule) -> dict[str, str]:
+    """The CSV row of a rule (rule_from_text reads it back)."""
+    data = rule.to_json()
+    row = {name: "" if data[name] is None else str(data[name]) for name in TEXT_FIELDS}
+    row["products"] = " ".join(rule.products)
+    row["enabled"] = "true" if rule.enabled else "false"
+    return row
+
+
+def _number(name: str, raw: str, kind: type) -> Any:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise MerchError(f"field {name!r} must be a{'n integer' if kind is int else ' number'}, got {raw!r}") from None
+
+
 @dataclass
 class Applied:
     rule: Rule

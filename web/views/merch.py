@@ -10,6 +10,7 @@ from flask import Blueprint, Response, make_response, render_template, request, 
 
 from engine.errors import CoinageError
 from engine.merch import ACTIONS, MATCHES, MerchError, Rule, Synonym
+from engine.merch.rules import rule_from_text
 
 from ..errors import ApiError, from_engine
 from ..security import admin_required
@@ -19,8 +20,6 @@ from .merch_api import actor, period_args
 
 bp = Blueprint("merch", __name__, url_prefix="/admin")
 PERIODS = (1, 7, 30, 90)
-RULE_FIELDS = ("name", "match", "pattern", "action", "products", "position", "category", "colour", "min_price",
-               "max_price", "amount", "start", "end")
 
 
 def _page(template: str, status: int = 200, **context: Any) -> Response:
@@ -70,35 +69,11 @@ def rules(error: str | None = None, values: dict | None = None, status: int = 20
                  matches=MATCHES, actions=ACTIONS, now=time.strftime("%Y-%m-%dT%H:%M", time.gmtime()))
 
 
-def rule_from_form(form) -> Rule:
-    """A Rule from the admin form's text fields (empty: not given)."""
-    data: dict[str, Any] = {}
-    for name in RULE_FIELDS:
-        raw = (form.get(name) or "").strip()
-        if raw == "" and name not in ("pattern",):
-            continue
-        if name in ("position",):
-            data[name] = _number(name, raw, int)
-        elif name in ("min_price", "max_price", "amount"):
-            data[name] = _number(name, raw, float)
-        else:
-            data[name] = raw
-    data["enabled"] = form.get("enabled", "on") in ("on", "1", "true")
-    return Rule.from_json(data)
-
-
-def _number(name: str, raw: str, kind: type) -> Any:
-    try:
-        return kind(raw)
-    except ValueError:
-        raise MerchError(f"field {name!r} must be a{'n integer' if kind is int else ' number'}, got {raw!r}") from None
-
-
 @bp.post("/rules")
 @admin_required
 def add_rule():
     try:
-        resources().merch.add_rule(rule_from_form(request.form), actor())
+        resources().merch.add_rule(rule_from_text({"enabled": "on", **request.form.to_dict()}), actor())
     except MerchError as e:
         return rules(str(e), request.form.to_dict(), 400)
     return _go(url_for("merch.rules"))
