@@ -111,7 +111,8 @@ def analytics():
     days = request.args.get("days", "30")
     since, until = period_args()
     report = res.analytics.store.report(since, until)
-    return _page("admin/analytics.html", report=report, chart=day_chart(report.days), days=days, periods=PERIODS,
+    return _page("admin/analytics.html", report=report, chart=day_chart(every_day(report.days, since, until)),
+                 days=days, periods=PERIODS,
                  retention=res.settings.merch.retention_days, dropped=res.analytics.dropped,
                  pruned=request.args.get("pruned"))
 
@@ -133,10 +134,19 @@ def prune_analytics():
     return _go(url_for("merch.analytics", pruned=n))
 
 
+def every_day(days: list[dict[str, Any]], since: float, until: float, most: int = 120) -> list[dict[str, Any]]:
+    """The report's days with the days without searches filled in (the last `most` days of the period)."""
+    counted = {d["day"]: d for d in days}
+    first = max(since, until - most * 86400)
+    names = sorted({time.strftime("%Y-%m-%d", time.gmtime(t)) for t in range(int(first), int(until), 86400)}
+                   | {time.strftime("%Y-%m-%d", time.gmtime(until - 1))})
+    return [counted.get(n, {"day": n, "searches": 0, "clicks": 0}) for n in names]
+
+
 def day_chart(days: list[dict[str, Any]], width: int = 640, height: int = 160) -> dict[str, Any]:
     """Bars per day (searches, and the clicked part over them) as SVG coordinates: no chart library."""
     top = max([d["searches"] for d in days] + [1])
-    step = width / max(len(days), 1)
+    step = min(width / max(len(days), 1), 48.0)
     bars = []
     for i, d in enumerate(days):
         h, ch = height * d["searches"] / top, height * d["clicks"] / top
