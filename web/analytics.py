@@ -42,6 +42,7 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one batch at a time: a flush returns once what was queued is written
         self.dropped = 0  # rows lost: queue full or a failed write
 
     # ------------------------------------------------------------------ request path (no database)
@@ -69,6 +70,10 @@ class Recorder:
 
     def flush(self) -> int:
         """Write what is queued now (one transaction); the rows written. A failed write is logged and dropped."""
+        with self._flush_lock:
+            return self._flush()
+
+    def _flush(self) -> int:
         rows = []
         while True:
             try:
