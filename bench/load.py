@@ -372,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench import common
 
     if args.analytics_ab:
-        path = common.write_result("load-analytics", result, sys.argv[1:] if argv is None else argv, args.out)
+        path = common.write_result("load", result, sys.argv[1:] if argv is None else argv,
+                                   args.out or common.RESULTS / "load-analytics.json")
         print(json.dumps({k: result[k] for k in ("analytics_off", "analytics_on", "p95_on_over_off",
                                                  "searches_recorded", "target")}, indent=2))
         log(f"wrote {path}")
