@@ -33,12 +33,12 @@ def clean(res):
         res.merch.remove_synonym(s.id, "test")
     for r in res.merch.rules():
         res.merch.remove_rule(r.id, "test")
-    res.query.merch._checked = -float("inf")
+    res.query.merch.invalidate()
 
 
 def fresh(res):
     """Re-read the synonyms and rules now (instead of waiting refresh_s)."""
-    res.query.merch._checked = -float("inf")
+    res.query.merch.invalidate()
 
 
 def page_ids(client, query, limit, offset, **args):

@@ -53,6 +53,11 @@ class MerchSource:
                     log.warning("cannot re-read the synonyms and rules (%s); serving the last ones read", e)
             return self._synonyms, self._rules
 
+    def invalidate(self) -> None:
+        """Check the version on the next call, not after refresh_s (tests; a process that just wrote)."""
+        with self._lock:
+            self._checked = -float("inf")
+
     def expand(self, text: str) -> Expansion:
         synonyms, _ = self.current()
         return expand(text, synonyms) if synonyms and text else Expansion(text)
