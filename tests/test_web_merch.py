@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from engine.merch import Rule, Synonym
+from engine.merch import Rule
 from web import create_app
 from web.testing import build_catalog, tiny_settings
 

@@ -10,7 +10,6 @@ second (docs/merch.md).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import getpass
 import io

@@ -25,6 +25,9 @@ def merch_error(error: MerchError) -> ApiError:
 
 
 def actor() -> str:
+    """Who makes a change (the audit trail); called by every write, so this process re-reads it at once (the
+    others within MerchSettings.refresh_s)."""
+    resources().query.merch.invalidate()
     return str(session.get("admin") or "admin")
 
 
