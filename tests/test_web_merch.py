@@ -251,3 +251,20 @@ def test_the_query_tester_shows_results_with_and_without_the_rules(admin, client
     with_rules, without = page.split('data-side="2"')
     assert "hide first" in with_rules and f'data-product="{plain[0]}"' not in with_rules
     assert f'data-product="{plain[0]}"' in without and "hide first" not in without
+
+
+def test_analytics_can_be_switched_off_and_their_retention_set(tmp_path):
+    from engine.merch.analytics import AnalyticsLog
+    from web.analytics import Recorder
+    from web.settings import AppSettings, SettingsError
+
+    settings = AppSettings.from_env({"COINAGE_ANALYTICS": "0", "COINAGE_ANALYTICS_RETENTION_DAYS": "7"})
+    assert (settings.merch.analytics, settings.merch.retention_days) == (False, 7.0)
+    with pytest.raises(SettingsError, match="COINAGE_ANALYTICS_RETENTION_DAYS"):
+        AppSettings.from_env({"COINAGE_ANALYTICS_RETENTION_DAYS": "-1"})
+    recorder = Recorder(AnalyticsLog(tmp_path / "r.sqlite3"), "secret", settings.merch)
+    search_id = recorder.search(None, None)  # off: nothing is read from the search, nothing queued
+    assert recorder.valid(search_id) and recorder.flush() == 0
+    recorder.click(search_id, "p1", 1)  # the beacon still answers
+    assert recorder.flush() == 0 and recorder.store.report(0, 1e12).searches == 0
+    recorder.close()
