@@ -146,7 +146,7 @@ def prepare(root: Path, products: int, photos: int) -> Path:
 
 
 def start_gunicorn(root: Path, catalog: Path, port: int, workers: int, threads: int, password: str,
-                   log_file: Path) -> tuple[subprocess.Popen, list[str]]:
+                   log_file: Path, env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, list[str]]:
     from werkzeug.security import generate_password_hash
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COINAGE_DATA_DIR": str(root), "COINAGE_BACKBONE": "tiny-random",
@@ -154,7 +154,8 @@ def start_gunicorn(root: Path, catalog: Path, port: int, workers: int, threads: 
            "COINAGE_THREADS": "1", "OMP_NUM_THREADS": "1", "COINAGE_SECRET_KEY": os.urandom(16).hex(),
            "COINAGE_ADMIN_PASSWORD_HASH": generate_password_hash(password),
            # every request comes from 127.0.0.1: a search limit this load never reaches (web/ratelimit.py)
-           "COINAGE_RATELIMIT_SEARCH": "1000000 per minute"}
+           "COINAGE_RATELIMIT_SEARCH": "1000000 per minute",
+           **(env_extra or {})}
     cmd = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
            "--bind", f"127.0.0.1:{port}", "--timeout", "120", "--graceful-timeout", "20",
            "--control-socket", str(root / "gunicorn.ctl"), "web.wsgi:app"]  # not the shared ~/.gunicorn/gunicorn.ctl
@@ -281,6 +282,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Prepare, serve, measure; everything is written under a temporary directory removed at the end."""
     root = Path(tempfile.mkdtemp(prefix="coinage-load-"))
     try:
+        if args.analytics_ab:
+            from bench.load_analytics import run_ab
+
+            return run_ab(args, root)
         return _run(args, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -362,9 +367,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=150)
     p.add_argument("--note", default="")
     p.add_argument("--out", type=Path, default=None, help="result file (default bench/results/load.json)")
+    p.add_argument("--analytics-ab", action="store_true", help="instead: idle searches with search analytics off "
+                   "and on, alternating (bench/load_analytics.py; result bench/results/load-analytics.json)")
+    p.add_argument("--ab-rounds", type=int, default=2, help="with --analytics-ab: off/on rounds")
     args = p.parse_args(argv)
     result = run(args)
     from bench import common
+
+    if args.analytics_ab:
+        path = common.write_result("load", result, sys.argv[1:] if argv is None else argv,
+                                   args.out or common.RESULTS / "load-analytics.json")
+        print(json.dumps({k: result[k] for k in ("analytics_off", "analytics_on", "p95_on_over_off",
+                                                 "searches_recorded", "target")}, indent=2))
+        log(f"wrote {path}")
+        return 0 if result["target"]["met"] else 1
 
     # --out elsewhere (tests): the committed bench/results/load.json is left alone
     path = common.write_result("load", result, sys.argv[1:] if argv is None else argv, args.out)

@@ -14,7 +14,7 @@ from engine.errors import CoinageError
 
 # (module, issue) for each part; a part whose module is missing is reported, not hidden.
 PARTS = ["engine.cli", "engine.search_cli", "web.snapshot_cli", "world.cli", "indexer.cli", "trainer.cli", "web.cli",
-         "bench.cli"]
+         "bench.cli", "web.merch_cli"]
 
 # Subcommands whose capability is not built yet: name -> (what is missing, tracking issue).
 PENDING: dict[str, tuple[str, str]] = {}

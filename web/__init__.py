@@ -20,7 +20,7 @@ from . import concepts_admin, errors, metrics, ratelimit, security
 from .resources import Resources
 from .settings import AppSettings
 from .templating import init_app as init_templating
-from .views import admin, api, ops, search
+from .views import admin, api, merch, merch_api, ops, search
 
 HTMX_FILE = "htmx-2.0.11.min.js"  # vendored from the npm package htmx.org (dist/htmx.min.js)
 
@@ -50,7 +50,7 @@ def create_app(config: AppSettings | None = None) -> Flask:
         security.init_app(app, settings)
         errors.init_app(app)
         metrics.init_app(app, settings.metrics_token)
-        for blueprint in (search.bp, admin.bp, api.bp, ops.bp):
+        for blueprint in (search.bp, admin.bp, api.bp, merch.bp, merch_api.bp, ops.bp):
             app.register_blueprint(blueprint)
         ratelimit.init_app(app, settings.ratelimit)  # per-client limits on the views just registered
         app.jinja_env.globals.update(htmx_file=HTMX_FILE, settings=settings)

@@ -112,7 +112,10 @@ SCHEMAS: dict[str, Any] = {
         "correction": {"oneOf": [_ref("Correction"), {"type": "null"}]},
         "facets": {"oneOf": [_ref("Facets"), {"type": "null"}]},
         "interpretation": {"oneOf": [_ref("Interpretation"), {"type": "null"}],
-                           "description": "what query understanding read out of the text; null when off"}}},
+                           "description": "what query understanding read out of the text; null when off"},
+        "search_id": {"type": "string", "description": "send it back with POST /api/click"},
+        "merch": {"type": "array", "items": {"type": "object"},
+                  "description": "admin only: the synonyms and rules that shaped the results"}}},
     "Constraint": {"type": "object", "properties": {
         "key": {"type": "string", "description": "send it in `ignore` to rerun the query without this constraint"},
         "kind": {"type": "string", "enum": ["price", "exclude", "facet", "identifier", "concept"]},
@@ -379,6 +382,9 @@ def spec(query=None, limits=None) -> dict[str, Any]:
             "operationId": "reindex", "security": STATE_CHANGE,
             "responses": {"202": _json(_ref("JobAccepted"), "reindex queued"), **_errors(400, 401, 409)}}},
     }
+    from . import merch_openapi  # synonyms, rules, analytics, the click beacon
+
+    paths.update(merch_openapi.paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Coinage", "version": VERSION,
@@ -388,6 +394,6 @@ def spec(query=None, limits=None) -> dict[str, Any]:
                                 "DELETE but POST /api/search sends that token in the X-CSRF-Token header with the "
                                 "cookie. POST /api/login logs the session in and returns the new csrf_token."},
         "paths": paths,
-        "components": {"schemas": {**SCHEMAS, "SearchRequest": _search_request(query, limits),
+        "components": {"schemas": {**SCHEMAS, **merch_openapi.SCHEMAS, "SearchRequest": _search_request(query, limits),
                                    "ConceptRegistration": registration}, "securitySchemes": SECURITY_SCHEMES},
     }

@@ -22,6 +22,8 @@ from engine.concepts import ConceptError, ConceptRegistry
 from engine.diffusion import GenerationCancelled
 from engine.errors import CoinageError
 from engine.loading import load_backbone
+from engine.merch import MerchSource, MerchStore
+from engine.merch.analytics import AnalyticsLog
 from engine.product import CATEGORY, PRICE
 from engine.query import QueryService
 from engine.store import StoreError, open_store
@@ -32,7 +34,9 @@ from web.settings import AppSettings
 from indexer import IndexCancelled
 from indexer.readers import open_catalog
 
+from .analytics import Recorder
 from .runners import Runners
+from .security import secret_key
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +140,11 @@ class Resources:
                                   settings.query)
         self.catalog = CatalogFacts(settings.catalog)
         self.previews = PreviewQueue(self.jobs, settings.limits, self.query.preview_png)  # searches' preview jobs
+        # synonyms, rules and search analytics: tables in the registry's database (engine/merch, web/analytics.py)
+        self.merch = MerchStore(self.registry.db_path, settings.database_url)
+        self.query.merch = MerchSource(self.merch, settings.merch.refresh_s)
+        self.analytics = Recorder(AnalyticsLog(self.registry.db_path, settings.database_url),
+                                  secret_key(settings), settings.merch)
         self.worker: Worker | None = None
         self._closed = False
 
@@ -183,4 +192,5 @@ class Resources:
             self.worker.stop()
         self.previews.close()
         self.jobs.db.close()
+        self.analytics.close()
         self.store.close()

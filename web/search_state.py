@@ -143,6 +143,7 @@ class SearchOutcome:
     per_page: int = 12
     last_page: int | None = None  # the deepest page served (QueryConfig.max_offset); None: not known yet
     nearest: list[tuple[str, str]] = field(default_factory=list)  # (suggestion, url) when nothing matched
+    search_id: str | None = None  # the analytics id of this page (web/analytics.py); click beacons send it back
 
     @property
     def status(self) -> int:
@@ -270,6 +271,7 @@ def run_search(res, form: SearchForm, image: bytes | None = None, with_preview: 
         return out
     if not (out.response.products or out.response.results) and form.q.strip():
         out.nearest = nearest(res, form)
+    out.search_id = res.analytics.search(request, out.response)  # queued, written off the request path
     if with_preview and form.q.strip() and image is None:
         out.preview = ensure_preview(res, request, out.response)
     return out

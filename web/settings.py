@@ -30,6 +30,7 @@ from engine.backbones import DEFAULT_BACKBONE
 from engine.database import DatabaseError, check_url, database_url_from_env
 from engine.errors import CoinageError
 from engine.image_files import SHAPE, ImageShape
+from engine.merch.config import MerchSettings
 from engine.query import floor
 from engine.query.config import QueryConfig
 from engine.store import StoreConfig
@@ -218,6 +219,8 @@ class AppSettings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    # Synonyms, rules and search analytics (engine/merch/config.py).
+    merch: MerchSettings = field(default_factory=MerchSettings)
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -346,6 +349,9 @@ class AppSettings:
             preview_files_s=_number(env, "COINAGE_KEEP_PREVIEWS_DAYS", float, keep.preview_files_s / 86400) * 86400)
         values["worker"] = WorkerSettings(
             mode=_choice(env, "COINAGE_WORKER", WORKER_MODES, "process" if mode == "production" else "thread"))
+        values["merch"] = MerchSettings(
+            analytics=_flag(env, "COINAGE_ANALYTICS", True),
+            retention_days=_number(env, "COINAGE_ANALYTICS_RETENTION_DAYS", float, MerchSettings.retention_days))
         values.update(overrides)
         return cls(**values)
 

@@ -249,6 +249,9 @@ class SearchResponse:
     concept_photos: float | None = None
     # what query understanding read out of the text (engine/query/understand.py); None when it was off
     interpretation: "Interpretation | None" = None
+    # the synonyms and merchandising rules that shaped these results ({"kind": "synonym"|"rule", ...}); for the
+    # admin: the web app leaves it out for shoppers
+    merch: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

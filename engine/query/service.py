@@ -34,6 +34,7 @@ from engine.compose import attribute_prompts, fuse, mix, prototype
 from engine.diffusion import GenerationCancelled, generate
 from engine.errors import CoinageError
 from engine.images import ImageEncoder
+from engine.merch import MerchSource, shaped_page
 from engine.spelling import strip_placeholders
 from engine.store import VectorStore
 from engine.text import TextEncoder, TextFeatures
@@ -77,6 +78,7 @@ class _Prepared:
     correction: Correction | None = None  # the typo correction applied to the query text, if any
     lexical: str = ""  # what the lexical (BM25) side searches: the (corrected) words without placeholders
     interpretation: Interpretation | None = None  # what understanding read out of the text (None: off)
+    merch: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # synonyms that expanded `lexical`
 
     @property
     def has_tokens(self) -> bool:
@@ -135,6 +137,7 @@ class QueryService:
         self.spelling = SpellingSource(store, self.config, extra_words=self._concept_words)
         self.catalog = CatalogSource(store, self.config)  # facet values, ids, names: understanding and suggestions
         self.suggestions = Suggestions(self.catalog, lambda: concept_words(self.current_tokens()))
+        self.merch: MerchSource | None = None  # synonyms and rules (engine/merch); the web app sets it
 
     # --- public: fast path ---------------------------------------------------------------
 
@@ -278,8 +281,11 @@ class QueryService:
         if image is not None and parsed is not None:
             notes.append("searching by the image and the text together (normalised mean of both features)")
         seed = request.seed if request.seed is not None else self.config.seed
+        lexical = strip_placeholders(correction.corrected if correction else text)  # the words BM25 searches
+        expansion = self.merch.expand(lexical) if self.merch is not None else None  # synonyms
         return _Prepared(request, parsed, used, {t.placeholder: t.version for t in used}, image, notes, seed,
-                         correction, strip_placeholders(correction.corrected if correction else text), interpretation)
+                         correction, expansion.text if expansion else lexical, interpretation,
+                         [s.applied_json() for s in expansion.applied] if expansion else [])
 
     def _correct(self, request: SearchRequest, text: str) -> Correction | None:
         """`text` with unknown words corrected to catalog words (the lexical side), certain typos also for the
@@ -420,9 +426,10 @@ class QueryService:
             vector = tensor.detach().float().cpu().numpy()
         clock.lap("encode")
         limit = request.limit or self.config.default_limit
-        page = self.retriever.page(request, vector, prep.lexical)
-        clock.lap("search")
         parsed = prep.parsed
+        rules = self.merch.rules_for(request.query, parsed.placeholders if parsed else []) if self.merch else []
+        page, applied = shaped_page(self.retriever, request, vector, prep.lexical, rules)  # the rules stage
+        clock.lap("search")
         shown = page.products or page.results
         return SearchResponse(
             query=request.query, prompt=parsed.prompt if parsed else None,
@@ -432,7 +439,7 @@ class QueryService:
             collection=self.config.collection, backbone=self.backbone.id, timings_ms=clock.done(),
             mode="products" if page.products else "photos", products=page.products, retrieval=page.retrieval, sort=request.sort,
             correction=prep.correction, facets=page.facets, concept_photos=photos,
-            interpretation=prep.interpretation)
+            interpretation=prep.interpretation, merch=prep.merch + [a.to_json() for a in applied])
 
     # --- GAIR ----------------------------------------------------------------------------
 

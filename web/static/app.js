@@ -124,6 +124,17 @@
     }
   }, true);
 
+  // ---- search analytics: a click on a result card reports its product and rank (POST /api/click, a beacon)
+  document.addEventListener("click", function (event) {
+    var card = event.target.closest && event.target.closest(".grid[data-search-id] .card[data-rank]");
+    if (!card || !navigator.sendBeacon) return;
+    var grid = card.closest(".grid");
+    var body = JSON.stringify({search_id: grid.getAttribute("data-search-id"),
+                               product_id: card.getAttribute("data-product"),
+                               position: parseInt(card.getAttribute("data-rank"), 10)});
+    navigator.sendBeacon("/api/click", new Blob([body], {type: "application/json"}));
+  });
+
   // ---- htmx: a request that failed at the network level says so instead of doing nothing
   document.addEventListener("htmx:sendError", function () {
     var bar = document.getElementById("net-error");

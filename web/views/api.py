@@ -92,6 +92,9 @@ def _search_response(data: Mapping[str, Any], want_preview: bool):
         request_obj.limit = res.settings.limits.results_per_page
     response = res.query.search(request_obj)
     out = response.to_json()
+    out["search_id"] = res.analytics.search(request_obj, response)  # queued, written off the request path
+    if not is_admin():
+        out.pop("merch")  # which synonyms and rules shaped the results: for the admin only
     for item in out["results"] + [photo for product in out["products"] for photo in product["photos"]]:
         image = item["payload"].get("image")
         item["image_url"] = (url_for("ops.catalog_image", filename=image)
