@@ -402,12 +402,11 @@ class QueryService:
         page = self.retriever.page(request, vector, prep.lexical)
         clock.lap("search")
         parsed = prep.parsed
-        shown = page.products or page.results
         return SearchResponse(
             query=request.query, prompt=parsed.prompt if parsed else None,
             tokens=list(parsed.placeholders) if parsed else [], notes=list(prep.notes) + page.notes,
             method=request.method, weight=weight, weight_source=source, results=page.results, limit=limit,
-            offset=request.offset, next_offset=request.offset + limit if len(shown) == limit else None,
+            offset=request.offset, next_offset=page.next_offset,
             collection=self.config.collection, backbone=self.backbone.id, timings_ms=clock.done(),
             mode="products" if page.products else "photos", products=page.products, retrieval=page.retrieval, sort=request.sort,
             correction=prep.correction, facets=page.facets, concept_photos=photos)
