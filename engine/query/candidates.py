@@ -35,7 +35,7 @@ class Candidates:
     products: list[Group]  # the products the list shows, in the list's order (every page is a slice of it)
     photos: list[Hit]  # their photos (all window photos when none is grouped), in the list's order
     matched: int  # the first `matched` products match the query (the floor's cut); the rest are related items
-    window_full: bool  # the store returned as many points as the window holds: more could match further down
+    window_full: bool  # a side may have filled its window: more could match further down
 
     @property
     def floored(self) -> bool:
@@ -54,15 +54,16 @@ def group_products(hits: Sequence[Hit], key: str, group_size: int) -> list[Group
     return sorted(groups, key=lambda g: (-g.score, str(g.key)))
 
 
-def select(hits: Sequence[Hit], window: int, group_by: str, group_size: int, rule: str) -> Candidates:
+def select(hits: Sequence[Hit], full_at: int, group_by: str, group_size: int, rule: str) -> Candidates:
     """Every product of the window in relevance order; the first ones up to the relevance floor `rule`
-    (engine.query.floor) are the query's matches."""
+    (engine.query.floor) are the query's matches. `full_at`: the store's per-side window (StoreQuery.prefetch_limit);
+    fewer hits than that mean no side filled its window, so nothing further down matches."""
     groups = group_products(hits, group_by, group_size)
     matched = floor.kept([g.score for g in groups], rule)
     photos = rank_hits(hits)
     if groups:  # points without the group field are no product's photos
         photos = [h for h in photos if _key(h, group_by) is not None]
-    return Candidates(groups, photos, matched, len(hits) >= window)
+    return Candidates(groups, photos, matched, len(hits) >= full_at)
 
 
 def matches(candidates: Candidates, group_by: str) -> Candidates:

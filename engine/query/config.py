@@ -89,6 +89,9 @@ class QueryConfig:
     # (engine.query.candidates), the same for every page, page size, sort and store backend. The list ends at the
     # window (and at the floor): ~2x this many photos. Latency at 100k points: docs/relevance.md.
     candidate_window: int = 512
+    # A side's window ends at a score, never inside a run of equal scores (BM25 ties): a run that fills the whole
+    # window is taken whole, up to this many points (engine.query.fusion.side_window).
+    candidate_window_most: int = 4096
     # Where a relevance-ordered list ends (engine.query.floor): 'gap', 'z:K' or 'none' (every product of the window).
     # The count and facets describe the products up to it (docs/relevance.md, "Pages, counts and facets").
     relevance_floor: str = "gap"
@@ -114,7 +117,7 @@ class QueryConfig:
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         for name in ("images_per_weight", "preview_cache_items", "gair_cache_items", "context_cache_items",
                      "text_cache_items", "default_limit", "max_limit", "max_offset", "max_query_chars", "group_size",
-                     "rrf_k", "candidate_window"):
+                     "rrf_k", "candidate_window", "candidate_window_most"):
             if int(getattr(self, name)) < 1:
                 raise QueryError(f"QueryConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.concept_photo_weight >= 0:

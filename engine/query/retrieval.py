@@ -29,7 +29,7 @@ from engine.store import (
     StoreQuery,
     VectorStore,
 )
-from . import candidates
+from . import candidates, fusion
 from .config import QueryConfig
 from .errors import IndexMismatch, IndexNotFound, QueryError
 from .schema import Facets, ProductResult, ResultItem, SearchRequest
@@ -92,10 +92,9 @@ class Retriever:
         cfg = self.config
         limit = request.limit or cfg.default_limit
         retrieval = "hybrid" if query.hybrid else ("dense" if query.dense is not None else "lexical")
-        window = query.window()
-        hits = self._call(lambda: self.store.query(target, query, limit=window))
+        hits = self._candidates(target, query)
         order = _ORDER.get(request.sort)
-        found = candidates.select(hits, window, cfg.group_by, cfg.group_size,
+        found = candidates.select(hits, query.prefetch_limit, cfg.group_by, cfg.group_size,
                                   cfg.sort_floor if order else cfg.relevance_floor)
         notes = []
         if order:
@@ -118,6 +117,20 @@ class Retriever:
                              "index the catalog with `coinage index` to group them per product")
         facets = self._facets(found) if request.facets else None  # of the matches (up to the floor)
         return Page(results, products, retrieval, facets, notes, shown.total, shown.next_offset)
+
+    def _candidates(self, target: str, query: StoreQuery) -> list[Hit]:
+        """The request's candidate set: each side's window from the store (under the filter), fused here
+        (engine.query.fusion), so that every backend and every call gives the same list."""
+        window, most = query.prefetch_limit, self.config.candidate_window_most
+        sides = []
+        for dense, sparse in ((query.dense, None), (None, query.sparse)):
+            if dense is not None or sparse:
+                side = StoreQuery(dense=dense, sparse=sparse, filter=query.filter, prefetch_limit=window)
+                sides.append(fusion.side_window(lambda n, q=side: self._fetch(target, q, n), window, most))
+        return fusion.fuse(sides, query.fusion)
+
+    def _fetch(self, target: str, query: StoreQuery, n: int) -> list[Hit]:
+        return self._call(lambda: self.store.query(target, query, limit=n))
 
     def _facets(self, found: candidates.Candidates) -> Facets:
         cfg = self.config
