@@ -11,7 +11,8 @@ store backend (embedded, and the server backend's stand-in: qdrant-client in mem
   backends;
 - count precision (category + attribute queries, and category + colour): the share of the counted products
   (the facet count: what "N products" says) in the query's category, and the share of the query's top-grade
-  products among the first N ranked products (every top-grade product kept is 1.0).
+  products among the first N ranked products (every top-grade product kept is 1.0); and the same two for each
+  relevance floor rule of `FLOORS` applied to the relevance-ordered list's scores (how the rule was chosen).
 
 It reads only the search service's public response (products, next_offset, notes, facets), so the same code
 measures the code before a change (run with that code's `engine` on the path).
@@ -27,6 +28,7 @@ PAGES = 3  # pages read for repeats and congruence
 STEP = 50  # products a page when walking to the end of a list
 MAX_STEPS = 8  # pages of STEP walked to find the end of a list
 PER_KIND = 10  # queries per kind measured (the first ones of the benchmark's draw)
+FLOORS = ("gap", "z:1", "z:2", "none")  # relevance floor rules compared on the relevance-ordered list
 COUNT_KINDS = ("attributes", "attributes+scene", "category", "colour")  # kinds whose queries name a category
 
 
@@ -41,18 +43,20 @@ def walk(service, text: str) -> dict[str, Any]:
     pages = [[p.product_id for p in first.products]] + [[p.product_id for p in at(k * PAGE).products]
                                                          for k in range(1, PAGES)]
     listed: list[str] = []
+    scores: list[float] = []
     offset, response, walked = 0, None, 0
     while walked < MAX_STEPS and (response is None or response.next_offset is not None):
         offset = 0 if response is None else response.next_offset
         response = at(offset, STEP)
         listed += [p.product_id for p in response.products]
+        scores += [p.score for p in response.products]
         walked += 1
     past = at(offset + len(response.products), STEP) if response.next_offset is None else None
     clean = past is not None and not past.products and past.next_offset is None and not past.notes
     counted = first.facets.products if first.facets is not None else 0
     return {"pages": pages, "past_clean": clean, "reached_end": past is not None,
             "category_counts": dict(first.facets.values.get("category", {})) if first.facets else {},
-            "counted": counted, "ranked": listed[:counted]}
+            "counted": counted, "ranked": listed[:counted], "listed": listed, "scores": scores}
 
 
 def repeats(pages: Sequence[Sequence[str]]) -> float:
@@ -77,6 +81,10 @@ def measure(services: Mapping[str, Any], queries, category_of: Mapping[str, str]
             if kind in COUNT_KINDS:
                 m["count_in_category"] = statistics.fmean(_in_category(q, w, category_of) for q, w in rows)
                 m["top_grade_counted"] = statistics.fmean(_top_kept(q, w) for q, w in rows)
+                for rule in FLOORS:  # the floor rules side by side, on the listed products' scores
+                    m[f"in_category@{rule}"] = statistics.fmean(_rule_share(q, w, category_of, rule) for q, w in rows)
+                    m[f"top_grade@{rule}"] = statistics.fmean(_rule_top(q, w, rule) for q, w in rows)
+                    m[f"counted@{rule}"] = statistics.fmean(_rule_n(w, rule) for _, w in rows)
             per_kind[kind] = {k: round(v, 4) for k, v in m.items()}
         out[name] = per_kind
     if len(walks) == 2:
@@ -94,6 +102,24 @@ def first_per_kind(queries, n: int) -> list:
             out.append(q)
             seen[q.kind] = seen.get(q.kind, 0) + 1
     return out
+
+
+def _rule_n(run: Mapping[str, Any], rule: str) -> int:
+    from engine.query.floor import kept
+
+    return kept(run["scores"], rule)
+
+
+def _rule_share(query, run: Mapping[str, Any], category_of: Mapping[str, str], rule: str) -> float:
+    category = category_of[next(iter(query.grades))]
+    listed = run["listed"][:_rule_n(run, rule)]
+    return sum(category_of[p] == category for p in listed) / len(listed) if listed else 0.0
+
+
+def _rule_top(query, run: Mapping[str, Any], rule: str) -> float:
+    top = [pid for pid, g in query.grades.items() if g == query.top]
+    listed = set(run["listed"][:_rule_n(run, rule)])
+    return sum(pid in listed for pid in top) / len(top)
 
 
 def _in_category(query, run: Mapping[str, Any], category_of: Mapping[str, str]) -> float:
@@ -124,6 +150,17 @@ def table(report: Mapping[str, Any]) -> str:
         if "backends_identical_pages_1_3" in by_backend:
             lines.append(f"| {fusion} | **both identical, pages 1-3** | all | "
                          f"{by_backend['backends_identical_pages_1_3']:.2f} | | | | |")
+    lines += ["", "| fusion | backend | kind | " + " | ".join(f"{r}: counted / in category / top grade" for r in FLOORS)
+              + " |", "|---|---|---|" + "---|" * len(FLOORS)]
+    for fusion, by_backend in report.items():
+        for backend, by_kind in by_backend.items():
+            if backend == "backends_identical_pages_1_3":
+                continue
+            for kind, m in by_kind.items():
+                if f"counted@{FLOORS[0]}" in m:
+                    cells = [f"{m[f'counted@{r}']:.1f} / {m[f'in_category@{r}']:.3f} / {m[f'top_grade@{r}']:.3f}"
+                             for r in FLOORS]
+                    lines.append(f"| {fusion} | {backend} | {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

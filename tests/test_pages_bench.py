@@ -25,7 +25,9 @@ class Scripted:
             items, notes = self.ranking[:request.limit], ["these points have no 'product_id' field"]
         end = request.offset + request.limit
         facets = SimpleNamespace(products=self.count, values={"category": self.categories})
-        return SimpleNamespace(products=[SimpleNamespace(product_id=p) for p in items], notes=notes,
+        # scores fall slowly over the first 10 products, then drop: the gap floor keeps 10
+        score = {p: (1.0 - 0.01 * i) if i < 10 else (0.5 - 0.01 * i) for i, p in enumerate(self.ranking)}
+        return SimpleNamespace(products=[SimpleNamespace(product_id=p, score=score[p]) for p in items], notes=notes,
                                next_offset=end if end < len(self.ranking) else None,
                                facets=facets if request.facets else None)
 
@@ -38,13 +40,18 @@ def test_repeats_count_the_slots_that_show_a_product_again():
 def test_measure_tells_a_stable_honest_list_from_the_one_before():
     ranking = [f"p{i}" for i in range(40)]
     query = BenchQuery("colour", "purple dress", {"p0": 1, "p1": 1, "p2": 1})
-    category_of = {p: "dress" for p in ranking}
+    category_of = {p: "dress" if i < 10 else "mug" for i, p in enumerate(ranking)}
     good = Scripted(ranking, count=10, categories={"dress": 9, "mug": 1})
     before = Scripted(ranking, shift=3, stray=True, count=40, categories={"dress": 10, "mug": 30})
     report = measure({"embedded": good, "server": before}, [query], category_of)
-    assert report["embedded"]["colour"] == {"repeats_pages_1_3": 0.0, "past_the_end_clean": 1.0,
-                                            "counted_products": 10.0, "count_in_category": 0.9,
-                                            "top_grade_counted": 1.0}
+    good_m = report["embedded"]["colour"]
+    assert {k: good_m[k] for k in ("repeats_pages_1_3", "past_the_end_clean", "counted_products",
+                                   "count_in_category", "top_grade_counted")} == {
+        "repeats_pages_1_3": 0.0, "past_the_end_clean": 1.0, "counted_products": 10.0, "count_in_category": 0.9,
+        "top_grade_counted": 1.0}
+    # the floor rules side by side: gap stops at the drop (all dresses), none counts the whole list
+    assert good_m["counted@gap"] == 10 and good_m["in_category@gap"] == 1.0 and good_m["top_grade@gap"] == 1.0
+    assert good_m["counted@none"] == 40 and good_m["in_category@none"] == 0.25
     worse = report["server"]["colour"]
     assert worse["repeats_pages_1_3"] > 0 and worse["past_the_end_clean"] == 0.0
     assert worse["count_in_category"] == 0.25

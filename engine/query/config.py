@@ -58,8 +58,8 @@ class QueryConfig:
     default_limit: int = 10
     # Largest page size accepted.
     max_limit: int = 100
-    # Largest offset accepted (pagination depth): the store ranks offset + limit candidates for a page, so a deep
-    # offset is slow, and one past 64 bits cannot be sent at all. Requests beyond it are a 400 naming this bound.
+    # Largest offset accepted (pagination depth; a page is a slice of the request's one candidate window, so a page
+    # past the window's products is empty). Requests beyond it are a 400 naming this bound.
     max_offset: int = 10_000
     # Longest query accepted, in characters (CLIP reads at most 75 BPE tokens anyway).
     max_query_chars: int = 500
