@@ -4,6 +4,7 @@
     coinage bench relevance --latency-products 10000 100000     # p50/p95 at a synthetic scale-up
     coinage bench relevance --world-seed 1 --token-cache DIR   # + custom-token queries (`coinage bench quality --cache DIR`)
     coinage bench relevance --sort-floors none gap z:1 z:2    # price-sorted pages under several relevance floors
+    coinage bench relevance --pages rrf:60 dbsf               # pages 1-3, past the end, both backends (bench/pages.py)
 
 From a world seed (world.build.make_world: 320 products, 8 photos each), the catalog rows the indexer would
 write (world.catalog.catalog_rows) go into an embedded store with the world backbone's image vectors, the
@@ -281,6 +282,8 @@ class RelevanceConfig:
     threads: int = 2  # torch threads
     # relevance floors of the price-sorted evaluation (QueryConfig.sort_floor rules); () = 'none' and the default
     sort_floors: tuple[str, ...] = ()
+    # page-depth metrics (bench/pages.py) on both backends for these fusions; () = skip them
+    pages: tuple[str, ...] = ()
 
 
 def parse_floor(spec: str) -> str:
@@ -365,63 +368,6 @@ def evaluate(service, queries: list[BenchQuery], retrieval: str,
     return out
 
 
-def scaled_rows(rows: list[dict], vectors, products: int, photos: int, seed: int):
-    """A synthetic catalog of `products` products: the world's rows repeated under new product ids and names
-    (a made-up product line per copy), each vector jittered so copies are not exact duplicates."""
-    import numpy as np
-
-    from world.catalog import PRODUCT_LINES
-
-    rng = np.random.default_rng(seed)
-    by_product: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_product.setdefault(r["product_id"], []).append(i)
-    base = sorted(by_product)
-    out_rows, out_vecs = [], []
-    for n in range(products):
-        src = base[n % len(base)]
-        line = f"{PRODUCT_LINES[n % len(PRODUCT_LINES)]}{n // len(PRODUCT_LINES)}"
-        for k, i in enumerate(by_product[src][:photos]):
-            r = rows[i]
-            out_rows.append({**r, "id": f"s{n}-{k}", "product_id": f"s{n}",
-                             "title": re.sub(r"^\S+", line, r["title"])})
-            v = vectors[i] + 0.02 * rng.standard_normal(vectors.shape[1]).astype(np.float32)
-            out_vecs.append(v / np.linalg.norm(v))
-    return out_rows, np.stack(out_vecs)
-
-
-def latency(service, queries: list[BenchQuery], n: int) -> dict[str, Any]:
-    """p50/p95 of a first page (12 products, no facets) per retrieval, and hybrid sorted by price, with each
-    query's CLIP text encoding cached beforehand (the same for all); the first, cold pass is reported apart."""
-    from engine.query import SearchRequest
-
-    picked = [q.text for q in queries if "+typo" not in q.kind]
-    picked = [picked[(i * 7) % len(picked)] for i in range(min(n, len(picked)))]  # every kind, in turns
-
-    def timed(retrieval: str, sort: str = "relevance") -> list[float]:
-        times = []
-        for text in picked:
-            t = time.perf_counter()
-            service.search(SearchRequest(text, gair=False, retrieval=retrieval, facets=False, limit=PAGE, sort=sort))
-            times.append((time.perf_counter() - t) * 1000)
-        return times
-
-    out: dict[str, Any] = {"queries": len(picked), "cold_dense_with_text_encoding": _percentiles(timed("dense"))}
-    for retrieval in RETRIEVALS:
-        out[retrieval] = _percentiles(timed(retrieval))
-    out["hybrid_p95_over_dense"] = round(out["hybrid"]["p95_ms"] / out["dense"]["p95_ms"], 3)
-    # price low to high: the relevance floor's query, then the ordered one, over QueryConfig.sort_window
-    out["hybrid_price_sorted"] = _percentiles(timed("hybrid", "price_asc"))
-    out["price_sorted_p95_over_hybrid"] = round(out["hybrid_price_sorted"]["p95_ms"] / out["hybrid"]["p95_ms"], 3)
-    return out
-
-
-def _percentiles(times: list[float]) -> dict[str, float]:
-    times = sorted(times)
-    return {"p50_ms": round(times[len(times) // 2], 2), "p95_ms": round(times[min(len(times) - 1,
-                                                                                  int(0.95 * len(times)))], 2)}
-
-
 def log(message: str) -> None:
     print(f"[relevance] {message}", file=sys.stderr, flush=True)
 
@@ -469,7 +415,13 @@ def run(rc: RelevanceConfig) -> dict[str, Any]:
             service = QueryService(backbone, store, custom.tokens, features, dataclasses.replace(base, sort_floor=z))
             results["sorted_by_price"][z] = evaluate_sorted(service, sort_qs)
             log(f"sorted by price, floor {z}: {results['sorted_by_price'][z]}")
+        if rc.pages:
+            results["pages"] = page_depth(rc, backbone, store, rows, vectors, custom, features, base,
+                                          [q for q in queries if "+typo" not in q.kind] + sort_queries(
+                                              world, rc.queries, rc.world_seed))
     scale = {}
+    from bench.relevance_latency import scaled_latency
+
     for products in rc.latency_products:
         scale[str(products)] = scaled_latency(rc, backbone, rows, vectors, queries, products, base)
         log(f"latency at {products} products: {scale[str(products)]}")
@@ -481,6 +433,27 @@ def run(rc: RelevanceConfig) -> dict[str, Any]:
             "latency": scale, "examples": {k: next(q.text for q in queries_all if q.kind == k)
                                            for k in dict.fromkeys(q.kind for q in queries_all)},
             "seconds": {"photo_embedding": round(embed_seconds, 1), "total": round(time.perf_counter() - start, 1)}}
+
+
+def page_depth(rc: RelevanceConfig, backbone, store, rows, vectors, custom, features, base,
+               queries: list[BenchQuery]) -> dict[str, Any]:
+    """bench/pages.py's metrics per fusion of rc.pages, on `store` (embedded) and the same catalog in the server
+    backend's stand-in (qdrant-client in memory)."""
+    from bench import pages
+    from engine.query import QueryService
+    from engine.store import StoreConfig, open_store
+
+    category_of = {r["product_id"]: r["category"] for r in rows}
+    out = {}
+    with open_store(StoreConfig(backend="server", url=":memory:")) as server:
+        load_catalog(server, "products", rows, vectors, backbone.embed_dim)
+        for spec in rc.pages:
+            config = dataclasses.replace(base, **fusion_config(spec))
+            services = {name: QueryService(backbone, s, custom.tokens, features, config)
+                        for name, s in (("embedded", store), ("server", server))}
+            out[spec] = pages.measure(services, queries, category_of)
+            log(f"pages, {spec}: {out[spec]}")
+    return out
 
 
 def compare(backbone, store, tokens, base, queries: list[BenchQuery], fusions: Sequence[str],
@@ -516,20 +489,6 @@ def compare(backbone, store, tokens, base, queries: list[BenchQuery], fusions: S
     return results
 
 
-def scaled_latency(rc: RelevanceConfig, backbone, rows, vectors, queries, products: int, base) -> dict[str, Any]:
-    from engine.query import QueryService
-    from engine.store import StoreConfig, open_store
-    from engine.tokens import TokenSet
-
-    scaled, vecs = scaled_rows(rows, vectors, products, rc.latency_photos, rc.world_seed)
-    with tempfile.TemporaryDirectory() as tmp, open_store(StoreConfig(path=tmp)) as store:
-        t = time.perf_counter()
-        load_catalog(store, "products", scaled, vecs, backbone.embed_dim)
-        build = time.perf_counter() - t
-        out = latency(QueryService(backbone, store, TokenSet(), None, base), queries, rc.latency_queries)
-    return {"points": len(scaled), "photos_per_product": rc.latency_photos, "build_seconds": round(build, 1), **out}
-
-
 # ---------------------------------------------------------------- command line
 
 
@@ -553,6 +512,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sort-floors", type=parse_floor, nargs="+", default=list(d.sort_floors),
                    help="relevance floors of the price-sorted evaluation: gap, z:K or none (engine.query.floor; "
                         "default: none and the shipped QueryConfig.sort_floor)")
+    p.add_argument("--pages", nargs="*", default=list(d.pages), metavar="FUSION",
+                   help="page-depth metrics (repeats across pages 1-3, past the end, both backends, count precision; "
+                        "bench/pages.py) for these fusions, e.g. --pages rrf:60 dbsf")
     p.add_argument("--out", help="JSON report (default bench/results/relevance.json; relevance-world<N>.json "
                                  "for other seeds)")
 
@@ -562,7 +524,8 @@ def run_command(args: argparse.Namespace, prog: str = "coinage bench relevance")
     the `coinage bench relevance` one)."""
     rc = RelevanceConfig(args.backbone, args.world_seed, args.queries, tuple(args.fusion),
                          tuple(args.latency_products), args.latency_photos, args.latency_queries, args.token_cache,
-                         args.token_steps, args.token_seed, args.threads, tuple(args.sort_floors))
+                         args.token_steps, args.token_seed, args.threads, tuple(args.sort_floors),
+                         tuple(args.pages))
     report = run(rc)
     out = args.out or RESULTS / ("relevance.json" if rc.world_seed == 0 else f"relevance-world{rc.world_seed}.json")
     # the benchmark's own arguments, whether run as `coinage bench relevance ...` or `python -m bench.relevance ...`
@@ -599,6 +562,11 @@ def table(report: dict[str, Any]) -> str:
                              f"| {m['f']:.3f} | {m['shown']:.1f} |")
             mean_f = statistics.fmean(m["f"] for m in by_kind.values())
             lines.append(f"| {name} | **mean F over kinds** | | | | **{mean_f:.3f}** | |")
+    if report["results"].get("pages"):
+        from bench import pages
+
+        lines += ["", "Pages 1-3, counts and facets (retrieval auto, 12 products a page):", "",
+                  pages.table(report["results"]["pages"])]
     return "\n".join(lines)
 
 

@@ -217,6 +217,9 @@ def format_table(response, result=None) -> str:
                      str(photos.get(r.rank, ""))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    related = next((i for i, p in enumerate(response.products) if p.related), None)
+    if related is not None:  # below the relevance floor: listed after the matches, not counted
+        lines.insert(related + 1, "-- related items (beyond what matches the query; not counted) --")
     if response.correction is not None and response.correction.changes:
         lines.insert(0, f"showing results for {response.correction.corrected!r}; search instead for "
                         f"{response.correction.original!r} with --no-correct")

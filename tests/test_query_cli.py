@@ -52,7 +52,10 @@ def test_search_with_gair_writes_the_preview(run, world, tmp_path):
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["rank", "score", "id", "title", "category", "price", "photos"]
-    assert len([ln for ln in lines[1:4] if ln.split()[-3:-2] == ["dress"] and ln.split()[-1] == "1"]) == 3
+    rows = [ln for ln in lines[1:5] if not ln.startswith("-- related items")][:3]
+    assert len([ln for ln in rows if ln.split()[-3:-2] == ["dress"] and ln.split()[-1] == "1"]) == 3
+    # the first product scores far above the rest (the relevance floor's drop): the others follow as related items
+    assert lines[2] == "-- related items (beyond what matches the query; not counted) --" and "dress (1)" in out
     assert "retrieval: dense   sort: relevance   per product" in out and "category: dress (" in out  # auto: a token
     assert "GAIR w* = " in out and "note: added the parent word 'dress' after <aurora>" in out
     with Image.open(tmp_path / "out.png") as preview:
@@ -71,7 +74,7 @@ def test_search_json_without_gair(run):
 def test_search_by_image(run, world):
     rc, out, err = run("--image", str(world / "photo.png"), "--limit", "2", "--filter", "category=mug")
     assert rc == 0, err
-    rows = out.split("\n\n")[0].splitlines()[1:]
+    rows = [ln for ln in out.split("\n\n")[0].splitlines()[1:] if not ln.startswith("-- related items")]
     assert "query: (image)" in out and len(rows) == 2 and all(" mug " in row for row in rows)
 
 

@@ -120,7 +120,9 @@ def test_custom_tokens_stay_on_the_dense_side(service):
 
 
 def test_facets_count_products_under_the_filters(service):
-    response = service.search(SearchRequest("green", limit=3))
+    whole = QueryService(service.backbone, service.store, TokenSet(), None,
+                         dataclasses.replace(CONFIG, relevance_floor="none"))  # the count over the whole window
+    response = whole.search(SearchRequest("green", limit=3))
     facets = response.facets
     assert facets.products == PRODUCTS and facets.complete  # the window holds every photo here
     per_product = {r["product_id"]: r for r in rows()}
@@ -128,10 +130,23 @@ def test_facets_count_products_under_the_filters(service):
     assert facets.values["category"] == expected  # products, not photos (3 per product)
     assert sum(b["count"] for b in facets.price) == PRODUCTS
     assert facets.price[0] == {"min": None, "max": 25.0, "count": sum(r["price"] < 25 for r in per_product.values())}
-    teapots = service.search(SearchRequest("green", category="teapot", colour="green"))
+    teapots = whole.search(SearchRequest("green", category="teapot", colour="green"))
     green = sum(r["category"] == "teapot" and r["attributes"]["colour"] == "green" for r in per_product.values())
     assert green and teapots.facets.values == {"category": {"teapot": green}, "colour": {"green": green}}
     assert {p.photos[0].payload["category"] for p in teapots.products} == {"teapot"}
+
+
+def test_count_and_facets_stop_at_the_relevance_floor_and_related_items_follow(service):
+    response = service.search(SearchRequest("green", limit=PRODUCTS))
+    related = [p.related for p in response.products]
+    matched = related.count(False)
+    assert len(related) == PRODUCTS and related == sorted(related)  # the matches, then the related items
+    assert 1 <= matched < PRODUCTS and response.facets.products == matched and response.facets.complete
+    assert sum(response.facets.values["category"].values()) == matched
+    colours = response.facets.values["colour"]
+    assert max(colours, key=colours.get) == "green" and colours["green"] >= 0.75 * matched
+    body = response.to_json()
+    assert [p["related"] for p in body["products"]] == related
 
 
 @pytest.mark.parametrize("sort", ["price_asc", "price_desc"])

@@ -110,6 +110,46 @@ def test_filter_applies_to_both_prefetches(both):
         assert hits and {h.payload["category"] for h in hits} == {"mug"}
 
 
+@pytest.mark.parametrize("text", [None, "purple dress"])
+def test_must_not_excludes_on_both_backends_and_keeps_points_without_the_field(both, text):
+    query = _query(text, filter=Filter(must_not={"category": ["mug", "lamp"], "attributes.colour": "red"}))
+    found = [store.query("shop", query, limit=PRODUCTS * PHOTOS) for store in both]
+    for hits in found:
+        assert hits and {h.payload["category"] for h in hits} == {"dress"}
+        assert "red" not in {h.payload["attributes"]["colour"] for h in hits}
+    assert [h.id for h in found[0]] == [h.id for h in found[1]]
+    # with must and ranges in one filter
+    both_ways = _query(None, filter=Filter(must={"category": "dress"}, ranges={"price": (None, 60.0)},
+                                           must_not={"product_id": "p0"}))
+    for store in both:
+        hits = store.query("shop", both_ways, limit=PRODUCTS * PHOTOS)
+        assert hits and all(h.payload["product_id"] != "p0" and h.payload["price"] <= 60 for h in hits)
+    with pytest.raises(ValueError, match=r"Filter.must_not\['category'\] is an empty list"):
+        Filter(must_not={"category": []})
+
+
+def test_one_request_tree_for_both_backends():
+    from engine.store.client_convert import to_client_args
+    from engine.store.edge_convert import to_edge_request
+    from engine.store.plan import plan
+
+    query = _query("purple dress", order_by=OrderBy("price", "desc"), score_threshold=0.1,
+                   filter=Filter(must={"category": "dress"}), prefetch_limit=7)
+    root = plan(query, limit=5, offset=2)
+    # ordered hybrid: order <- fusion (window, fused threshold) <- dense, sparse (prefetch_limit each, filtered)
+    assert (root.kind, root.limit, root.offset, root.score_threshold) == ("order", 5, 2, None)
+    (fused,) = root.prefetch
+    assert (fused.kind, fused.limit, fused.score_threshold) == ("fusion", 14, 0.1)
+    assert [(p.kind, p.limit, p.score_threshold, p.filter) for p in fused.prefetch] == [
+        ("dense", 7, None, query.filter), ("sparse", 7, None, query.filter)]
+    args = to_client_args(root, None)
+    assert (args["limit"], args["offset"], len(args["prefetch"]), len(args["prefetch"][0].prefetch)) == (5, 2, 1, 2)
+    assert args["prefetch"][0].limit == 14 and args["prefetch"][0].prefetch[1].using == "text"
+    assert to_edge_request(root, lambda node: None) is not None
+    plain = plan(_query(None, score_threshold=0.2), limit=3, offset=1)
+    assert (plain.kind, plain.limit, plain.offset, plain.score_threshold, plain.prefetch) == ("dense", 3, 1, 0.2, ())
+
+
 def test_group_pages_concatenate_to_one_long_ranking(both):
     query = _query(None, seed=3)
     for store in both:

@@ -136,6 +136,16 @@ def test_filters_limit_category_and_price(client, res):
     assert cards and all(cat == "mug" and float(price) <= 20 for price, cat in cards)
 
 
+def test_related_items_follow_the_matches_under_a_divider_and_are_not_counted(client):
+    html = client.get("/search?q=striped+thing", headers=HX).get_data(as_text=True)
+    cards = re.findall(r'<article class="card( related)?"', html)
+    assert "related-divider" in html  # the random tiny catalog has a clear drop in scores within the first page
+    related = [bool(c) for c in cards]
+    assert related == sorted(related) and any(related) and html.count("related-divider") == 1
+    count = int(re.search(r"Results 1–\d+ of (?:about )?(\d+)", html).group(1))
+    assert count == related.count(False) and "matching, then related items" in html
+
+
 def test_one_card_per_product_facets_narrow_sort_by_price_and_correct_typos(client):
     html = client.get("/search?q=striped+thing", headers=HX).get_data(as_text=True)
     products = re.findall(r'data-product="([^"]+)"', html)

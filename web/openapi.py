@@ -69,7 +69,9 @@ SCHEMAS: dict[str, Any] = {
     "Product": {"type": "object", "properties": {
         "rank": {"type": "integer"}, "product_id": {"type": "string"}, "score": {"type": "number"},
         "payload": {"type": "object", "description": "the best photo's payload (title, category, price, ...)"},
-        "photos": {"type": "array", "items": _ref("Result"), "description": "matching photos, best first"}}},
+        "photos": {"type": "array", "items": _ref("Result"), "description": "matching photos, best first"},
+        "related": {"type": "boolean", "description": "below the relevance floor: a related item listed after "
+                                                      "the query's matches, not in the count or the facets"}}},
     "Correction": {"type": "object", "properties": {
         "original": {"type": "string"}, "corrected": {"type": "string", "description": "what the lexical side searched"},
         "changes": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},

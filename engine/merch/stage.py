@@ -3,9 +3,9 @@ then the page sliced out of it.
 
     page, applied = shaped_page(retriever, request, vector, lexical_text, rules, window=100)
 
-The window is the same for every page within it (max(window, offset + limit) products, plus the pinned ones), so
+The rules shape the request's whole candidate list (engine.query.candidates: the same list for every page), so
 a pinned product sits at its position once and is not repeated on a later page, and a boosted product moves by the
-same amount on every page. Rules shape relevance-ranked product pages; a price sort or a photo page is served as
+same amount on every page; the page is then sliced out of the shaped list. Rules shape relevance-ranked product pages; a price sort or a photo page is served as
 the store ranks it (a price sort is an explicit order the shopper chose).
 
 Boosts are applied here, over the candidate products in hand, not in the store: see docs/merch.md ("Why boosts are
@@ -30,7 +30,8 @@ def shaped_page(retriever: Any, request: Any, vector: np.ndarray | None, lexical
         return retriever.page(request, vector, lexical), []
     limit = request.limit or retriever.config.default_limit
     pins = pinned_ids(rules)
-    size = max(window, request.offset + limit) + len(pins)
+    # the whole candidate list (it is in memory: at most the two sides' windows) plus the pinned products
+    size = max(window, request.offset + limit, 2 * retriever.config.candidate_window_most) + len(pins)
     page = retriever.page(dataclasses.replace(request, offset=0, limit=size), vector, lexical)
     if not page.products:  # points without the product field: nothing to shape
         return retriever.page(request, vector, lexical), []
@@ -43,5 +44,9 @@ def shaped_page(retriever: Any, request: Any, vector: np.ndarray | None, lexical
                                      filters={**request.filters, group_by: missing})
         extra = {p.product_id: p for p in retriever.page(lookup, vector, lexical).products}
     shaped = shape(page.products, rules, extra)
-    products = shaped.products[request.offset:request.offset + limit]
-    return dataclasses.replace(page, products=products, results=[p.photos[0] for p in products]), shaped.applied
+    end = request.offset + limit
+    products = [dataclasses.replace(p, rank=rank) for rank, p in enumerate(shaped.products[request.offset:end],
+                                                                             start=request.offset + 1)]
+    return dataclasses.replace(page, products=products, results=[p.photos[0] for p in products],
+                               total=len(shaped.products),
+                               next_offset=end if end < len(shaped.products) else None), shaped.applied

@@ -58,8 +58,8 @@ class QueryConfig:
     default_limit: int = 10
     # Largest page size accepted.
     max_limit: int = 100
-    # Largest offset accepted (pagination depth): the store ranks offset + limit candidates for a page, so a deep
-    # offset is slow, and one past 64 bits cannot be sent at all. Requests beyond it are a 400 naming this bound.
+    # Largest offset accepted (pagination depth; a page is a slice of the request's one candidate window, so a page
+    # past the window's products is empty). Requests beyond it are a 400 naming this bound.
     max_offset: int = 10_000
     # Longest query accepted, in characters (CLIP reads at most 75 BPE tokens anyway).
     max_query_chars: int = 500
@@ -84,16 +84,21 @@ class QueryConfig:
     rrf_k: int = 60
     # RRF weights of the dense and the lexical prefetch; None = equal.
     fusion_weights: tuple[float, float] | None = None
-    # Candidates each side contributes before fusion (and the window facets, counts and price sorts cover) ...
-    prefetch_limit: int = 256
-    # ... grown to this many per product of the page end (offset + limit), so deep pages still have candidates.
-    prefetch_per_product: int = 16
+    # Candidates each side (dense, lexical) contributes to a request's one window, fetched once and fused in the
+    # store: the product list, every page, the count, the facets and both floors are derived from it in Python
+    # (engine.query.candidates), the same for every page, page size, sort and store backend. The list ends at the
+    # window (and at the floor): ~2x this many photos. Latency at 100k points: docs/relevance.md.
+    candidate_window: int = 512
+    # A side's window ends at a score, never inside a run of equal scores (BM25 ties): a run that fills the whole
+    # window is taken whole, up to this many points (engine.query.fusion.side_window).
+    candidate_window_most: int = 4096
+    # Where a relevance-ordered list ends (engine.query.floor): 'gap', 'z:K' or 'none' (every product of the window).
+    # The count and facets describe the products up to it (docs/relevance.md, "Pages, counts and facets").
+    relevance_floor: str = "gap"
     # Where a price-sorted list ends (engine.query.floor): 'gap' (at the largest drop between neighbouring product
     # scores), 'z:K' (K standard deviations above the candidates' mean score) or 'none' (every candidate). 'gap'
     # had the best mean F over the query kinds of `coinage bench relevance` (docs/relevance.md).
     sort_floor: str = "gap"
-    # Candidates each side contributes to a price-sorted list, for every page alike (the floor is read from them).
-    sort_window: int = 1024
     # Payload field that SearchRequest.colour filters on (a dotted path into the payload); a facet with category.
     colour_field: str = product.COLOUR
     # Price-range facet buckets [low, high) in the shop's currency; None leaves a side open.
@@ -133,7 +138,7 @@ class QueryConfig:
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         for name in ("images_per_weight", "preview_cache_items", "gair_cache_items", "context_cache_items",
                      "text_cache_items", "default_limit", "max_limit", "max_offset", "max_query_chars", "group_size",
-                     "rrf_k", "prefetch_limit", "prefetch_per_product", "sort_window", "max_prefix_ids"):
+                     "rrf_k", "candidate_window", "candidate_window_most", "max_prefix_ids"):
             if int(getattr(self, name)) < 1:
                 raise QueryError(f"QueryConfig.{name} must be >= 1, got {getattr(self, name)}")
         unknown = sorted(set(self.facet_filters) - {name for name, _ in self.understand_facets})
@@ -143,10 +148,11 @@ class QueryConfig:
         if not self.concept_photo_weight >= 0:
             raise QueryError(f"QueryConfig.concept_photo_weight must be >= 0 (0: q(w) alone), "
                              f"got {self.concept_photo_weight}")
-        try:
-            floor.parse_rule(self.sort_floor)
-        except ValueError as e:
-            raise QueryError(f"QueryConfig.sort_floor: {e}") from e
+        for name in ("sort_floor", "relevance_floor"):
+            try:
+                floor.parse_rule(getattr(self, name))
+            except ValueError as e:
+                raise QueryError(f"QueryConfig.{name}: {e}") from e
         if self.steps is not None and self.steps < 1:
             raise QueryError(f"QueryConfig.steps must be >= 1 (or None for the backbone's default), got {self.steps}")
         if self.preview_size is not None and self.preview_size < 8:

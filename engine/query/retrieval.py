@@ -8,7 +8,6 @@ is still served, dense only, with a note naming `coinage reindex`.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -23,13 +22,10 @@ from engine.store import (
     Filter,
     Hit,
     NoSparseVectors,
-    OrderBy,
     StoreQuery,
     VectorStore,
 )
-from engine.store.hybrid import group_hits
-
-from . import floor
+from . import candidates, fusion
 from .config import QueryConfig
 from .errors import IndexMismatch, IndexNotFound, QueryError
 from .schema import Facets, ProductResult, ResultItem, SearchRequest
@@ -40,13 +36,6 @@ REINDEX_NOTE = ("this index was built before name search and typo correction: re
                 "vectors only; rebuild it with `coinage reindex` (searches keep being served meanwhile)")
 
 
-@dataclass(frozen=True)
-class Floor:
-    threshold: float | None  # the store's score_threshold; None: every candidate stays
-    kept: int  # candidate products at or above it
-    candidates: int  # candidate products of the window
-
-
 @dataclass
 class Page:
     results: list[ResultItem]  # photos (mode "photos") or each product's best photo (mode "products")
@@ -54,6 +43,8 @@ class Page:
     retrieval: str  # the sides that retrieved: "hybrid", "dense" or "lexical"
     facets: Facets | None = None
     notes: list[str] = field(default_factory=list)
+    total: int = 0  # products (photos in mode "photos") of the whole list the pages slice, related items too
+    next_offset: int | None = None  # where the next page starts; None at the end of the list
 
 
 class Retriever:
@@ -70,78 +61,78 @@ class Retriever:
                              "use retrieval 'hybrid' or 'dense'")
         vector = None if request.retrieval == "lexical" else vector
         query = self._query(request, vector, sparse)
+        target = self.pin()
         try:
-            return self._run(request, query)
+            return self._run(request, query, target)
         except NoSparseVectors as e:
             if vector is None:
                 raise QueryError(f"lexical retrieval is unavailable: {e}") from e
             query.sparse = None
-            page = self._run(request, query)
+            page = self._run(request, query, target)
             page.notes.insert(0, REINDEX_NOTE)
             return page
 
-    def _query(self, request: SearchRequest, vector: np.ndarray | None, sparse) -> StoreQuery:
-        cfg = self.config
-        limit = request.limit or cfg.default_limit
-        order = OrderBy(cfg.price_field, _ORDER[request.sort]) if request.sort in _ORDER else None
-        prefetch = max(cfg.prefetch_limit, cfg.prefetch_per_product * (request.offset + limit))
-        if order is not None:
-            # one fixed window for a sorted list, so every page (and page size) sees the same list: the fused
-            # scores (DBSF) and the relevance floor both depend on the window
-            prefetch = cfg.sort_window
-        return StoreQuery(dense=vector, sparse=sparse, filter=self.filter(request), fusion=cfg.store_fusion(),
-                          prefetch_limit=prefetch, order_by=order)
+    def pin(self) -> str:
+        """The collection the configured name (an alias, usually) points at now: resolved once per request, so
+        every store call of the request reads the same collection even if a reindex moves the alias meanwhile."""
+        name = self.config.collection
+        return self._call(lambda: self.store.get_alias(name)) or name
 
-    def _run(self, request: SearchRequest, query: StoreQuery) -> Page:
+    def _query(self, request: SearchRequest, vector: np.ndarray | None, sparse) -> StoreQuery:
+        """The request's one store query: a fixed window, the same for every page, page size and sort."""
         cfg = self.config
-        name = cfg.collection
+        return StoreQuery(dense=vector, sparse=sparse, filter=self.filter(request), fusion=cfg.store_fusion(),
+                          prefetch_limit=cfg.candidate_window)
+
+    def _run(self, request: SearchRequest, query: StoreQuery, target: str) -> Page:
+        cfg = self.config
         limit = request.limit or cfg.default_limit
         retrieval = "hybrid" if query.hybrid else ("dense" if query.dense is not None else "lexical")
+        hits = self._candidates(target, query)
+        order = _ORDER.get(request.sort)
+        found = candidates.select(hits, query.prefetch_limit, cfg.group_by, cfg.group_size,
+                                  cfg.sort_floor if order else cfg.relevance_floor)
         notes = []
-        if query.order_by is not None and cfg.sort_floor != "none":
-            cut = self.relevance_floor(query)
-            if cut.threshold is not None:
-                query = dataclasses.replace(query, score_threshold=cut.threshold)
-                notes.append(f"sorted by price: the {cut.kept} best-matching of {cut.candidates} candidate products; "
-                             "sort by relevance to see them all")
+        if order:
+            if found.floored:
+                notes.append(f"sorted by price: the {found.matched} best-matching of {len(found.products)} candidate "
+                             "products; sort by relevance to see them all")
+            found = candidates.by_price(candidates.matches(found, cfg.group_by), cfg.price_field, order)
         products: list[ProductResult] = []
-        if request.mode == "products":
-            groups = self._call(lambda: self.store.query_groups(name, query, cfg.group_by, limit=limit,
-                                                                offset=request.offset, group_size=cfg.group_size))
-            products = [ProductResult(request.offset + i + 1, str(g.key), g.score,
-                                      [_item(request.offset + i + 1, h) for h in g.hits])
-                        for i, g in enumerate(groups)]
-        if products:
+        if request.mode == "products" and found.products:
+            shown = candidates.page(found.products, request.offset, limit)
+            products = [ProductResult(rank, str(g.key), g.score, [_item(rank, h) for h in g.hits],
+                                      related=rank > found.matched)
+                        for rank, g in enumerate(shown.items, start=request.offset + 1)]
             results = [p.photos[0] for p in products]
         else:  # photo mode, or points without the group field (a collection not built by the indexer)
-            hits = self._call(lambda: self.store.query(name, query, limit=limit, offset=request.offset))
-            results = [_item(request.offset + i + 1, h) for i, h in enumerate(hits)]
-            if request.mode == "products" and results:
+            shown = candidates.page(found.photos, request.offset, limit)
+            results = [_item(rank, h) for rank, h in enumerate(shown.items, start=request.offset + 1)]
+            if request.mode == "products" and hits:
                 notes.append(f"these points have no {cfg.group_by!r} field, so results are per photo; "
                              "index the catalog with `coinage index` to group them per product")
-        facets = self._facets(query) if request.facets else None  # of the floored list when sorted: what it shows
-        return Page(results, products, retrieval, facets, notes)
+        facets = self._facets(found) if request.facets else None  # of the matches (up to the floor)
+        return Page(results, products, retrieval, facets, notes, shown.total, shown.next_offset)
 
-    def relevance_floor(self, query: StoreQuery) -> Floor:
-        """The score below which a sorted query's candidates are dropped (QueryConfig.sort_floor, read from the
-        candidate products' scores: each product's best photo; points without the group field are not read). No
-        threshold when every candidate stays."""
-        cfg = self.config
-        ranked = dataclasses.replace(query, order_by=None, score_threshold=None)
-        hits = self._call(lambda: self.store.query(cfg.collection, ranked, limit=ranked.window()))
-        scores = [g.score for g in group_hits(hits, cfg.group_by, 1)]  # best first
-        n = floor.kept(scores, cfg.sort_floor)
-        if n >= len(scores):
-            return Floor(None, len(scores), len(scores))
-        last = scores[n - 1]
-        # the store recomputes the scores: leave float noise room so the last product kept stays
-        return Floor(last - 1e-6 * max(1.0, abs(last)), n, len(scores))
+    def _candidates(self, target: str, query: StoreQuery) -> list[Hit]:
+        """The request's candidate set: each side's window from the store (under the filter), fused here
+        (engine.query.fusion), so that every backend and every call gives the same list."""
+        window, most = query.prefetch_limit, self.config.candidate_window_most
+        sides = []
+        for dense, sparse in ((query.dense, None), (None, query.sparse)):
+            if dense is not None or sparse:
+                side = StoreQuery(dense=dense, sparse=sparse, filter=query.filter, prefetch_limit=window)
+                sides.append(fusion.side_window(lambda n, q=side: self._fetch(target, q, n), window, most))
+        return fusion.fuse(sides, query.fusion)
 
-    def _facets(self, query: StoreQuery) -> Facets:
+    def _fetch(self, target: str, query: StoreQuery, n: int) -> list[Hit]:
+        return self._call(lambda: self.store.query(target, query, limit=n))
+
+    def _facets(self, found: candidates.Candidates) -> Facets:
         cfg = self.config
         fields = {"category": cfg.category_field, "colour": cfg.colour_field}
-        counts = self._call(lambda: self.store.facets(cfg.collection, query, cfg.group_by, list(fields.values()),
-                                                      {cfg.price_field: list(cfg.price_buckets)}))
+        counts = candidates.facet_counts(found, cfg.group_by, list(fields.values()),
+                                         {cfg.price_field: list(cfg.price_buckets)})
         values = {name: {str(v): n for v, n in counts.values[f].items()} for name, f in fields.items()}
         price = [{"min": lo, "max": hi, "count": n} for lo, hi, n in counts.ranges[cfg.price_field]]
         return Facets(values, price, counts.products, counts.complete)

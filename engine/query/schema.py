@@ -188,10 +188,14 @@ class ProductResult:
     product_id: str  # the catalog's product id (payload product_id)
     score: float  # its best photo's score (fused relevance; under a price sort, still the ranking's score)
     photos: list[ResultItem]  # its matching photos, best first: photos[0] is the card's image, the rest thumbnails
+    # below the relevance floor (QueryConfig.relevance_floor): a related item listed after the query's matches,
+    # not in the count or the facets
+    related: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"rank": self.rank, "product_id": self.product_id, "score": self.score,
-                "payload": self.photos[0].payload, "photos": [p.to_json() for p in self.photos]}
+                "payload": self.photos[0].payload, "photos": [p.to_json() for p in self.photos],
+                "related": self.related}
 
 
 @dataclass
@@ -213,7 +217,7 @@ class Correction:
 class Facets:
     values: dict[str, dict[str, int]]  # field (category, colour) -> value -> matching products with it
     price: list[dict[str, Any]]  # [{"min", "max", "count"}] per price range; min/max null when open
-    products: int  # distinct products among the query's candidates
+    products: int  # products matching the query (up to the relevance floor): what the count says
     complete: bool  # False when the candidate window was full (more products could match further down)
 
     def to_json(self) -> dict[str, Any]:

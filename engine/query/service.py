@@ -430,12 +430,11 @@ class QueryService:
         rules = self.merch.rules_for(request.query, parsed.placeholders if parsed else []) if self.merch else []
         page, applied = shaped_page(self.retriever, request, vector, prep.lexical, rules)  # the rules stage
         clock.lap("search")
-        shown = page.products or page.results
         return SearchResponse(
             query=request.query, prompt=parsed.prompt if parsed else None,
             tokens=list(parsed.placeholders) if parsed else [], notes=list(prep.notes) + page.notes,
             method=request.method, weight=weight, weight_source=source, results=page.results, limit=limit,
-            offset=request.offset, next_offset=request.offset + limit if len(shown) == limit else None,
+            offset=request.offset, next_offset=page.next_offset,
             collection=self.config.collection, backbone=self.backbone.id, timings_ms=clock.done(),
             mode="products" if page.products else "photos", products=page.products, retrieval=page.retrieval, sort=request.sort,
             correction=prep.correction, facets=page.facets, concept_photos=photos,

@@ -188,27 +188,14 @@ class Filter:
     must: dict[str, Any] = field(default_factory=dict)
     # field -> (gte, lte) inclusive numeric bounds; None leaves that side open.
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
-    # field -> value (or list of values) that must NOT match: a point whose field equals any of them is left out.
+    # field -> value that must NOT match (negation: "dress not red"); a list excludes each of them. Points
+    # without the field are kept.
     must_not: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for key, value in [*self.must.items(), *self.must_not.items()]:
-            values = value if isinstance(value, list | tuple) else [value]
-            if not values:
-                raise ValueError(f"Filter.must/must_not[{key!r}] is an empty list; drop the field or give values")
-            for v in values:
-                if isinstance(v, bool | np.bool_):
-                    raise ValueError(
-                        f"Filter.must[{key!r}] = {v!r}: bool matching is not supported by the embedded "
-                        "engine; store the flag as an int 0/1 and match on that"
-                    )
-                if not isinstance(v, str | numbers.Integral):
-                    raise ValueError(
-                        f"Filter.must[{key!r}] = {v!r}: exact match takes str or int; "
-                        "use Filter.ranges for float fields"
-                    )
-            if len({isinstance(v, str) for v in values}) > 1:
-                raise ValueError(f"Filter.must[{key!r}] mixes str and int values; use one type")
+        for part in ("must", "must_not"):
+            for key, value in getattr(self, part).items():
+                _check_match(f"Filter.{part}[{key!r}]", value)
         for key, bounds in self.ranges.items():
             if not (isinstance(bounds, tuple | list) and len(bounds) == 2):
                 raise ValueError(f"Filter.ranges[{key!r}] must be a (gte, lte) pair, got {bounds!r}")
@@ -217,6 +204,21 @@ class Filter:
             for b in bounds:
                 if b is not None and (isinstance(b, bool) or not isinstance(b, numbers.Real) or not math.isfinite(b)):
                     raise ValueError(f"Filter.ranges[{key!r}] bound {b!r} must be a finite number or None")
+
+
+def _check_match(what: str, value: Any) -> None:
+    """An exact-match value of a Filter: a str or int, or a non-empty list of one of them."""
+    values = value if isinstance(value, list | tuple) else [value]
+    if not values:
+        raise ValueError(f"{what} is an empty list; it would match nothing")
+    for v in values:
+        if isinstance(v, bool | np.bool_):
+            raise ValueError(f"{what} = {v!r}: bool matching is not supported by the embedded engine; store the "
+                             "flag as an int 0/1 and match on that")
+        if not isinstance(v, str | numbers.Integral):
+            raise ValueError(f"{what} = {v!r}: exact match takes str or int; use Filter.ranges for float fields")
+    if len({isinstance(v, str) for v in values}) > 1:
+        raise ValueError(f"{what} mixes str and int values; use one type")
 
 
 class StoreError(CoinageError):

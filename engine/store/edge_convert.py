@@ -1,12 +1,15 @@
-"""Our store types -> qdrant-edge-py's: distances, payload schemas, filters, quantization, fusion, sparse vectors."""
+"""Our store types -> qdrant-edge-py's: distances, payload schemas, filters, quantization, fusion, sparse vectors,
+and the request tree (engine.store.plan)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import qdrant_edge as qe
 
 from engine.store.base import Filter, finite_or_none
-from engine.store.hybrid import SparseVector
+from engine.store.hybrid import SPARSE_VECTOR, SparseVector
+from engine.store.plan import Node
 
 DISTANCE = {"cosine": qe.Distance.Cosine, "dot": qe.Distance.Dot, "euclid": qe.Distance.Euclid}
 SCHEMA = {
@@ -20,7 +23,7 @@ DIRECTION = {"asc": qe.Direction.Asc, "desc": qe.Direction.Desc}
 
 
 def to_edge_filter(flt: Filter | None) -> qe.Filter | None:
-    """Our Filter -> qdrant_edge.Filter (must = exact / match-any, ranges = gte/lte, must_not = match-any)."""
+    """Our Filter -> qdrant_edge.Filter (must / must_not = exact or match-any, ranges = gte/lte)."""
     if flt is None or (not flt.must and not flt.ranges and not flt.must_not):
         return None
     conditions: list[Any] = [_edge_match(key, value) for key, value in flt.must.items()]
@@ -31,10 +34,36 @@ def to_edge_filter(flt: Filter | None) -> qe.Filter | None:
     return qe.Filter(must=conditions or None, must_not=excluded or None)
 
 
-def _edge_match(key: str, value: Any) -> Any:
+def _edge_match(key: str, value: Any) -> qe.FieldCondition:
     if isinstance(value, list | tuple):
         return qe.FieldCondition(key, match=qe.MatchAny([v if isinstance(v, str) else int(v) for v in value]))
     return qe.FieldCondition(key, match=qe.MatchValue(value if isinstance(value, str) else int(value)))
+
+
+def to_edge_request(root: Node, dense_params: Callable[[Node], qe.SearchParams | None]) -> qe.QueryRequest:
+    """The request tree (engine.store.plan) as a qdrant-edge QueryRequest; `dense_params(node)` gives a dense
+    node's search params (HNSW ef, exact scoring, quantization rescoring: the collection's own)."""
+    query, params = _edge_query(root, dense_params)
+    return qe.QueryRequest(prefetches=[_edge_prefetch(p, dense_params) for p in root.prefetch] or None, query=query,
+                           params=params, filter=to_edge_filter(root.filter), score_threshold=root.score_threshold,
+                           limit=root.limit, offset=root.offset, with_payload=True)
+
+
+def _edge_prefetch(node: Node, dense_params: Callable[[Node], qe.SearchParams | None]) -> qe.Prefetch:
+    query, params = _edge_query(node, dense_params)
+    return qe.Prefetch(limit=node.limit, query=query, params=params, filter=to_edge_filter(node.filter),
+                       score_threshold=node.score_threshold,
+                       prefetches=[_edge_prefetch(p, dense_params) for p in node.prefetch] or None)
+
+
+def _edge_query(node: Node, dense_params: Callable[[Node], qe.SearchParams | None]) -> tuple[Any, Any]:
+    if node.kind == "dense":
+        return qe.Query.Nearest(node.vector.tolist()), dense_params(node)
+    if node.kind == "sparse":
+        return qe.Query.Nearest(edge_sparse(node.vector), using=SPARSE_VECTOR), None
+    if node.kind == "fusion":
+        return FUSION_QUERY[node.rule.method](node.rule), None
+    return qe.OrderBy(node.rule.key, DIRECTION[node.rule.direction]), None
 
 
 def quantization_config(quantization: str) -> qe.ScalarQuantizationConfig | None:

@@ -41,6 +41,7 @@ Limitations:
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -77,9 +78,10 @@ from engine.store.base import (
     is_dimension_error,
     is_valid_name,
 )
-from engine.store.edge_convert import (DIRECTION, DISTANCE, FUSION_QUERY, SCHEMA, dense_part, edge_sparse,
-                                       quantization_config, to_edge_filter)
+from engine.store.edge_convert import (DISTANCE, SCHEMA, dense_part, edge_sparse, quantization_config,
+                                       to_edge_filter, to_edge_request)
 from engine.store.hybrid import SPARSE_VECTOR, Group, StoreQuery, overfetch_groups
+from engine.store.plan import Node, plan
 
 _BATCH = 1024  # points per engine update call
 _SCROLL_PAGE = 4096
@@ -380,40 +382,23 @@ class EmbeddedStore(VectorStore):
         return groups[offset:]
 
     def _request(self, col: _Collection, query: StoreQuery, limit: int, offset: int, name: str) -> qe.QueryRequest:
-        """The engine request: one nearest query, or prefetches fused (and/or ordered) in the engine."""
-        edge_filter = to_edge_filter(query.filter)
+        """The engine request: the request tree (engine.store.plan) with this collection's dense search params."""
         if query.sparse and not col.sparse:
             raise NoSparseVectors(col.name)
-        stages = []
         if query.dense is not None:
-            dense = check_vector(query.dense, col.dim, what=f"query vector for {name!r}")
-            wanted = query.prefetch_limit if query.windowed else limit + offset
-            ef = self._config.hnsw_ef
-            # selective filters: exact scoring of the few matching points beats filtered HNSW on recall
-            exact = edge_filter is not None and self._config.exact_filter_below > col.shard.count(
-                qe.CountRequest(exact=False, filter=edge_filter))
-            params = qe.SearchParams(hnsw_ef=max(ef, wanted) if ef else None, exact=exact,
-                                     quantization=self._rescoring(col))
-            stages.append((qe.Query.Nearest(dense.tolist()), params))
-        if query.sparse:
-            stages.append((qe.Query.Nearest(edge_sparse(query.sparse), using=SPARSE_VECTOR), None))
-        common = {"limit": limit, "offset": offset, "filter": edge_filter, "with_payload": True}
-        threshold = query.score_threshold
-        if not query.windowed:
-            scoring, params = stages[0]
-            return qe.QueryRequest(query=scoring, params=params, score_threshold=threshold, **common)
-        # one side, ordered: its own scores are the ones to bound; hybrid: the fused score
-        side_threshold = threshold if not query.hybrid else None
-        prefetches = [qe.Prefetch(limit=query.prefetch_limit, query=q, params=p, filter=edge_filter,
-                                  score_threshold=side_threshold) for q, p in stages]
-        if query.hybrid:
-            fused = FUSION_QUERY[query.fusion.method](query.fusion)
-            if query.order_by is None:
-                return qe.QueryRequest(prefetches=prefetches, query=fused, score_threshold=threshold, **common)
-            prefetches = [qe.Prefetch(limit=query.window(), prefetches=prefetches, query=fused, filter=edge_filter,
-                                      score_threshold=threshold)]
-        order = qe.OrderBy(query.order_by.key, DIRECTION[query.order_by.direction])
-        return qe.QueryRequest(prefetches=prefetches, query=order, **common)
+            query = dataclasses.replace(query, dense=check_vector(query.dense, col.dim,
+                                                                  what=f"query vector for {name!r}"))
+        edge_filter = to_edge_filter(query.filter)
+        # selective filters: exact scoring of the few matching points beats filtered HNSW on recall
+        exact = edge_filter is not None and query.dense is not None and self._config.exact_filter_below > \
+            col.shard.count(qe.CountRequest(exact=False, filter=edge_filter))
+        ef = self._config.hnsw_ef
+
+        def dense_params(node: Node) -> qe.SearchParams:
+            return qe.SearchParams(hnsw_ef=max(ef, node.limit + node.offset) if ef else None, exact=exact,
+                                   quantization=self._rescoring(col))
+
+        return to_edge_request(plan(query, limit, offset), dense_params)
 
     def has_sparse(self, collection_or_alias: str) -> bool:
         with self._rw.read():

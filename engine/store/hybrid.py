@@ -13,6 +13,10 @@ group-by, so it over-fetches points and groups them here (`overfetch_groups`): t
 more matches), so a page is never short while more products exist, in at most
 log4(points / first fetch) + 1 rounds.
 
+The search service uses neither `query_groups` nor `facets`: it fetches each side's window with `query` and
+groups, fuses, counts and pages in Python (engine/query/candidates.py, engine/query/fusion.py), the same on
+both backends. They stay for other callers.
+
 Facets count products, not photos: `count_facets` takes the candidate points a query retrieved
 (the fused prefetch window) and counts each value once per distinct product. Qdrant's own facet
 counts points, i.e. photos (8 per product in the demo world), and cannot be restricted to the

@@ -9,6 +9,7 @@ filters still work by scanning. Local mode locks <dir>: one process at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import math
 import time
@@ -39,10 +40,11 @@ from engine.store.base import (
     check_point_ids,
     check_search_args,
     check_vector,
-    finite_or_none,
     is_dimension_error,
 )
-from engine.store.hybrid import SPARSE_VECTOR, Group, SparseVector, StoreQuery, check_group_args, overfetch_groups
+from engine.store.client_convert import client_sparse, to_client_args, to_qdrant_filter
+from engine.store.hybrid import SPARSE_VECTOR, Group, StoreQuery, check_group_args, overfetch_groups
+from engine.store.plan import plan
 
 T = TypeVar("T")
 _LOCAL_LOCK = ".lock"  # the file qdrant-client's local mode locks (qdrant_client/local/qdrant_local.py)
@@ -52,30 +54,9 @@ _SCHEMA = {
     "integer": models.PayloadSchemaType.INTEGER,
     "float": models.PayloadSchemaType.FLOAT,
 }
-_DIRECTION = {"asc": models.Direction.ASC, "desc": models.Direction.DESC}
 _BATCH = 256  # points per upsert request
 _SCROLL_PAGE = 1024
 _OPTIMIZE_WAIT_S = 1800.0  # optimize() gives up waiting for a green collection after this
-
-
-def to_qdrant_filter(flt: Filter | None) -> models.Filter | None:
-    """Our Filter -> qdrant_client.models.Filter (must = exact / match-any, ranges = gte/lte, must_not = match-any)."""
-    if flt is None or (not flt.must and not flt.ranges and not flt.must_not):
-        return None
-    conditions: list[models.Condition] = [_qdrant_match(key, value) for key, value in flt.must.items()]
-    for key, (gte, lte) in flt.ranges.items():
-        rng = models.Range(gte=finite_or_none(gte), lte=finite_or_none(lte))
-        conditions.append(models.FieldCondition(key=key, range=rng))
-    excluded = [_qdrant_match(key, value) for key, value in flt.must_not.items()]
-    return models.Filter(must=conditions or None, must_not=excluded or None)
-
-
-def _qdrant_match(key: str, value: Any) -> models.FieldCondition:
-    if isinstance(value, list | tuple):
-        match: Any = models.MatchAny(any=[v if isinstance(v, str) else int(v) for v in value])
-    else:
-        match = models.MatchValue(value=value if isinstance(value, str) else int(value))
-    return models.FieldCondition(key=key, match=match)
 
 
 def _local_client(directory: str) -> QdrantClient:
@@ -123,10 +104,6 @@ def _search_params(config: StoreConfig) -> models.SearchParams | None:
     if quantization is None and config.hnsw_ef is None:
         return None
     return models.SearchParams(hnsw_ef=config.hnsw_ef, quantization=quantization)
-
-
-def _client_sparse(vector: SparseVector) -> models.SparseVector:
-    return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
 
 
 class ServerStore(VectorStore):
@@ -258,7 +235,7 @@ class ServerStore(VectorStore):
             if p.sparse:
                 if not sparse:
                     raise NoSparseVectors(collection)
-                vector = {"": vector, SPARSE_VECTOR: _client_sparse(p.sparse)}
+                vector = {"": vector, SPARSE_VECTOR: client_sparse(p.sparse)}
             batch.append(models.PointStruct(id=check_point_ids([p.id])[0], vector=vector, payload=p.payload))
             if len(batch) >= _BATCH:
                 self._call("upsert", collection, self._client.upsert,
@@ -314,8 +291,8 @@ class ServerStore(VectorStore):
 
     def query(self, collection_or_alias: str, query: StoreQuery, limit: int = 10, offset: int = 0) -> list[Hit]:
         check_search_args(limit, offset)
-        response = self._query_call("query", collection_or_alias, query, self._client.query_points, limit=limit,
-                                    offset=offset, with_payload=True)
+        response = self._query_call("query", collection_or_alias, query, self._client.query_points, limit, offset,
+                                    with_payload=True)
         return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in response.points]
 
     def query_groups(self, collection_or_alias: str, query: StoreQuery, group_by: str, limit: int = 10,
@@ -327,13 +304,21 @@ class ServerStore(VectorStore):
                                       offset + limit, group_size)
             return groups[offset:]
         response = self._query_call("query groups", collection_or_alias, query, self._client.query_points_groups,
-                                    group_by=group_by, limit=offset + limit, group_size=group_size, with_payload=True)
+                                    offset + limit, None, group_by=group_by, group_size=group_size,
+                                    with_payload=True)
         return [Group(g.id, [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in g.hits])
                 for g in response.groups[offset:]]
 
-    def _query_call(self, what: str, name: str, query: StoreQuery, fn: Callable[..., T], **kwargs: Any) -> T:
+    def _query_call(self, what: str, name: str, query: StoreQuery, fn: Callable[..., T], limit: int,
+                    offset: int | None, **kwargs: Any) -> T:
+        """`fn` (query_points, or query_points_groups: offset None) with the request tree of `query`."""
+        if query.dense is not None:
+            query = dataclasses.replace(query, dense=check_vector(query.dense))
+        args = to_client_args(plan(query, limit, offset or 0), self._search_params)
+        if offset is None:
+            del args["offset"]
         try:
-            return self._call(what, name, fn, **self._query_args(name, query), **kwargs)
+            return self._call(what, name, fn, collection_name=name, **args, **kwargs)
         except StoreError as e:
             if isinstance(e, StoreUnavailable):
                 raise
@@ -343,40 +328,8 @@ class ServerStore(VectorStore):
             if isinstance(e, CollectionNotFound | DimensionMismatch):
                 raise
             if query.dense is not None:
-                self._explain(name, check_vector(query.dense), e)
+                self._explain(name, query.dense, e)
             raise
-
-    def _query_args(self, name: str, query: StoreQuery) -> dict[str, Any]:
-        """query_points arguments: one nearest query, or prefetches fused (and/or ordered) by the server."""
-        flt = to_qdrant_filter(query.filter)
-        # (query, vector name, search params): the dense side rescores quantized candidates (StoreConfig.quantization)
-        stages: list[tuple[Any, str | None, models.SearchParams | None]] = []
-        if query.dense is not None:
-            stages.append((check_vector(query.dense).tolist(), None, self._search_params))
-        if query.sparse:
-            stages.append((_client_sparse(query.sparse), SPARSE_VECTOR, None))
-        threshold = query.score_threshold
-        if not query.windowed:
-            scoring, using, params = stages[0]
-            return {"collection_name": name, "query": scoring, "using": using, "query_filter": flt,
-                    "search_params": params, "score_threshold": threshold}
-        # one side, ordered: its own scores are the ones to bound; hybrid: the fused score
-        side_threshold = threshold if not query.hybrid else None
-        prefetch = [models.Prefetch(query=q, using=u, limit=query.prefetch_limit, filter=flt, params=p,
-                                    score_threshold=side_threshold) for q, u, p in stages]
-        if query.hybrid:
-            fusion = query.fusion
-            fused: Any = (models.RrfQuery(rrf=models.Rrf(k=fusion.rrf_k, weights=list(fusion.weights)
-                                                         if fusion.weights else None))
-                          if fusion.method == "rrf" else models.FusionQuery(fusion=models.Fusion.DBSF))
-            if query.order_by is None:
-                return {"collection_name": name, "prefetch": prefetch, "query": fused, "query_filter": flt,
-                        "score_threshold": threshold}
-            prefetch = [models.Prefetch(prefetch=prefetch, query=fused, limit=query.window(), filter=flt,
-                                        score_threshold=threshold)]
-        order = models.OrderByQuery(order_by=models.OrderBy(key=query.order_by.key,
-                                                             direction=_DIRECTION[query.order_by.direction]))
-        return {"collection_name": name, "prefetch": prefetch, "query": order, "query_filter": flt}
 
     def has_sparse(self, collection_or_alias: str) -> bool:
         target = self.get_alias(collection_or_alias) or collection_or_alias
