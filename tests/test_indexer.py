@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from engine.images import ImageEncoder
+from engine.product import RUN
 from engine.store import StoreConfig, open_store, point_id
 from indexer import IndexCancelled, IndexerConfig, IndexerError, ImageLimits, run_index, run_reindex
 from indexer.decode import Decoded, Decoder, Rejected, Row, decode_image, fit, validate
@@ -478,7 +479,30 @@ def test_rerun_skips_unchanged_rows_and_redoes_changed_ones(catalog, tmp_path, o
     repainted = point_id(json.loads(lines[5])["id"])
     assert not np.allclose(after[repainted][0], before[repainted][0])
     same = point_id(json.loads(lines[0])["id"])
-    assert np.array_equal(after[same][0], before[same][0]) and after[same][1] == before[same][1]
+    assert np.array_equal(after[same][0], before[same][0])
+    assert RUN not in before[same][1] and after[same][1].pop(RUN)  # a pruning run marks the rows it saw
+    assert after[same][1] == before[same][1]
+
+
+def test_a_rerun_does_not_open_unchanged_images(catalog, tmp_path, onnx_cache, store_cfg, monkeypatch):
+    """Size and mtime are kept with each point: a rerun reads an image only when they changed; a touched file
+    with the same bytes is read once, stays unchanged and gets its new stamp."""
+    import indexer.decode as decode
+
+    opened: list[str] = []
+    real = decode.read_image_bytes
+    monkeypatch.setattr(decode, "read_image_bytes", lambda source, *a: opened.append(str(source)) or real(source, *a))
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
+    assert run_index(cfg).accepted == ROWS and len(opened) == ROWS
+    opened.clear()
+    assert run_index(cfg).unchanged == ROWS
+    assert opened == []
+    touched = catalog.parent / json.loads(catalog.read_text().splitlines()[2])["image"]
+    os.utime(touched, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert run_index(cfg).unchanged == ROWS
+    assert opened == [str(touched.resolve())]
+    opened.clear()
+    assert run_index(cfg).unchanged == ROWS and opened == []
 
 
 DRIVER = r"""
