@@ -55,11 +55,17 @@ def run_index(config: IndexerConfig, progress: ProgressFn | None = None, cancel:
 
 @contextlib.contextmanager
 def _open(config: IndexerConfig, store: VectorStore | None) -> Iterator[VectorStore]:
-    if store is not None:
+    """`store`, else the one config.store names; on the Ray path (config.ray_workers) inside a Ray session."""
+    with contextlib.ExitStack() as stack:
+        if config.ray_workers:
+            from .ray_pipeline import open_store_for_ray, ray_session
+
+            stack.enter_context(ray_session(config))
+            if store is None:
+                store = stack.enter_context(open_store_for_ray(config))
+        if store is None:
+            store = stack.enter_context(open_store(config.store))
         yield store
-        return
-    with open_store(config.store) as st:
-        yield st
 
 
 def load_backbone_for(config: IndexerConfig):
@@ -145,13 +151,19 @@ def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder:
     run = _Run(config, report, rejects, bar, writer, embedder, cancel)
     start = time.perf_counter()
     try:
-        run.consume_catalog(reader)
+        if config.ray_workers:
+            from .ray_pipeline import consume_on_ray
+
+            vocabulary = consume_on_ray(config, store, writer, embedder, report, rejects, bar, total, cancel)
+        else:
+            run.consume_catalog(reader)
+            vocabulary = run.vocabulary
         guarded = live and not config.force
         if guarded:
             check_rows_kept(config, report, ("nothing was pruned: pruning now would delete every point of "
                                              f"{collection!r}. Fix the catalog, or pass --force to prune deliberately")
                             if prune else "fix the catalog (or pass --force to accept an empty run)")
-        finish(config, report, writer, run.vocabulary, prune, guarded)
+        finish(config, report, writer, vocabulary, prune, guarded)
     except IndexCancelled as e:
         e.report = report
         raise
