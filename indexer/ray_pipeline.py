@@ -102,8 +102,9 @@ def consume_on_ray(config: IndexerConfig, store: Any, writer: Writer, embedder, 
     ds = ds.map_batches(Embed, fn_constructor_kwargs=_embed_args(config, embedder), batch_size=batch,
                         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=0.45,
                         num_gpus=1 / workers if embedder.encoder.provider.startswith("CUDA") else 0)
+    uploaders = 1 if stage.store_actor is not None else workers  # one store actor serialises them anyway
     ds = ds.map_batches(Upload, fn_constructor_kwargs={"cfg": stage}, batch_size=batch, batch_format="pyarrow",
-                        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.05)
+                        compute=ray.data.ActorPoolStrategy(size=uploaders), num_cpus=0.05)
     vocabulary = Vocabulary()
     for summary in ds.iter_rows():  # the reduce: one record per uploaded batch
         _reduce(summary, report, rejects, vocabulary)

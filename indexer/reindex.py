@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine.product import PAYLOAD_INDEXES
-from engine.store import VectorStore
+from engine.store import VectorStore, marks
 
 from .config import IndexerConfig
 from .errors import IndexCancelled, IndexerError
@@ -92,6 +92,8 @@ def _reindex(config: IndexerConfig, progress: ProgressFn | None, cancel: threadi
         embedder = build_embedder(config, backbone)  # fails before anything is created
         target, resumed = _build_target(st, config.alias, embedder.dim)
         report = ReindexReport(config.alias, target, previous=previous, resumed=resumed)
+        bulk = marks.for_store(st)
+        bulk.set_indexing(st, target, False)  # a bulk load: the ANN index is built once, before the switch
         _notify(progress, report, "build")
         try:
             report.ingest = ingest(config, st, target, embedder, progress, cancel, prune=True, stage="reindex")
@@ -100,7 +102,8 @@ def _reindex(config: IndexerConfig, progress: ProgressFn | None, cancel: threadi
             _check(cancel)
             _notify(progress, report, "optimize")
             t0 = time.perf_counter()
-            st.optimize(target)
+            bulk.set_indexing(st, target, True)
+            st.optimize(target)  # waits for the index
             report.optimize_seconds = time.perf_counter() - t0
             report.stages.append("optimize")
             _check(cancel)

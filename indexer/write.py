@@ -63,7 +63,7 @@ class Writer:
         self.store = store
         self.collection = collection
         self.run_id = run_id
-        self.marks = getattr(store, "marks", marks)  # engine.store.marks, or its forwarder (indexer.ray_store)
+        self.marks = marks.for_store(store)
         self.written = 0
         self.sparse = store.has_sparse(collection) if sparse is None else sparse
         if not self.sparse:
@@ -82,8 +82,8 @@ class Writer:
         self.written += len(rows)
 
     def write_points(self, points: Sequence[Point]) -> None:
-        """Points made elsewhere (make_points in a Ray worker)."""
-        self.store.upsert(self.collection, points)
+        """Points made elsewhere (make_points in a Ray worker), uploaded in bulk (engine.store.marks.bulk_upsert)."""
+        self.marks.bulk_upsert(self.store, self.collection, points)
         self.written += len(points)
 
     def mark(self, point_ids: Sequence[str]) -> None:

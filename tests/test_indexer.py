@@ -789,3 +789,33 @@ def _dim(cfg) -> int:
     from indexer.pipeline import build_embedder, load_backbone_for
 
     return build_embedder(cfg, load_backbone_for(cfg)).dim
+
+
+def test_reindex_defers_indexing_during_the_bulk_load_and_waits_for_it_before_the_switch(
+        catalog, tmp_path, onnx_cache, monkeypatch):
+    """Server backend: the build collection's HNSW indexing is off while it is filled, turned back on before the
+    alias switch, and optimize() (which waits for a green collection) runs after that."""
+    from qdrant_client import QdrantClient
+
+    from engine.store import marks
+    from engine.store.server import ServerStore
+
+    events: list = []
+
+    class Spy(QdrantClient):
+        def update_collection(self, collection_name, **kw):
+            if kw.get("optimizers_config") is not None:
+                events.append(("indexing_threshold", kw["optimizers_config"].indexing_threshold))
+            return super().update_collection(collection_name, **kw)
+
+        def update_collection_aliases(self, *a, **kw):
+            events.append("switch")
+            return super().update_collection_aliases(*a, **kw)
+
+    real_optimize = ServerStore.optimize
+    monkeypatch.setattr(ServerStore, "optimize", lambda self, c: events.append("optimize") or real_optimize(self, c))
+    cfg = config(catalog, tmp_path, onnx_cache, StoreConfig(backend="server", url=":memory:"))
+    with ServerStore(cfg.store, client=Spy(location=":memory:")) as store:
+        assert run_reindex(cfg, store=store).switched
+    assert events == [("indexing_threshold", 0), ("indexing_threshold", marks.DEFAULT_INDEXING_THRESHOLD_KB),
+                      "optimize", "switch"], events
