@@ -310,9 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.ray_workers:
             from bench.indexing_ray import bench_ray
 
-            doc["ray"] = bench_ray(args, work, demo_catalog(work / "world-ray", args.products, 6, 64))
-            doc["load_average_end"] = os.getloadavg()
-            write_json(args.out, doc, indent=1)
+            def save(ray_result: dict[str, Any]) -> None:
+                doc.update(ray=ray_result, load_average_end=os.getloadavg())
+                write_json(args.out, doc, indent=1)
+
+            bench_ray(args, work, demo_catalog(work / "world-ray", args.products, 6, 64), save)
     print(json.dumps([{k: r.get(k) for k in ("model", "skipped")} | _headline(r) for r in doc["results"]], indent=1))
     return 0
 

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def generated_catalog(demo: Path, rows: int, out: Path) -> Path:
@@ -31,7 +31,8 @@ def generated_catalog(demo: Path, rows: int, out: Path) -> Path:
 class PeakMemory:
     """Samples the RSS of this process (the driver) and of every Ray worker process until stopped."""
 
-    def __init__(self, interval_s: float = 0.2):
+    def __init__(self, workers: bool, interval_s: float = 0.2):
+        self.workers = workers  # sample Ray worker processes too (off for the in-process path)
         self.interval_s = interval_s
         self.driver = 0
         self.worker = 0
@@ -52,7 +53,7 @@ class PeakMemory:
         me = psutil.Process()
         while not self._stop.is_set():
             self.driver = max(self.driver, me.memory_info().rss)
-            for p in psutil.process_iter(["cmdline", "memory_info"]):
+            for p in psutil.process_iter(["cmdline", "memory_info"]) if self.workers else ():
                 cmd = p.info["cmdline"] or []
                 if cmd and cmd[0].startswith("ray::") and p.info["memory_info"] is not None:
                     self.worker = max(self.worker, p.info["memory_info"].rss)
@@ -70,7 +71,7 @@ def run_once(catalog: Path, store_dir: Path, workers: int, args) -> dict[str, An
                         threads=1 if workers else args.threads)
     load_before = os.getloadavg()
     start = time.perf_counter()
-    with PeakMemory() as peak:
+    with PeakMemory(workers > 0) as peak:
         report = run_index(cfg)
     return {"path": f"ray, {workers} workers" if workers else "in process", "rows": report.rows,
             "accepted": report.accepted, "rejected": report.rejected, "pass_s": round(report.seconds, 2),
@@ -80,13 +81,16 @@ def run_once(catalog: Path, store_dir: Path, workers: int, args) -> dict[str, An
             "stage_seconds": {k: round(v, 2) for k, v in report.stage_seconds.items()}}
 
 
-def bench_ray(args, work: Path, demo: Path) -> dict[str, Any]:
-    runs = []
+def bench_ray(args, work: Path, demo: Path, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Every run of --ray-rows x (in process, --ray-workers); `save(result)` after each, so a cut-short bench
+    keeps what it measured."""
+    result = {"backbone": args.ray_backbone, "device": args.device, "batch": args.batch,
+              "catalog": "generated: the demo catalog's rows repeated under new ids, reusing its 64-px image files",
+              "runs": []}
     for rows in args.ray_rows:
         catalog = generated_catalog(demo, rows, work / f"generated-{rows}.jsonl")
         for workers in [0, *args.ray_workers]:
-            runs.append(run_once(catalog, work / f"store-{rows}-{workers}", workers, args))
-            print(json.dumps(runs[-1]), flush=True)
-    return {"backbone": args.ray_backbone, "device": args.device, "batch": args.batch,
-            "catalog": "generated: the demo catalog's rows repeated under new ids, reusing its 64-px image files",
-            "runs": runs}
+            result["runs"].append(run_once(catalog, work / f"store-{rows}-{workers}", workers, args))
+            print(json.dumps(result["runs"][-1]), flush=True)
+            save(result)
+    return result
