@@ -107,9 +107,12 @@ def _row(record: dict[str, Any]) -> Row:
 class _StoreUser:
     """A stage that reads or writes the store: the StoreHost actor's, or its own client of a Qdrant server."""
 
-    def __init__(self, cfg: StageConfig):
+    def __init__(self, cfg: StageConfig, store: Any = None):
+        """`store`: an open store to use (the stages run without Ray in tests); else as `cfg` says."""
         self.cfg = cfg
-        if cfg.store_actor is not None:
+        if store is not None:
+            self.store = store
+        elif cfg.store_actor is not None:
             from .ray_store import RemoteStore
 
             self.store = RemoteStore(cfg.store_actor)
@@ -121,8 +124,8 @@ class _StoreUser:
 class Prepare(_StoreUser):
     """Look up what the store holds for the batch's rows, mark the unchanged ones as seen, decode the others."""
 
-    def __init__(self, cfg: StageConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: StageConfig, store: Any = None):
+        super().__init__(cfg, store)
         self.decoder = Decoder(Path(cfg.image_root), cfg.image_size, cfg.model_key, cfg.limits, cfg.allow_urls,
                                cfg.url_timeout_s)
 

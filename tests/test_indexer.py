@@ -819,3 +819,46 @@ def test_reindex_defers_indexing_during_the_bulk_load_and_waits_for_it_before_th
         assert run_reindex(cfg, store=store).switched
     assert events == [("indexing_threshold", 0), ("indexing_threshold", marks.DEFAULT_INDEXING_THRESHOLD_KB),
                       "optimize", "switch"], events
+
+
+def test_the_ray_stages_without_ray_write_what_the_in_process_pass_writes(catalog, tmp_path, onnx_cache, store_cfg,
+                                                                         embedder):
+    """The bulk path's map stages (indexer.ray_stages), called in order on one open store without Ray, write the
+    in-process pass's points, emit its vocabulary counts, and find every row unchanged the second time."""
+    import collections
+
+    import pyarrow as pa
+
+    from engine.spelling import METADATA_KEY
+    from indexer.ray_stages import Embed, Prepare, StageConfig, Upload, read_slices, slices
+
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
+    stage = StageConfig(catalog=str(catalog), image_root=str(catalog.parent), collection="stages", run_id="run-1",
+                        sparse=True, model_key=embedder.key, image_size=embedder.image_size, limits=ImageLimits(),
+                        allow_urls=False, url_timeout_s=10.0, store=cfg.store)
+    embed = Embed(str(embedder.encoder.path), ["CPUExecutionProvider"], None, embedder.mean, embedder.std,
+                  embedder.key, embedder.variant)
+    parts = pa.Table.from_pylist(slices(ROWS, 3))
+    with open_store(cfg.store) as store:
+        for name in ("here", "stages"):
+            store.create_collection(name, dim=embedder.dim)
+        ingest(cfg, store, "here", embedder, prune=True)
+        prepare, upload = Prepare(stage, store), Upload(stage, store)
+
+        def run() -> list[dict]:
+            return [s for b in read_slices(parts, str(catalog), 16) for s in upload(embed(prepare(b))).to_pylist()]
+
+        first = run()
+        assert sum(s["accepted"] for s in first) == ROWS and sum(s["valid"] for s in first) == ROWS
+        words = collections.Counter()
+        for s in first:
+            words.update(json.loads(s["words"]))
+        assert dict(words) == store.get_metadata("here")[METADATA_KEY]["words"]
+        here, there = snapshot(store, "here"), snapshot(store, "stages")
+        second = run()
+        assert sum(s["unchanged"] for s in second) == ROWS and sum(s["accepted"] for s in second) == 0
+    assert sorted(there) == sorted(here)
+    for pid, (vector, payload) in here.items():
+        assert there[pid][1].pop(RUN) == "run-1" and payload.pop(RUN)
+        assert there[pid][1] == payload
+        np.testing.assert_allclose(there[pid][0], vector, atol=1e-6)
