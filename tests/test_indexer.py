@@ -862,3 +862,19 @@ def test_the_ray_stages_without_ray_write_what_the_in_process_pass_writes(catalo
         assert there[pid][1].pop(RUN) == "run-1" and payload.pop(RUN)
         assert there[pid][1] == payload
         np.testing.assert_allclose(there[pid][0], vector, atol=1e-6)
+
+
+def test_jpegs_are_decoded_at_the_smallest_dct_scale_the_model_needs():
+    """Image.draft: a 1024-px JPEG decoded for a 64-px model comes out at 1/8 scale (128 px, still >= 64 on each
+    side), and the model's pixels stay close to a full decode's; PNGs are decoded whole."""
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).resize((1024, 768), Image.BICUBIC)
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=95)
+    jpeg = buf.getvalue()
+    assert decode_image(jpeg, ImageLimits(), draft_size=64).size == (128, 96)
+    assert decode_image(jpeg, ImageLimits()).size == (1024, 768)
+    assert decode_image(png_bytes(small), ImageLimits(), draft_size=64).size == (1024, 768)
+    drafted = fit(decode_image(jpeg, ImageLimits(), draft_size=64), 64).astype(float)
+    whole = fit(decode_image(jpeg, ImageLimits()), 64).astype(float)
+    assert np.abs(drafted - whole).mean() < 4.0
