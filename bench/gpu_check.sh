@@ -16,3 +16,7 @@ mkdir -p "$OUT" var
 [ -f "$DIR/coinage_backbone.json" ] || time "$PY" -m coinage.cli backbone random sd15 "$DIR"
 time "$PY" -m coinage.cli bench realsize --backbone "$DIR" --device cuda --threads "$(nproc)" \
     --onnx-cache var/onnx-gpu --out "$OUT/realsize-cuda.json"
+# the bulk indexer's embed stage on the GPU: Ray Data with one embed actor on CUDA against the in-process path
+# (a generated 2,000-row catalog; needs `pip install 'coinage[ray]'`)
+time "$PY" -m coinage.cli bench indexing --ray-workers 1 --ray-rows 2000 --device cuda \
+    --onnx-cache var/onnx-gpu --out "$OUT/indexing-ray-cuda.json"

@@ -2,6 +2,7 @@
 
     coinage bench indexing [--backbone world] [--backbone tiny-random] [--arch ViT-B-32] [--arch ViT-L-14]
                            [--batch 16] [--threads 2] [--out bench/results/indexing.json]
+    coinage bench indexing --ray-workers 1 2 [--ray-rows 2000 20000] [--device cuda]   (bench/indexing_ray.py)
 
 For each model:
 - encoder: the same model, batch and thread count, PyTorch eager and ONNX Runtime fp32 timed
@@ -256,15 +257,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--products", type=int, default=40, help="demo catalog products (x 6 photos)")
     ap.add_argument("--onnx-cache", default="var/onnx")
     ap.add_argument("--note", default="", help="free text stored in the results (e.g. machine load)")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/indexing.json"))
-    return ap.parse_args(argv)
+    ap.add_argument("--ray-workers", type=int, nargs="*", default=[],
+                    help="the Ray Data bulk path with these worker counts against the in-process path "
+                         "(bench/indexing_ray.py); alone, it skips the model benchmarks")
+    ap.add_argument("--ray-rows", type=int, nargs="+", default=[2000], help="generated catalog sizes for --ray-workers")
+    ap.add_argument("--ray-backbone", default="tiny-random", help="backbone of the --ray-workers runs")
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="embed device of the Ray runs")
+    ap.add_argument("--out", type=Path, help="results file (default bench/results/indexing.json, with only "
+                                             "--ray-workers bench/results/indexing-ray.json)")
+    args = ap.parse_args(argv)
+    only_ray = bool(args.ray_workers) and not (args.backbone or args.arch)
+    if args.out is None:
+        args.out = Path("bench/results/indexing-ray.json" if only_ray else "bench/results/indexing.json")
+    args.only_ray = only_ray
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    models = (args.backbone or ["world", "tiny-random"]) + [f"arch:{a}" for a in args.arch]
+    models = [] if args.only_ray else (args.backbone or ["world", "tiny-random"]) + [f"arch:{a}" for a in args.arch]
     if "world" in models and not _world_trained():
         log.warning("the world backbone is not trained yet; benchmarking its architecture with random weights")
         models[models.index("world")] = "world-arch"
@@ -294,6 +307,14 @@ def main(argv: list[str] | None = None) -> int:
                 doc["results"].append({"model": identifier, "skipped": f"{type(e).__name__}: {e}"})
             doc["load_average_end"] = os.getloadavg()
             write_json(args.out, doc, indent=1)
+        if args.ray_workers:
+            from bench.indexing_ray import bench_ray
+
+            def save(ray_result: dict[str, Any]) -> None:
+                doc.update(ray=ray_result, load_average_end=os.getloadavg())
+                write_json(args.out, doc, indent=1)
+
+            bench_ray(args, work, demo_catalog(work / "world-ray", args.products, 6, 64), save)
     print(json.dumps([{k: r.get(k) for k in ("model", "skipped")} | _headline(r) for r in doc["results"]], indent=1))
     return 0
 

@@ -27,6 +27,8 @@ IMAGE = "image"
 ATTRIBUTES = "attributes"
 COLOUR = f"{ATTRIBUTES}.colour"
 HASH = "_hash"
+STAMP = "_stamp"  # hash of the model, the payload and the image file's size and mtime (indexer.decode.source_stamp)
+RUN = "_run"  # id of the last indexing run that saw the row (mark-and-sweep pruning, engine.store.marks)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ FIELDS = (
     PayloadField(ATTRIBUTES),  # free-form object; every string value in it feeds BM25 too
     PayloadField(COLOUR, "keyword", catalog=False),  # a filter and a facet
     PayloadField(HASH, catalog=False, internal=True),  # content hash (indexer.decode.content_hash)
+    PayloadField(STAMP, catalog=False, internal=True),  # unchanged stamp: a match skips reading the image
+    PayloadField(RUN, catalog=False, internal=True),  # run mark: points without the last run's are pruned
 )
 
 CATALOG_FIELDS = tuple(f.name for f in FIELDS if f.catalog)

@@ -47,7 +47,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", "--alias", dest="alias", default="products",
                    help="alias searches use (default products)")
     p.add_argument("--batch-size", type=int, default=32, help="images per encoder call (default 32)")
-    p.add_argument("--workers", type=int, default=2, help="decoder threads (default 2)")
+    p.add_argument("--decode-threads", type=int, default=2, help="decoder threads of the in-process path (default 2)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="run on Ray Data with N workers per stage (the bulk path; needs `pip install 'coinage[ray]'`); "
+                        "on the cluster at --ray-address / $COINAGE_RAY_ADDRESS, else on a local Ray "
+                        "(default 0: in process)")
+    p.add_argument("--ray-address", help="Ray cluster for --workers, e.g. ray://head:10001 "
+                                         "(default $COINAGE_RAY_ADDRESS, else a local Ray)")
     p.add_argument("--allow-urls", action="store_true", help="fetch http(s) image URLs named in the catalog")
     p.add_argument("--allow-private-urls", action="store_true",
                    help="with --allow-urls: also fetch from loopback/private/link-local addresses (your own network)")
@@ -78,8 +84,9 @@ def config_from_args(args: argparse.Namespace):
         overrides = {"backend": "embedded", "path": args.store_path}
     return IndexerConfig(
         catalog=args.catalog, backbone=args.backbone, store=StoreConfig.from_env(**overrides), alias=args.alias,
-        batch_size=args.batch_size, workers=args.workers, allow_urls=args.allow_urls,
-        allow_private_urls=args.allow_private_urls, url_timeout_s=args.url_timeout, image_root=args.image_root, onnx=args.onnx, quantize=args.quantize,
+        batch_size=args.batch_size, workers=args.decode_threads, ray_workers=args.workers,
+        ray_address=args.ray_address, allow_urls=args.allow_urls, allow_private_urls=args.allow_private_urls,
+        url_timeout_s=args.url_timeout, image_root=args.image_root, onnx=args.onnx, quantize=args.quantize,
         min_recall=args.min_recall, onnx_cache=args.onnx_cache, threads=args.threads, device=args.device,
         rejects_path=args.rejects, prune=getattr(args, "prune", False),
         max_reject_fraction=getattr(args, "max_reject_fraction", IndexerConfig.max_reject_fraction),

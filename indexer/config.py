@@ -24,8 +24,14 @@ class IndexerConfig:
     alias: str = "products"
     # Images per encoder call.
     batch_size: int = 32
-    # Decoder threads (file read, hash, image decode, resize) running ahead of the encoder.
+    # Decoder threads (file read, hash, image decode, resize) running ahead of the encoder (in-process path).
     workers: int = 2
+    # Ray Data workers (actors per map stage: prepare, embed) for the bulk path (indexer.ray_pipeline);
+    # 0: the in-process path (the default: small catalogs, the demo, the web jobs).
+    ray_workers: int = 0
+    # Ray cluster to run on ("ray://head:10001" or "auto"); None: $COINAGE_RAY_ADDRESS, else a local Ray
+    # started with ray_workers CPUs and stopped at the end.
+    ray_address: str | None = None
     # Fetch http(s) image URLs named in the catalog; off: rows whose image is a URL are rejected.
     allow_urls: bool = False
     # Seconds an image URL fetch may take in all (connect, headers, body, redirects); a slow drip is cut off.
@@ -78,6 +84,11 @@ class IndexerConfig:
         for name in ("batch_size", "workers", "eval_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"IndexerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.ray_workers < 0:
+            raise ValueError(f"IndexerConfig.ray_workers must be >= 0 (0: in process), got {self.ray_workers}")
+        if self.ray_workers and not self.onnx:
+            raise ValueError("IndexerConfig.ray_workers needs onnx=True (the Ray embed actors run ONNX Runtime); "
+                             "drop --no-onnx or --workers")
         if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:
             raise ValueError(f"IndexerConfig.quantize={self.quantize!r}: use one of {QUANTIZE_CHOICES} or None")
         if self.quantize is not None and not self.onnx:

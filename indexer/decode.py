@@ -77,12 +77,14 @@ class Decoded:
     pixels: np.ndarray  # (S, S, 3) uint8, resized and centre-cropped
     hash: str  # content hash, stored as payload engine.product.HASH
     seconds: float  # time this row spent in the decoder
+    stamp: str | None = None  # source_stamp, stored as payload engine.product.STAMP (None: a URL)
 
 
 @dataclass
 class Unchanged:
     row: Row
     seconds: float
+    restamp: str | None = None  # the stored stamp is stale (same bytes, new size/mtime): store this one
 
 
 @dataclass
@@ -271,8 +273,11 @@ def read_file(path: Path, limits: ImageLimits) -> bytes:
         os.close(fd)
 
 
-def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Bytes -> RGB image, refusing bombs, truncated/corrupt files and unsupported formats."""
+def decode_image(data: bytes, limits: ImageLimits, draft_size: int | None = None) -> Image.Image:
+    """Bytes -> RGB image, refusing bombs, truncated/corrupt files and unsupported formats.
+
+    `draft_size`: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) still at least this many pixels on
+    each side (`Image.draft`): what a model of that input size sees, several times faster on camera photos."""
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
@@ -289,6 +294,8 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         raise Reject(f"image {problem} (IndexerConfig.limits.shape)")
     if min(w, h) < limits.min_side:
         raise Reject(f"image is {w}x{h}, smaller than {limits.min_side} pixels on a side")
+    if draft_size is not None and image.format == "JPEG":
+        image.draft("RGB", (draft_size, draft_size))
     try:
         image.load()
     except Exception as e:  # truncated data, broken streams, bad chunks: all "this file is damaged"
@@ -309,6 +316,23 @@ def content_hash(data: bytes, payload: dict[str, Any], model_key: str) -> str:
     return h.hexdigest()
 
 
+def source_stamp(source: str | Path, payload: dict[str, Any], model_key: str) -> str | None:
+    """A hash of the model identity, the payload and the image file's size and modification time: while it
+    matches the stamp stored with the point (engine.product.STAMP), the row is unchanged and its image is not
+    read. None for a URL (it is fetched and hashed every run) or a file that cannot be stat'ed."""
+    if isinstance(source, str):
+        return None
+    try:
+        st = source.stat()
+    except OSError:
+        return None
+    h = hashlib.sha256(model_key.encode())
+    h.update(b"\0")
+    h.update(json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())
+    h.update(f"\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:32]
+
+
 class Decoder:
     """Row -> Decoded | Unchanged | Rejected. Thread-safe (no shared mutable state)."""
 
@@ -322,15 +346,21 @@ class Decoder:
         self.url_timeout_s = url_timeout_s
         self.url_private_ok = url_private_ok
 
-    def __call__(self, row: Row, known_hash: str | None = None) -> Decoded | Unchanged | Rejected:
+    def __call__(self, row: Row, known_hash: str | None = None,
+                 known_stamp: str | None = None) -> Decoded | Unchanged | Rejected:
+        """`known_hash` / `known_stamp`: what the store holds for the row's point (None: no point)."""
         start = time.perf_counter()
         try:
             source = resolve_image(row.image, self.image_root, self.allow_urls)
+            payload = row.payload()
+            stamp = source_stamp(source, payload, self.model_key)
+            if stamp is not None and stamp == known_stamp and known_hash is not None:
+                return Unchanged(row, time.perf_counter() - start)  # the image is not even opened
             data = read_image_bytes(source, self.limits, self.url_timeout_s, self.url_private_ok)
-            digest = content_hash(data, row.payload(), self.model_key)
-            if digest == known_hash:
-                return Unchanged(row, time.perf_counter() - start)
-            pixels = fit(decode_image(data, self.limits), self.image_size)
+            digest = content_hash(data, payload, self.model_key)
+            if digest == known_hash:  # same bytes, new size/mtime (touched, copied): store the new stamp
+                return Unchanged(row, time.perf_counter() - start, None if stamp == known_stamp else stamp)
+            pixels = fit(decode_image(data, self.limits, self.image_size), self.image_size)
         except Reject as e:
             return Rejected(row.row, row.id, str(e), time.perf_counter() - start)
-        return Decoded(row, pixels, digest, time.perf_counter() - start)
+        return Decoded(row, pixels, digest, time.perf_counter() - start, stamp)

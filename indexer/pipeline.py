@@ -11,6 +11,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -55,11 +56,17 @@ def run_index(config: IndexerConfig, progress: ProgressFn | None = None, cancel:
 
 @contextlib.contextmanager
 def _open(config: IndexerConfig, store: VectorStore | None) -> Iterator[VectorStore]:
-    if store is not None:
+    """`store`, else the one config.store names; on the Ray path (config.ray_workers) inside a Ray session."""
+    with contextlib.ExitStack() as stack:
+        if config.ray_workers:
+            from .ray_pipeline import open_store_for_ray, ray_session
+
+            stack.enter_context(ray_session(config))
+            if store is None:
+                store = stack.enter_context(open_store_for_ray(config))
+        if store is None:
+            store = stack.enter_context(open_store(config.store))
         yield store
-        return
-    with open_store(config.store) as st:
-        yield st
 
 
 def load_backbone_for(config: IndexerConfig):
@@ -150,30 +157,23 @@ def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder:
     rejects_path = config.rejects_path or Path("var/indexer") / f"rejects-{collection}-{int(time.time())}.jsonl"
     rejects = RejectLog(rejects_path, report)
     bar = Progress(report, total, progress, config.progress_bar, stage)
-    run = _Run(config, report, rejects, bar, Writer(store, collection), embedder, cancel)
+    writer = Writer(store, collection, run_id=uuid.uuid4().hex if prune else None)
+    run = _Run(config, report, rejects, bar, writer, embedder, cancel)
     start = time.perf_counter()
     try:
-        run.consume_catalog(reader)
+        if config.ray_workers:
+            from .ray_pipeline import consume_on_ray
+
+            vocabulary = consume_on_ray(config, store, writer, embedder, report, rejects, bar, total, cancel)
+        else:
+            run.consume_catalog(reader)
+            vocabulary = run.vocabulary
         guarded = live and not config.force
         if guarded:
             check_rows_kept(config, report, ("nothing was pruned: pruning now would delete every point of "
                                              f"{collection!r}. Fix the catalog, or pass --force to prune deliberately")
                             if prune else "fix the catalog (or pass --force to accept an empty run)")
-        t0 = time.perf_counter()
-        # the spelling vocabulary beside the collection: the whole catalog's words; without pruning, the words of
-        # rows still in the collection but not in this catalog stay too (merged)
-        vocabulary = run.vocabulary if prune else run.vocabulary.merge(
-            read_vocabulary(store, collection)[1] or Vocabulary())
-        write_vocabulary(store, collection, vocabulary)
-        report.vocabulary_words = len(vocabulary.counts)
-        report.stage_seconds["write"] += time.perf_counter() - t0
-        if prune:
-            t0 = time.perf_counter()
-            stale = run.writer.stale(run.catalog_ids)
-            if guarded:
-                check_prune_share(config, collection, len(stale), store.count(collection))
-            report.pruned = run.writer.delete(stale)
-            report.stage_seconds["write"] += time.perf_counter() - t0
+        finish(config, report, writer, vocabulary, prune, guarded)
     except IndexCancelled as e:
         e.report = report
         raise
@@ -186,6 +186,23 @@ def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder:
     log.info("ingested %s into %s: %d embedded, %d unchanged, %d rejected in %.1fs", config.catalog, collection,
              report.accepted, report.unchanged, report.rejected, report.seconds)
     return report
+
+
+def finish(config: IndexerConfig, report: IngestReport, writer: Writer, vocabulary: Vocabulary, prune: bool,
+           guarded: bool) -> None:
+    """After the catalog pass (in process or on Ray): store the vocabulary, then prune by sweep. The vocabulary is
+    the whole catalog's words; without pruning, the words of rows still in the collection but not in this catalog
+    stay too (merged)."""
+    t0 = time.perf_counter()
+    if not prune:
+        vocabulary = vocabulary.merge(read_vocabulary(writer.store, writer.collection)[1] or Vocabulary())
+    write_vocabulary(writer.store, writer.collection, vocabulary)
+    report.vocabulary_words = len(vocabulary.counts)
+    if prune:
+        if guarded:
+            check_prune_share(config, writer.collection, writer.stale(), writer.store.count(writer.collection))
+        report.pruned = writer.sweep()
+    report.stage_seconds["write"] += time.perf_counter() - t0
 
 
 def check_rows_kept(config: IndexerConfig, report: IngestReport, consequence: str) -> None:
@@ -222,7 +239,8 @@ class _Run:
         self.decoder = Decoder(image_root(config), embedder.image_size, embedder.key, config.limits,
                                config.allow_urls, config.url_timeout_s, config.allow_private_urls)
         self.seen: dict[str, int] = {}  # id -> first row holding it
-        self.catalog_ids: set[str] = set()  # point ids of every row with a usable id (for prune)
+        self.kept: list[str] = []  # point ids of rejected rows in the chunk being read: their old points stay
+        self.to_mark: list[str] = []  # point ids of unchanged rows, marked as seen by this run in batches
         self.batch: list[Decoded] = []
         self.vocabulary = Vocabulary()  # words of every valid row (changed or not): the catalog's spelling list
         self.stage = report.stage_seconds
@@ -236,15 +254,19 @@ class _Run:
             try:
                 for chunk in self._validated_chunks(reader, chunk_size):
                     t0 = time.perf_counter()
-                    known = self.writer.known_hashes([r.point_id for r in chunk])
+                    known = self.writer.known([r.point_id for r in chunk] + self.kept)
+                    self.writer.mark([pid for pid in self.kept if pid in known])
+                    self.kept = []
                     self.stage["lookup"] += time.perf_counter() - t0
                     for row in chunk:
-                        pending.append(pool.submit(self.decoder, row, known.get(row.point_id)))
+                        k = known.get(row.point_id)
+                        pending.append(pool.submit(self.decoder, row, k and k.hash, k and k.stamp))
                     while len(pending) > window:
                         self._take(pending.popleft())
                 while pending:
                     self._take(pending.popleft())
                 self._flush()
+                self._flush_marks(0)
             finally:
                 for fut in pending:
                     fut.cancel()
@@ -264,20 +286,17 @@ class _Run:
             self.stage["read"] += time.perf_counter() - t0
             if isinstance(row, Rejected):
                 if row.id is not None:
-                    self.catalog_ids.add(point_id(row.id))
+                    self.kept.append(point_id(row.id))
                 self._reject(row)
-                continue
-            self.catalog_ids.add(row.point_id)
-            first = self.seen.setdefault(row.id, row.row)
-            if first != row.row:
+            elif (first := self.seen.setdefault(row.id, row.row)) != row.row:
                 self._reject(Rejected(row.row, row.id, f"duplicate id: first seen at row {first}"))
-                continue
-            chunk.append(row)
-            self.vocabulary.add(row.payload())
-            if len(chunk) >= size:
+            else:
+                chunk.append(row)
+                self.vocabulary.add(row.payload())
+            if len(chunk) + len(self.kept) >= size:
                 yield chunk
                 chunk = []
-        if chunk:
+        if chunk or self.kept:
             yield chunk
 
     def _take(self, fut: Future) -> None:
@@ -286,8 +305,14 @@ class _Run:
         self.report.wait_decode_seconds += time.perf_counter() - t0
         self.stage["decode"] += result.seconds
         if isinstance(result, Rejected):
+            self._keep_rejected(result)
             self._reject(result)
         elif isinstance(result, Unchanged):
+            if result.restamp is not None:
+                self.writer.restamp(result.row.point_id, result.restamp)
+            else:
+                self.to_mark.append(result.row.point_id)
+                self._flush_marks(self.config.batch_size * 8)
             self.report.unchanged += 1
             self.bar.advance()
         else:
@@ -311,6 +336,19 @@ class _Run:
         self.report.accepted += len(batch)
         self.bar.advance(len(batch))
         self._check_cancel()
+
+    def _flush_marks(self, above: int) -> None:
+        if len(self.to_mark) > above:
+            t0 = time.perf_counter()
+            self.writer.mark(self.to_mark)
+            self.to_mark = []
+            self.stage["write"] += time.perf_counter() - t0
+
+    def _keep_rejected(self, rejected: Rejected) -> None:
+        """A row whose image now fails keeps its old point (if any) through the sweep."""
+        if self.writer.run_id is not None and rejected.id is not None:
+            pid = point_id(rejected.id)
+            self.writer.mark([p for p in self.writer.known([pid])])
 
     def _reject(self, rejected: Rejected) -> None:
         self.rejects.add(rejected.row, rejected.id, rejected.reason)

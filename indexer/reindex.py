@@ -21,6 +21,7 @@ from engine.diskspace import NEEDS, check_free
 from engine.product import PAYLOAD_INDEXES
 from engine.store import VectorStore
 from engine.store.verify import verify_collection
+from engine.store import VectorStore, marks
 
 from .config import IndexerConfig
 from .errors import IndexCancelled, IndexerError
@@ -96,6 +97,8 @@ def _reindex(config: IndexerConfig, progress: ProgressFn | None, cancel: threadi
         embedder = build_embedder(config, backbone)  # fails before anything is created
         target, resumed = _build_target(st, config.alias, embedder.dim, store_dir(config), previous)
         report = ReindexReport(config.alias, target, previous=previous, resumed=resumed)
+        bulk = marks.for_store(st)
+        bulk.set_indexing(st, target, False)  # a bulk load: the ANN index is built once, before the switch
         _notify(progress, report, "build")
         try:
             report.ingest = ingest(config, st, target, embedder, progress, cancel, prune=True, stage="reindex")
@@ -104,7 +107,8 @@ def _reindex(config: IndexerConfig, progress: ProgressFn | None, cancel: threadi
             _check(cancel)
             _notify(progress, report, "optimize")
             t0 = time.perf_counter()
-            st.optimize(target)
+            bulk.set_indexing(st, target, True)
+            st.optimize(target)  # waits for the index
             report.optimize_seconds = time.perf_counter() - t0
             report.stages.append("optimize")
             _notify(progress, report, "verify")

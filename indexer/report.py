@@ -25,6 +25,7 @@ class IngestReport:
     rejected: int = 0  # rows rejected (see rejects_path)
     pruned: int = 0  # points deleted because their id left the catalog (prune)
     embedder: str = ""  # runtime, precision and device, e.g. 'onnxruntime fp32 CPUExecutionProvider'
+    runner: str = "in process"  # where the pass ran: 'in process' or 'ray data, N workers' (indexer.ray_pipeline)
     # busy seconds per stage (read, lookup, decode, embed, write); decode is summed over the workers
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wait_decode_seconds: float = 0.0  # time the embedder waited for decoded images (decoding was the bottleneck)
@@ -46,7 +47,7 @@ class IngestReport:
         lines = [
             f"{self.collection}: {self.accepted} embedded, {self.unchanged} unchanged, {self.rejected} rejected, "
             f"{self.pruned} pruned of {self.rows} rows in {self.seconds:.1f}s "
-            f"({self.rate:.1f} rows/s, {self.embedder})",
+            f"({self.rate:.1f} rows/s, {self.embedder}, {self.runner})",
             f"stage time: {stages}; embedder waited {self.wait_decode_seconds:.2f}s for decoding",
         ]
         if self.rejected:

@@ -1,66 +1,114 @@
 """Stage 4, write: embedded rows -> points in the vector store; also the lookups that make runs incremental.
 
-A point is (point_id(row id), vector, BM25 vector of the row's text, payload + content hash (engine.product.HASH)). Upserts are idempotent (same id, same
+A point is (point_id(row id), vector, BM25 vector of the row's text, payload + content hash (engine.product.HASH),
+source stamp and run mark). Upserts are idempotent (same id, same
 content), so a run killed at any moment and run again ends with the same points as a clean run.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from engine.lexical import embed_document
-from engine.product import HASH
-from engine.store import Point, VectorStore
+from engine.product import HASH, RUN, STAMP
+from engine.store import Point, VectorStore, marks
 
 from .decode import Decoded
 
 log = logging.getLogger(__name__)
 
 
-def make_points(rows: Sequence[Decoded], vectors: np.ndarray, sparse: bool = True) -> list[Point]:
-    """Points of embedded rows; with `sparse`, each also carries the BM25 vector of its text."""
+def make_points(rows: Sequence[Decoded], vectors: np.ndarray, sparse: bool = True,
+                run_id: str | None = None) -> list[Point]:
+    """Points of embedded rows; with `sparse`, each also carries the BM25 vector of its text; `run_id` marks them
+    as seen by that run (engine.product.RUN)."""
     if len(rows) != len(vectors):
         raise ValueError(f"{len(rows)} rows but {len(vectors)} vectors")
     points = []
     for r, v in zip(rows, vectors):
         payload = r.row.payload()
-        points.append(Point(r.row.point_id, np.asarray(v, np.float32), {**payload, HASH: r.hash},
+        points.append(Point(r.row.point_id, np.asarray(v, np.float32), {**payload, **bookkeeping(r, run_id)},
                             embed_document(payload) if sparse else None))
     return points
 
 
-class Writer:
-    """Writes into one collection (a real collection name, not an alias: it must not move mid-run)."""
+def bookkeeping(row: Decoded, run_id: str | None) -> dict[str, str]:
+    """The internal payload fields of a written row: content hash, source stamp, run mark."""
+    fields = {HASH: row.hash}
+    if row.stamp is not None:
+        fields[STAMP] = row.stamp
+    if run_id is not None:
+        fields[RUN] = run_id
+    return fields
 
-    def __init__(self, store: VectorStore, collection: str):
+
+@dataclass(frozen=True)
+class Known:
+    """What the store holds for a row's point: the incremental check compares it with the row."""
+
+    hash: str  # content hash (engine.product.HASH)
+    stamp: str | None  # source stamp (engine.product.STAMP); None: stored before stamps, or a URL
+
+
+class Writer:
+    """Writes into one collection (a real collection name, not an alias: it must not move mid-run).
+
+    `run_id`: this run's mark (mark-and-sweep pruning); every point written or `mark`ed carries it, and `sweep`
+    deletes the points without it. None: no marks (a run that does not prune)."""
+
+    def __init__(self, store: VectorStore, collection: str, run_id: str | None = None, sparse: bool | None = None):
         self.store = store
         self.collection = collection
+        self.run_id = run_id
+        self.marks = marks.for_store(store)
         self.written = 0
-        self.sparse = store.has_sparse(collection)
+        self.sparse = store.has_sparse(collection) if sparse is None else sparse
         if not self.sparse:
             log.warning("collection %s was built without BM25 vectors: name search and typo correction need "
                         "`coinage reindex`; writing image vectors only", collection)
 
-    def known_hashes(self, point_ids: Sequence[str]) -> dict[str, str]:
-        """point id -> stored content hash, for the ids the collection holds."""
+    def known(self, point_ids: Sequence[str]) -> dict[str, Known]:
+        """point id -> what the collection holds, for the ids it holds (with a content hash)."""
         if not point_ids:
             return {}
         found = self.store.retrieve(self.collection, list(point_ids))
-        return {p.id: p.payload.get(HASH) for p in found if p.payload.get(HASH)}
+        return {p.id: Known(p.payload[HASH], p.payload.get(STAMP)) for p in found if p.payload.get(HASH)}
 
     def write(self, rows: Sequence[Decoded], vectors: np.ndarray) -> None:
-        self.store.upsert(self.collection, make_points(rows, vectors, self.sparse))
+        self.store.upsert(self.collection, make_points(rows, vectors, self.sparse, self.run_id))
         self.written += len(rows)
 
-    def stale(self, keep: set[str]) -> list[str]:
-        """Ids of the points whose id is not in `keep` (what pruning would delete)."""
-        return [pid for pid in self.store.scroll_ids(self.collection) if pid not in keep]
+    def write_points(self, points: Sequence[Point]) -> None:
+        """Points made elsewhere (make_points in a Ray worker), uploaded in bulk (engine.store.marks.bulk_upsert)."""
+        self.marks.bulk_upsert(self.store, self.collection, points)
+        self.written += len(points)
 
-    def delete(self, stale: list[str]) -> int:
-        """Delete the `stale` points (from `stale()`); returns how many."""
+    def mark(self, point_ids: Sequence[str]) -> None:
+        """Mark existing points as seen by this run (unchanged rows, and rejected rows whose old point stays)."""
+        if self.run_id is not None and point_ids:
+            self.marks.set_payload(self.store, self.collection, point_ids, {RUN: self.run_id})
+
+    def restamp(self, point_id: str, stamp: str) -> None:
+        """Store a new source stamp on an unchanged point (same bytes, new size or mtime)."""
+        values = {STAMP: stamp} if self.run_id is None else {STAMP: stamp, RUN: self.run_id}
+        self.marks.set_payload(self.store, self.collection, [point_id], values)
+
+    def stale(self) -> int:
+        """How many points this run did not mark (what `sweep` would delete)."""
+        return self.marks.count_unmarked(self.store, self.collection, RUN, self._run())
+
+    def sweep(self) -> int:
+        """Delete, by one filter, every point this run did not mark; returns how many."""
+        stale = self.stale()
         if stale:
-            self.store.delete(self.collection, stale)
-            log.info("pruned %d points of %s that are no longer in the catalog", len(stale), self.collection)
-        return len(stale)
+            self.marks.delete_unmarked(self.store, self.collection, RUN, self._run())
+            log.info("pruned %d points of %s that are no longer in the catalog", stale, self.collection)
+        return stale
+
+    def _run(self) -> str:
+        if self.run_id is None:
+            raise ValueError("this Writer has no run_id: pass one to prune by mark and sweep")
+        return self.run_id

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from engine.images import ImageEncoder
+from engine.product import RUN
 from engine.store import StoreConfig, open_store, point_id
 from indexer import IndexCancelled, IndexerConfig, IndexerError, ImageLimits, run_index, run_reindex
 from indexer.decode import Decoded, Decoder, Rejected, Row, decode_image, fit, validate
@@ -478,7 +479,30 @@ def test_rerun_skips_unchanged_rows_and_redoes_changed_ones(catalog, tmp_path, o
     repainted = point_id(json.loads(lines[5])["id"])
     assert not np.allclose(after[repainted][0], before[repainted][0])
     same = point_id(json.loads(lines[0])["id"])
-    assert np.array_equal(after[same][0], before[same][0]) and after[same][1] == before[same][1]
+    assert np.array_equal(after[same][0], before[same][0])
+    assert RUN not in before[same][1] and after[same][1].pop(RUN)  # a pruning run marks the rows it saw
+    assert after[same][1] == before[same][1]
+
+
+def test_a_rerun_does_not_open_unchanged_images(catalog, tmp_path, onnx_cache, store_cfg, monkeypatch):
+    """Size and mtime are kept with each point: a rerun reads an image only when they changed; a touched file
+    with the same bytes is read once, stays unchanged and gets its new stamp."""
+    import indexer.decode as decode
+
+    opened: list[str] = []
+    real = decode.read_image_bytes
+    monkeypatch.setattr(decode, "read_image_bytes", lambda source, *a: opened.append(str(source)) or real(source, *a))
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
+    assert run_index(cfg).accepted == ROWS and len(opened) == ROWS
+    opened.clear()
+    assert run_index(cfg).unchanged == ROWS
+    assert opened == []
+    touched = catalog.parent / json.loads(catalog.read_text().splitlines()[2])["image"]
+    os.utime(touched, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert run_index(cfg).unchanged == ROWS
+    assert opened == [str(touched.resolve())]
+    opened.clear()
+    assert run_index(cfg).unchanged == ROWS and opened == []
 
 
 DRIVER = r"""
@@ -797,3 +821,90 @@ def test_an_index_run_without_prune_merges_the_vocabulary_and_with_prune_replace
     with open_store(cfg.store) as store:
         words = read_vocabulary(store, store.get_alias("products"))[1].counts
         assert "quokkaberry" in words and not others & set(words)  # pruned: the catalog's words only
+def test_reindex_defers_indexing_during_the_bulk_load_and_waits_for_it_before_the_switch(
+        catalog, tmp_path, onnx_cache, monkeypatch):
+    """Server backend: the build collection's HNSW indexing is off while it is filled, turned back on before the
+    alias switch, and optimize() (which waits for a green collection) runs after that."""
+    from qdrant_client import QdrantClient
+
+    from engine.store import marks
+    from engine.store.server import ServerStore
+
+    events: list = []
+
+    class Spy(QdrantClient):
+        def update_collection(self, collection_name, **kw):
+            if kw.get("optimizers_config") is not None:
+                events.append(("indexing_threshold", kw["optimizers_config"].indexing_threshold))
+            return super().update_collection(collection_name, **kw)
+
+        def update_collection_aliases(self, *a, **kw):
+            events.append("switch")
+            return super().update_collection_aliases(*a, **kw)
+
+    real_optimize = ServerStore.optimize
+    monkeypatch.setattr(ServerStore, "optimize", lambda self, c: events.append("optimize") or real_optimize(self, c))
+    cfg = config(catalog, tmp_path, onnx_cache, StoreConfig(backend="server", url=":memory:"))
+    with ServerStore(cfg.store, client=Spy(location=":memory:")) as store:
+        assert run_reindex(cfg, store=store).switched
+    assert events == [("indexing_threshold", 0), ("indexing_threshold", marks.DEFAULT_INDEXING_THRESHOLD_KB),
+                      "optimize", "switch"], events
+
+
+def test_the_ray_stages_without_ray_write_what_the_in_process_pass_writes(catalog, tmp_path, onnx_cache, store_cfg,
+                                                                         embedder):
+    """The bulk path's map stages (indexer.ray_stages), called in order on one open store without Ray, write the
+    in-process pass's points, emit its vocabulary counts, and find every row unchanged the second time."""
+    import collections
+
+    import pyarrow as pa
+
+    from engine.vocabulary import read_vocabulary
+    from indexer.ray_stages import Embed, Prepare, StageConfig, Upload, read_slices, slices
+
+    cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
+    stage = StageConfig(catalog=str(catalog), image_root=str(catalog.parent), collection="stages", run_id="run-1",
+                        sparse=True, model_key=embedder.key, image_size=embedder.image_size, limits=ImageLimits(),
+                        allow_urls=False, url_timeout_s=10.0, store=cfg.store)
+    embed = Embed(str(embedder.encoder.path), ["CPUExecutionProvider"], None, embedder.mean, embedder.std,
+                  embedder.key, embedder.variant)
+    parts = pa.Table.from_pylist(slices(ROWS, 3))
+    with open_store(cfg.store) as store:
+        for name in ("here", "stages"):
+            store.create_collection(name, dim=embedder.dim)
+        ingest(cfg, store, "here", embedder, prune=True)
+        prepare, upload = Prepare(stage, store), Upload(stage, store)
+
+        def run() -> list[dict]:
+            return [s for b in read_slices(parts, str(catalog), 16) for s in upload(embed(prepare(b))).to_pylist()]
+
+        first = run()
+        assert sum(s["accepted"] for s in first) == ROWS and sum(s["valid"] for s in first) == ROWS
+        words = collections.Counter()
+        for s in first:
+            words.update(json.loads(s["words"]))
+        assert dict(words) == dict(read_vocabulary(store, "here")[1].counts)
+        here, there = snapshot(store, "here"), snapshot(store, "stages")
+        second = run()
+        assert sum(s["unchanged"] for s in second) == ROWS and sum(s["accepted"] for s in second) == 0
+    assert sorted(there) == sorted(here)
+    for pid, (vector, payload) in here.items():
+        assert there[pid][1].pop(RUN) == "run-1" and payload.pop(RUN)
+        assert there[pid][1] == payload
+        np.testing.assert_allclose(there[pid][0], vector, atol=1e-6)
+
+
+def test_jpegs_are_decoded_at_the_smallest_dct_scale_the_model_needs():
+    """Image.draft: a 1024-px JPEG decoded for a 64-px model comes out at 1/8 scale (128 px, still >= 64 on each
+    side), and the model's pixels stay close to a full decode's; PNGs are decoded whole."""
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).resize((1024, 768), Image.BICUBIC)
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=95)
+    jpeg = buf.getvalue()
+    assert decode_image(jpeg, ImageLimits(), draft_size=64).size == (128, 96)
+    assert decode_image(jpeg, ImageLimits()).size == (1024, 768)
+    assert decode_image(png_bytes(small), ImageLimits(), draft_size=64).size == (1024, 768)
+    drafted = fit(decode_image(jpeg, ImageLimits(), draft_size=64), 64).astype(float)
+    whole = fit(decode_image(jpeg, ImageLimits()), 64).astype(float)
+    assert np.abs(drafted - whole).mean() < 4.0

@@ -1,0 +1,82 @@
+"""An in-process store (the embedded store, qdrant-client's local mode) shared by the driver and the Ray workers.
+
+Such a store opens in one process only, so on the Ray path one actor, `StoreHost`, opens it and every store call
+of the driver and the stages goes to that actor (`RemoteStore` forwards them). A Qdrant server needs none of
+this: the driver and every worker open their own client (indexer.ray_stages.StageConfig.store).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from engine.store import StoreConfig, marks, open_store
+
+
+class StoreHost:
+    """The actor holding the store (created by `start_host` with ray.remote)."""
+
+    def __init__(self, config: StoreConfig):
+        self.store = open_store(config)
+
+    def call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        return getattr(self.store, name)(*args, **kwargs)
+
+    def mark(self, name: str, args: tuple) -> Any:
+        return getattr(marks, name)(self.store, *args)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def start_host(config: StoreConfig):
+    """The StoreHost actor for `config` (no CPU reserved: it only waits on the store)."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_restarts=0)(StoreHost).remote(config)
+
+
+class RemoteStore:
+    """A VectorStore-shaped proxy: `store.upsert(...)` runs on the StoreHost actor; `marks` forwards the
+    engine.store.marks operations likewise. Errors arrive as the store raised them (Ray's error subclasses them)."""
+
+    def __init__(self, actor):
+        self.actor = actor
+        self.marks = _RemoteMarks(actor)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            import ray
+
+            return ray.get(self.actor.call.remote(name, args, kwargs))
+
+        return call
+
+    def close(self) -> None:
+        """The driver's `with open_store(...)` ends: the actor closes the store (its lock is released)."""
+        import ray
+
+        ray.get(self.actor.close.remote())
+
+    def __enter__(self) -> RemoteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _RemoteMarks:
+    def __init__(self, actor):
+        self.actor = actor
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(store, *args: Any) -> Any:  # `store` is the proxy: the actor applies it to its own
+            import ray
+
+            return ray.get(self.actor.mark.remote(name, args))
+
+        return call
