@@ -19,9 +19,8 @@ from typing import Any
 
 from engine.diskspace import NEEDS, check_free
 from engine.product import PAYLOAD_INDEXES
-from engine.store import VectorStore
-from engine.store.verify import verify_collection
 from engine.store import VectorStore, marks
+from engine.store.verify import verify_collection
 
 from .config import IndexerConfig
 from .errors import IndexCancelled, IndexerError

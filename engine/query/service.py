@@ -19,7 +19,6 @@ as engine.text.TextTower), the generator and the image-feature function are inje
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import threading
 import time
@@ -35,7 +34,6 @@ from engine.diffusion import GenerationCancelled, generate
 from engine.errors import CoinageError
 from engine.images import ImageEncoder
 from engine.merch import MerchSource, shaped_page
-from engine.spelling import strip_placeholders
 from engine.store import VectorStore
 from engine.text import TextEncoder, TextFeatures
 from engine.tokens import TokenSet
@@ -43,16 +41,17 @@ from engine.tokens import TokenSet
 from .config import QueryConfig
 from .errors import ConflictingFields, PreviewUnavailable, QueryError
 from .gair import GairOutcome, WeightScore, choose, score_weights
-from .parse import ParsedQuery, parse_query, text_only_prompt
+from .parse import ParsedQuery, text_only_prompt
 from .preview_jobs import PreviewJob, preview_job
 from .previews import LRU, Preview, PreviewCache, cache_key, to_png
 from .catalog_words import CatalogSource
+from .prepare import Prepared, image_feature, prepare
 from .retrieval import Retriever
-from .schema import Correction, GairResult, SearchRequest, SearchResponse
+from .schema import GairResult, SearchRequest, SearchResponse
 from .spelling_source import SpellingSource
 from .text_runtime import onnx_text_tower
 from .suggest import Suggestions
-from .understand import Interpretation, concept_words, understand
+from .understand import concept_words
 
 log = logging.getLogger(__name__)
 
@@ -62,27 +61,6 @@ FeaturesSource = Union[Mapping[str, torch.Tensor], Callable[[str], torch.Tensor]
 # (conditionings (B, L, width), seed, progress, cancel) -> images (B * images_per_weight, 3, H, W) in [0, 1]
 Generator = Callable[[torch.Tensor, int, "Progress | None", "threading.Event | None"], torch.Tensor]
 ImageFeatures = Callable[[torch.Tensor], torch.Tensor]  # images (N, 3, H, W) in [0, 1] -> features (N, embed_dim)
-
-
-@dataclass
-class _Prepared:
-    """A validated request: parsed text (None for an image-only query), the tokens it uses, the image feature."""
-
-    request: SearchRequest
-    parsed: ParsedQuery | None
-    tokens: TokenSet  # only the tokens the query names
-    versions: dict[str, str]  # placeholder -> token version
-    image_feature: torch.Tensor | None  # (embed_dim,) for an image query
-    notes: list[str]
-    seed: int
-    correction: Correction | None = None  # the typo correction applied to the query text, if any
-    lexical: str = ""  # what the lexical (BM25) side searches: the (corrected) words without placeholders
-    interpretation: Interpretation | None = None  # what understanding read out of the text (None: off)
-    merch: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # synonyms that expanded `lexical`
-
-    @property
-    def has_tokens(self) -> bool:
-        return self.parsed is not None and self.parsed.has_tokens
 
 
 @dataclass
@@ -134,7 +112,7 @@ class QueryService:
         self._flights_lock = threading.Lock()
         self.retriever = Retriever(store, self.config, backbone.id)
         # registered concept names are words too ("newcomr dress" -> "newcomer dress")
-        self.spelling = SpellingSource(store, self.config, extra_words=self._concept_words)
+        self.spelling = SpellingSource(store, self.config, extra_words=lambda: concept_words(self.current_tokens()))
         self.catalog = CatalogSource(store, self.config)  # facet values, ids, names: understanding and suggestions
         self.suggestions = Suggestions(self.catalog, lambda: concept_words(self.current_tokens()))
         self.merch: MerchSource | None = None  # synonyms and rules (engine/merch); the web app sets it
@@ -255,75 +233,15 @@ class QueryService:
             raise TypeError(f"the tokens provider returned {type(tokens).__name__}, not an engine.tokens.TokenSet")
         return tokens
 
-    def _prepare(self, request: SearchRequest) -> _Prepared:
-        if not isinstance(request, SearchRequest):
-            raise QueryError(f"expected a SearchRequest, got {type(request).__name__}; build one with "
-                             "SearchRequest(query=...) or SearchRequest.from_json(body)")
-        request.validate(self.config)
-        image = self._image_feature(request.image) if request.image is not None else None
-        notes: list[str] = []
-        parsed = None
-        used = TokenSet()
-        correction = None
-        text = request.query
-        interpretation = None
-        if request.query.strip() or image is None:
-            registered = self.current_tokens()
-            if request.understand and request.query.strip():  # before the speller: ids, prices, concept names
-                interpretation = understand(request.query, self.catalog.get(), registered, self.config, request.ignore)
-                request, text = interpretation.apply(request), interpretation.text
-                notes.extend(interpretation.notes)
-            correction = self._correct(request, text)
-            text = correction.dense if correction else text  # the dense side: only certain typos fixed
-            parsed = parse_query(text, registered, self.config.max_query_chars)
-            notes.extend(parsed.notes)
-            used = TokenSet([registered.get(p) for p in parsed.placeholders])
-        if image is not None and parsed is not None:
-            notes.append("searching by the image and the text together (normalised mean of both features)")
-        seed = request.seed if request.seed is not None else self.config.seed
-        lexical = strip_placeholders(correction.corrected if correction else text)  # the words BM25 searches
-        expansion = self.merch.expand(lexical) if self.merch is not None else None  # synonyms
-        return _Prepared(request, parsed, used, {t.placeholder: t.version for t in used}, image, notes, seed,
-                         correction, expansion.text if expansion else lexical, interpretation,
-                         [s.applied_json() for s in expansion.applied] if expansion else [])
-
-    def _correct(self, request: SearchRequest, text: str) -> Correction | None:
-        """`text` with unknown words corrected to catalog words (the lexical side), certain typos also for the
-        dense side, and a "Did you mean" suggestion; None when nothing changed or is suggested (or asked not to)."""
-        if not request.correct:
-            return None
-        speller = self.spelling.get()
-        if speller is None:
-            return None
-        found = speller.correct(text)
-        if not found.changed and found.suggestion is None:
-            return None
-        return Correction(found.original, found.corrected, list(found.changes), found.dense, found.suggestion,
-                          list(found.suggested))
-
-    def _concept_words(self) -> list[str]:
-        """The registered concepts' names as words (their placeholders without the brackets)."""
-        return [t.placeholder.strip("<>") for t in self.current_tokens()]
+    def _prepare(self, request: SearchRequest) -> Prepared:
+        return prepare(self, request)  # the understand stage (engine/query/prepare.py)
 
     def _image_feature(self, image: Any) -> torch.Tensor:
-        from PIL import Image
-
-        from engine.image_files import pil_error, pil_open_errors
-
-        if isinstance(image, (bytes, bytearray)):
-            try:
-                image = Image.open(io.BytesIO(image))
-                image.load()
-            except pil_open_errors() as e:
-                raise QueryError(f"could not read the uploaded image ({pil_error(e)}); upload a PNG, JPEG or "
-                                 "WebP file") from e
-        if not isinstance(image, Image.Image):
-            raise QueryError(f"field 'image' must be a PIL image or image file bytes, got {type(image).__name__}")
-        return self.images.encode_pil([image])[0].float().cpu()
+        return image_feature(self.images, image)
 
     # --- query vectors -------------------------------------------------------------------
 
-    def _encode(self, prep: _Prepared, attributes: bool = True) -> _Encoded:
+    def _encode(self, prep: Prepared, attributes: bool = True) -> _Encoded:
         """Text features of the prompt and (when asked) its attribute prompts, cached per prompt and versions.
 
         q(1) is the prompt alone, so a search at w = 1 skips the |A| attribute prompts; what is missing
@@ -349,29 +267,29 @@ class QueryService:
                 self._text_cache.put(f"{key}:attributes", attrs)
         return _Encoded(token, attrs)
 
-    def _composed(self, prep: _Prepared, weights: Sequence[float]) -> torch.Tensor:
+    def _composed(self, prep: Prepared, weights: Sequence[float]) -> torch.Tensor:
         weights = list(weights)
         encoded = self._encode(prep, attributes=any(w != 1.0 for w in weights))
         if encoded.attrs is None:  # no token, or only w = 1
             return F.normalize(encoded.token.pooled, dim=-1).expand(len(weights), -1).clone()
         return mix(encoded.token, encoded.attrs, weights).pooled
 
-    def _text_only(self, prep: _Prepared) -> torch.Tensor:
+    def _text_only(self, prep: Prepared) -> torch.Tensor:
         prompt = text_only_prompt(prep.parsed, prep.tokens)
         plain = dataclasses.replace(prep, parsed=ParsedQuery(prompt, prompt, ()), tokens=TokenSet(), versions={})
         return self._encode(plain).token.pooled[0]
 
-    def _text_image(self, prep: _Prepared) -> torch.Tensor:
+    def _text_image(self, prep: Prepared) -> torch.Tensor:
         if not prep.has_tokens:
             raise ConflictingFields("the 'text+image' method needs a custom token in the query (its images are "
                                     "averaged); add one, or use method 'composed' or 'text-only'")
         return fuse(self._text_only(prep), self._prototype(prep))
 
-    def _prototype(self, prep: _Prepared) -> torch.Tensor:
+    def _prototype(self, prep: Prepared) -> torch.Tensor:
         """The mean training-photo feature of the query's concepts (engine.compose.prototype)."""
         return prototype([self._concept_features(prep, p) for p in prep.parsed.placeholders])
 
-    def _vector(self, prep: _Prepared, weight: float | None) -> tuple[torch.Tensor, float | None]:
+    def _vector(self, prep: Prepared, weight: float | None) -> tuple[torch.Tensor, float | None]:
         """The query vector, and the weight of the concept photos fused into it (None: not fused)."""
         method = prep.request.method
         if prep.parsed is None:
@@ -388,7 +306,7 @@ class QueryService:
             vector = fuse(vector, prep.image_feature)
         return vector, photos
 
-    def _with_concept_photos(self, prep: _Prepared, vector: torch.Tensor) -> tuple[torch.Tensor, float | None]:
+    def _with_concept_photos(self, prep: Prepared, vector: torch.Tensor) -> tuple[torch.Tensor, float | None]:
         """q(w) fused with the concept prototype (QueryConfig.concept_photo_weight); q(w) alone, with a note,
         for a token whose concept has no training photos here."""
         weight = self.config.concept_photo_weight
@@ -400,7 +318,7 @@ class QueryService:
             prep.notes.append(f"ranked without the concept's photos: {e}")
             return vector, None
 
-    def _default_weight(self, prep: _Prepared) -> tuple[float | None, str]:
+    def _default_weight(self, prep: Prepared) -> tuple[float | None, str]:
         """w for a query: the request's, a cached GAIR w*, or 1; None when there is no token to weigh."""
         if not prep.has_tokens or prep.request.method != "composed":
             return None, "none"
@@ -416,7 +334,7 @@ class QueryService:
 
     # --- search --------------------------------------------------------------------------
 
-    def _search_prepared(self, prep: _Prepared, weight: float | None, source: str, clock: _Clock) -> SearchResponse:
+    def _search_prepared(self, prep: Prepared, weight: float | None, source: str, clock: _Clock) -> SearchResponse:
         request = prep.request
         if request.retrieval == "auto":  # RETRIEVALS: a custom token is read by the dense side only
             request = dataclasses.replace(request, retrieval="dense" if prep.has_tokens else "hybrid")
@@ -442,7 +360,7 @@ class QueryService:
 
     # --- GAIR ----------------------------------------------------------------------------
 
-    def _gair_skip_reason(self, prep: _Prepared, ignore_switch: bool = False) -> str | None:
+    def _gair_skip_reason(self, prep: Prepared, ignore_switch: bool = False) -> str | None:
         request = prep.request
         if not ignore_switch and not (request.gair if request.gair is not None else self.config.gair):
             return "turned off for this query"
@@ -456,20 +374,20 @@ class QueryService:
             return f"GAIR chooses w of the composed query, not of the {request.method!r} baseline"
         return None
 
-    def _gair_key(self, prep: _Prepared) -> str:
+    def _gair_key(self, prep: Prepared) -> str:
         return cache_key(kind="gair", **self._generation_parts(prep), weights=list(self.config.weights),
                          context_seed_offset=self.config.context_seed_offset)
 
-    def _generation_parts(self, prep: _Prepared) -> dict[str, Any]:
+    def _generation_parts(self, prep: Prepared) -> dict[str, Any]:
         sampler = dataclasses.asdict(self.sampler) if self.sampler is not None else None
         return {"prompt": prep.parsed.prompt, "versions": prep.versions, "seed": prep.seed,
                 "backbone": self.backbone.id, "sampler": sampler, "negative": self.config.negative_prompt,
                 "size": self.config.preview_size}
 
-    def _preview_key(self, prep: _Prepared, weight: float | None) -> str:
+    def _preview_key(self, prep: Prepared, weight: float | None) -> str:
         return cache_key(kind="preview", **self._generation_parts(prep), w=weight)
 
-    def _choose(self, prep: _Prepared, progress: Progress | None, cancel: threading.Event | None) -> GairOutcome:
+    def _choose(self, prep: Prepared, progress: Progress | None, cancel: threading.Event | None) -> GairOutcome:
         key = self._gair_key(prep)
         outcome = self._cached_outcome(key, prep)
         if outcome is not None:
@@ -480,7 +398,7 @@ class QueryService:
                 return outcome
             return self._run_gair(prep, key, progress, cancel)
 
-    def _cached_outcome(self, key: str, prep: _Prepared) -> GairOutcome | None:
+    def _cached_outcome(self, key: str, prep: Prepared) -> GairOutcome | None:
         data = self.cache.get_json(key)
         if data is None:
             return None
@@ -493,7 +411,7 @@ class QueryService:
             previews[s.w] = Preview(s.preview_key, png, s.w, prep.parsed.prompt, prep.seed)
         return GairOutcome(float(data["w_star"]), scores, prep.seed, True, previews, {})
 
-    def _run_gair(self, prep: _Prepared, key: str, progress: Progress | None,
+    def _run_gair(self, prep: Prepared, key: str, progress: Progress | None,
                   cancel: threading.Event | None) -> GairOutcome:
         clock = _Clock()
         weights = list(self.config.weights)
@@ -538,7 +456,7 @@ class QueryService:
         with torch.no_grad():
             return F.normalize(torch.as_tensor(self.image_features(images)).float().cpu(), dim=-1)
 
-    def _concept_features(self, prep: _Prepared, placeholder: str) -> torch.Tensor:
+    def _concept_features(self, prep: Prepared, placeholder: str) -> torch.Tensor:
         """The concept's training-image features f(x), (n, embed_dim), cached with the token version."""
         key = cache_key(placeholder=placeholder, version=prep.versions[placeholder])
         found = self._concept_cache.get(key)
@@ -582,7 +500,7 @@ class QueryService:
 
     # --- previews ------------------------------------------------------------------------
 
-    def _maybe_preview(self, prep: _Prepared, weight: float | None, progress: Progress | None,
+    def _maybe_preview(self, prep: Prepared, weight: float | None, progress: Progress | None,
                        cancel: threading.Event | None) -> Preview | None:
         if prep.parsed is None or prep.request.method != "composed":
             return None
@@ -591,7 +509,7 @@ class QueryService:
             return None
         return self._preview(prep, weight, progress, cancel)
 
-    def _preview(self, prep: _Prepared, weight: float | None, progress: Progress | None,
+    def _preview(self, prep: Prepared, weight: float | None, progress: Progress | None,
                  cancel: threading.Event | None) -> Preview:
         key = self._preview_key(prep, weight)
         png = self.cache.get_png(key)
@@ -603,7 +521,7 @@ class QueryService:
         images = self.generator(seq, prep.seed, _StepReporter(progress, self.sampler.steps).part(0), cancel)
         return self._store_preview(prep, weight, images)
 
-    def _store_preview(self, prep: _Prepared, weight: float | None, images: torch.Tensor) -> Preview:
+    def _store_preview(self, prep: Prepared, weight: float | None, images: torch.Tensor) -> Preview:
         key = self._preview_key(prep, weight)
         png = to_png(images, self.config.preview_size)
         self.cache.put_png(key, png)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from engine.store.base import Point, VectorStore, check_point_ids
+from engine.store.base import Point, StoreError, VectorStore, check_point_ids
 
 UPLOAD_BATCH = 256  # points per upload request
 UPLOAD_RETRIES = 3  # retries of a failed upload request (transport errors)
@@ -42,7 +42,13 @@ def count_unmarked(store: VectorStore, collection: str, field: str, mark: str) -
 
         with store._rw.read():
             col = store._get(collection)
-            return int(col.shard.count(qe.CountRequest(exact=True, filter=_edge_unmarked(field, mark))))
+            try:
+                return int(col.shard.count(qe.CountRequest(exact=True, filter=_edge_unmarked(field, mark))))
+            except BaseException as e:  # the engine panics (pyo3 PanicException) on a payload it cannot decode
+                if type(e).__name__ != "PanicException":
+                    raise
+                raise StoreError(f"collection {collection!r} cannot be read back ({e}); its points cannot be "
+                                 "filtered, so it must not be searched: rebuild it from a valid catalog") from None
     result = store._call("count", collection, store._client.count, collection_name=collection,
                          count_filter=_client_unmarked(field, mark), exact=True)
     return int(result.count)
@@ -72,7 +78,7 @@ def bulk_upsert(store: VectorStore, collection: str, points: Sequence[Point]) ->
     from qdrant_client import models
 
     from engine.store.hybrid import SPARSE_VECTOR
-    from engine.store.server import _client_sparse
+    from engine.store.client_convert import client_sparse as _client_sparse
 
     structs = [models.PointStruct(id=p.id, payload=p.payload, vector=(
         {"": p.vector.tolist(), SPARSE_VECTOR: _client_sparse(p.sparse)} if p.sparse else p.vector.tolist()))

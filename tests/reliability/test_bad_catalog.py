@@ -221,9 +221,10 @@ def test_reindex_never_switches_to_a_collection_that_does_not_read_back(folder, 
     deep.write_text("\n".join(json.dumps(r) for r in good_rows() + [row]) + "\n")
     with open_store(config(tmp_path, deep).store) as store:
         live = store.get_alias("products")
-        with pytest.raises(IndexerError, match="failed its read-back check") as e:
+        # caught by the read-back check, or earlier by the run's sweep, which filters the build's payloads
+        with pytest.raises(IndexerError, match="failed its read-back check|cannot be read back") as e:
             run_reindex(config(tmp_path, deep), store=store)
-        assert "RecursionLimitExceeded" in str(e.value) or "Recursion" in str(e.value.__cause__)
-        assert e.value.report.stages == ["ingest", "optimize"] and not e.value.report.switched
+        assert "ecursion" in str(e.value) or "ecursion" in str(e.value.__cause__)
+        assert "switch" not in e.value.report.stages and not e.value.report.switched
         assert store.get_alias("products") == live and store.count("products") == GOOD
         assert store.list_collections() == [live]  # the unreadable build was dropped

@@ -1,0 +1,116 @@
+"""The first stage of a search: a request validated and understood before anything is encoded.
+
+    prep = prepare(service, request)   # -> Prepared: constraints read, typos corrected, tokens parsed, synonyms
+
+In order: the request is validated; query understanding (engine/query/understand.py) reads prices, negations,
+identifiers and concept names out of the text; the speller (engine/spelling.py) corrects the words left, the
+lexical side always and the dense side only for certain typos; the parser finds the custom tokens; the shop's
+synonyms (engine/merch) expand what BM25 searches. The service wires the sources (catalog words, speller,
+registered tokens, merchandising); this module only orders the steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from engine.images import ImageEncoder
+from engine.spelling import strip_placeholders
+from engine.tokens import TokenSet
+
+from .errors import QueryError
+from .parse import ParsedQuery, parse_query
+from .schema import Correction, SearchRequest
+from .understand import Interpretation, understand
+
+if TYPE_CHECKING:
+    from .service import QueryService
+
+
+@dataclass
+class Prepared:
+    """A validated request: parsed text (None for an image-only query), the tokens it uses, the image feature."""
+
+    request: SearchRequest
+    parsed: ParsedQuery | None
+    tokens: TokenSet  # only the tokens the query names
+    versions: dict[str, str]  # placeholder -> token version
+    image_feature: torch.Tensor | None  # (embed_dim,) for an image query
+    notes: list[str]
+    seed: int
+    correction: Correction | None = None  # the typo correction applied to the query text, if any
+    lexical: str = ""  # what the lexical (BM25) side searches: the (corrected) words without placeholders
+    interpretation: Interpretation | None = None  # what understanding read out of the text (None: off)
+    merch: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # synonyms that expanded `lexical`
+
+    @property
+    def has_tokens(self) -> bool:
+        return self.parsed is not None and self.parsed.has_tokens
+
+
+def prepare(service: QueryService, request: SearchRequest) -> Prepared:
+    if not isinstance(request, SearchRequest):
+        raise QueryError(f"expected a SearchRequest, got {type(request).__name__}; build one with "
+                         "SearchRequest(query=...) or SearchRequest.from_json(body)")
+    config = service.config
+    request.validate(config)
+    image = image_feature(service.images, request.image) if request.image is not None else None
+    notes: list[str] = []
+    parsed = correction = interpretation = None
+    used = TokenSet()
+    text = request.query
+    if request.query.strip() or image is None:
+        registered = service.current_tokens()
+        if request.understand and request.query.strip():  # before the speller: ids, prices, concept names
+            interpretation = understand(request.query, service.catalog.get(), registered, config, request.ignore)
+            request, text = interpretation.apply(request), interpretation.text
+            notes.extend(interpretation.notes)
+        correction = correct(service, request, text)
+        text = correction.dense if correction else text  # the dense side: only certain typos fixed
+        parsed = parse_query(text, registered, config.max_query_chars)
+        notes.extend(parsed.notes)
+        used = TokenSet([registered.get(p) for p in parsed.placeholders])
+    if image is not None and parsed is not None:
+        notes.append("searching by the image and the text together (normalised mean of both features)")
+    seed = request.seed if request.seed is not None else config.seed
+    lexical = strip_placeholders(correction.corrected if correction else text)  # the words BM25 searches
+    expansion = service.merch.expand(lexical) if service.merch is not None else None  # synonyms
+    return Prepared(request, parsed, used, {t.placeholder: t.version for t in used}, image, notes, seed,
+                    correction, expansion.text if expansion else lexical, interpretation,
+                    [s.applied_json() for s in expansion.applied] if expansion else [])
+
+
+def correct(service: QueryService, request: SearchRequest, text: str) -> Correction | None:
+    """`text` with unknown words corrected to catalog words (the lexical side), certain typos also for the
+    dense side, and a "Did you mean" suggestion; None when nothing changed or is suggested (or asked not to)."""
+    if not request.correct:
+        return None
+    speller = service.spelling.get()
+    if speller is None:
+        return None
+    found = speller.correct(text)
+    if not found.changed and found.suggestion is None:
+        return None
+    return Correction(found.original, found.corrected, list(found.changes), found.dense, found.suggestion,
+                      list(found.suggested))
+
+
+def image_feature(images: ImageEncoder, image: Any) -> torch.Tensor:
+    """A shopper's photo (a PIL image or image file bytes) as a CLIP image feature (embed_dim,)."""
+    from PIL import Image
+
+    from engine.image_files import pil_error, pil_open_errors
+
+    if isinstance(image, (bytes, bytearray)):
+        try:
+            image = Image.open(io.BytesIO(image))
+            image.load()
+        except pil_open_errors() as e:
+            raise QueryError(f"could not read the uploaded image ({pil_error(e)}); upload a PNG, JPEG or "
+                             "WebP file") from e
+    if not isinstance(image, Image.Image):
+        raise QueryError(f"field 'image' must be a PIL image or image file bytes, got {type(image).__name__}")
+    return images.encode_pil([image])[0].float().cpu()
