@@ -44,6 +44,9 @@ ENGLISH_DICTIONARY = "frequency_dictionary_en_82_765.txt"  # shipped with symspe
 class SpellingConfig:
     # Words shorter than this are never corrected (too many neighbours at distance 1).
     min_word_length: int = 3
+    # Words longer than this are never corrected either: no catalog word is that long, and judging one costs
+    # memory quadratic in its length (the compound split tries every cut): a 100,000-letter "word" took 24 GB.
+    max_word_length: int = 40
     # Most edits for a word shorter than long_word letters ("drsss" -> "dress", "backpak" -> "backpack").
     max_edits_short: int = 1
     # Words of at least this many letters allow max_edits_long edits ("sneekrs" -> "sneakers").
@@ -124,7 +127,7 @@ class Speller:
         """What to do with one word; None: leave it alone."""
         lower = word.lower()
         cfg = self.config
-        if (len(lower) < cfg.min_word_length or _has_digit(lower) or lower in self._english
+        if (not cfg.min_word_length <= len(lower) <= cfg.max_word_length or _has_digit(lower) or lower in self._english
                 or self.known(lower)):
             return None
         variant = self._joined.get(lower) or self._split(lower)

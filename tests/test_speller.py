@@ -82,3 +82,12 @@ def test_numbers_short_words_and_unrelated_words_stay(speller):
     for query in ["42", "xl", "zzyzx", "size 38"]:
         found = speller.correct(query)
         assert found.corrected == query and found.suggestion is None
+
+
+def test_a_word_longer_than_any_catalog_word_is_left_alone_without_judging_it(speller):
+    # a 100,000-letter "word" (tests/reliability/test_http_attacks.py sends one): judging it tried every compound
+    # cut, memory quadratic in its length (24 GB); now it is left as typed, like any word over max_word_length
+    word = "coffeemug" * 11_112
+    found = speller.correct(f"red {word}")
+    assert (found.corrected, found.changes, found.suggestion) == (f"red {word}", (), None)
+    assert speller.correct("coffeemug").corrected == "coffee mug"  # a compound of ordinary length still splits
