@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from engine.store import CollectionNotFound, StoreError, VectorStore
+from engine.store import CollectionNotFound, StoreError, StoreUnavailable, VectorStore
 
 from .config import QueryConfig
 from .understand import CatalogWords
@@ -53,6 +53,8 @@ class CatalogSource:
                     self.version += 1
             except CollectionNotFound:
                 self._words, self._key = None, None
+            except StoreUnavailable:
+                raise  # the search cannot be served either: say so now, not after one more timeout
             except StoreError:
                 pass  # a store hiccup: keep serving the words read last (the next check reads again)
             return self._words

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from engine.spelling import Speller
-from engine.store import CollectionNotFound, StoreError, VectorStore
+from engine.store import CollectionNotFound, StoreError, StoreUnavailable, VectorStore
 from engine.vocabulary import read_vocabulary, vocabulary_version
 
 from .config import QueryConfig
@@ -59,6 +59,8 @@ class SpellingSource:
             with self._lock:
                 self._speller, self._key = None, None
             return None
+        except StoreUnavailable:
+            raise  # the search cannot be served either: say so now, not after one more timeout per source
         except StoreError as e:
             log.warning("cannot check the spelling vocabulary (%s); keeping the current speller", e)
             return self._speller

@@ -60,7 +60,10 @@ class FakeQdrant:
                 query = body["query"]
                 if body.get("prefetch"):  # hybrid: rank by the dense prefetch (the stand-in has no BM25 index)
                     query = next(p["query"] for p in body["prefetch"] if isinstance(p["query"], list))
-                query = np.asarray(query["nearest"] if isinstance(query, dict) else query, np.float32)
+                query = query["nearest"] if isinstance(query, dict) else query
+                if isinstance(query, dict):  # a sparse (BM25) side: the stand-in has no BM25 index, so no hits
+                    return self._send({"points": []})
+                query = np.asarray(query, np.float32)
                 scores = fake.vectors @ query / (np.linalg.norm(fake.vectors, axis=1) * np.linalg.norm(query) + 1e-9)
                 offset, limit = body.get("offset") or 0, body.get("limit", 10)
                 point = lambda i: {"id": fake.points[i].id, "version": 0, "score": float(scores[i]),  # noqa: E731
