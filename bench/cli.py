@@ -8,6 +8,8 @@ import importlib
 SCRIPTS = {
     "gair": "ways to choose GAIR's w and fuse the concept's photos or the preview, side by side (bench/gair.py)",
     "generation": "preview generation speed on the demo backbone (bench/generation.py)",
+    "job_bounds": "the job system's bounds: rows added by 1,000 anonymous requests, search p95 with the job store "
+                  "stalled (bench/job_bounds.py)",
     "indexing": "indexing throughput: CLIP image encoder in PyTorch vs ONNX Runtime, and the pipeline (bench/indexing.py)",
     "load": "concurrent searches against the app under gunicorn, idle and while jobs run (bench/load.py)",
     "query": "query service: search latency, GAIR's time split and caches (bench/query.py)",

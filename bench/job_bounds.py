@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import header
+
 
 def _count(db: Path, table: str) -> int:
     with sqlite3.connect(db) as conn:
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                    "search_store_locked": stalled_searches(app, args.stalled, lock=True)}
         finally:
             app.extensions["coinage"].close()
+    out = {**header("job_bounds", sys.argv[1:] if argv is None else argv), **out}
     text = json.dumps(out, indent=1)
     print(text)
     if args.out is not None:
