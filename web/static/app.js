@@ -54,6 +54,12 @@
     if (box) box.innerHTML = "";
     submitted = input ? input.value : null;
   });
+  // a results page opened by its URL: its query was submitted already, so focusing the box does not open the
+  // dropdown over the results with the very text searched
+  document.addEventListener("DOMContentLoaded", function () {
+    var input = queryInput();
+    if (submitted === null && input && input.value) submitted = input.value;
+  });
   document.addEventListener("htmx:beforeSwap", function (event) {
     var input = queryInput();
     if (event.detail.target && event.detail.target.id === "suggestions" && input && input.value === submitted) {
