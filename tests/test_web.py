@@ -142,7 +142,7 @@ def test_related_items_follow_the_matches_under_a_divider_and_are_not_counted(cl
     assert "related-divider" in html  # the random tiny catalog has a clear drop in scores within the first page
     related = [bool(c) for c in cards]
     assert related == sorted(related) and any(related) and html.count("related-divider") == 1
-    count = int(re.search(r"Results 1–\d+: (?:about )?(\d+) products matching", html).group(1))
+    count = int(re.search(r"Results 1–\d+: (?:about )?(\d+) products? matching", html).group(1))
     assert count == related.count(False) and "matching, then related items" in html
 
 
