@@ -144,8 +144,9 @@ def test_a_page_past_the_end_is_empty_and_offers_no_next_page(stores):
         whole = search(store, "blue lamp", limit=100)
         total = whole.total
         assert 0 < total < 100 or whole.next_offset is not None
-        last = search(store, "blue lamp", limit=total) if total <= 100 else whole
-        assert last.next_offset is None and len(last.products) == total  # an exactly full last page: no next
+        size = min(total, 100)  # the largest page (QueryConfig.max_limit) ending exactly at the last product
+        last = search(store, "blue lamp", offset=total - size, limit=size)
+        assert last.next_offset is None and len(last.products) == size  # an exactly full last page: no next
         past = search(store, "blue lamp", offset=total, limit=10)
         assert past.products == [] and past.results == [] and past.next_offset is None and not past.notes
 
