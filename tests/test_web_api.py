@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from web.testing import png_bytes
+from web.testing import api_login, png_bytes
 
 PASSWORD = "api-pw"
 
@@ -16,10 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture
 def admin(app):
     client = app.test_client()
-    token = client.get("/api/session").json["csrf_token"]
-    r = client.post("/api/login", json={"user": "admin", "password": PASSWORD}, headers={"X-CSRF-Token": token})
+    r = api_login(client, PASSWORD)
     assert r.status_code == 200 and r.json["admin"]
-    client.environ_base["HTTP_X_CSRF_TOKEN"] = r.json["csrf_token"]  # rotated at login
     return client
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from engine.concepts import ConceptError, ConceptRegistry
-from web.testing import png_bytes
+from web.testing import api_login, png_bytes
 
 PASSWORD = "words-pw"
 
@@ -17,9 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture
 def admin(app):
     client = app.test_client()
-    token = client.get("/api/session").json["csrf_token"]
-    r = client.post("/api/login", json={"user": "admin", "password": PASSWORD}, headers={"X-CSRF-Token": token})
-    client.environ_base["HTTP_X_CSRF_TOKEN"] = r.json["csrf_token"]
+    api_login(client, PASSWORD)
     return client
 
 

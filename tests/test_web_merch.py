@@ -10,7 +10,7 @@ import pytest
 
 from engine.merch import Rule
 from web import create_app
-from web.testing import build_catalog, tiny_settings
+from web.testing import api_login, build_catalog, tiny_settings
 
 PASSWORD = "merch-pw"
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -19,9 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture
 def admin(app):
     client = app.test_client()
-    token = client.get("/api/session").json["csrf_token"]
-    r = client.post("/api/login", json={"user": "admin", "password": PASSWORD}, headers={"X-CSRF-Token": token})
-    client.environ_base["HTTP_X_CSRF_TOKEN"] = r.json["csrf_token"]
+    api_login(client, PASSWORD)
     return client
 
 

@@ -70,3 +70,13 @@ def png_bytes(seed: int = 0, size: int = 32, colour: tuple[int, int, int] | None
 def with_limits(settings: AppSettings, **limits) -> AppSettings:
     settings.limits = replace(settings.limits, **limits)
     return settings
+
+
+def api_login(client, password: str, user: str = "admin"):
+    """Log `client` (a Flask test client) in through the JSON API as an admin; later requests send the CSRF token
+    the login rotated. Returns the login response."""
+    token = client.get("/api/session").json["csrf_token"]
+    r = client.post("/api/login", json={"user": user, "password": password}, headers={"X-CSRF-Token": token})
+    if r.status_code == 200:
+        client.environ_base["HTTP_X_CSRF_TOKEN"] = r.json["csrf_token"]  # rotated at login
+    return r
