@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: demo test test-all install browser postgres
+.PHONY: demo test test-slow test-all install browser postgres
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,12 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed browser postgres
 	$(PY) -m pytest -q
+
+# The slow reliability tests CI runs after `make test` (.ci/run; docs/reliability.md says what runs where): the
+# 10,000-case fuzz runs, the web process killed mid-reindex, bench/load.py. Left out until it is fixed: the
+# 5,000-row ingest killed at random points, which is flaky (a kill point can fall after the ingest has finished).
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -m slow tests/reliability
 
 test-all: $(VENV)/.installed browser postgres
 	$(PY) -m pytest -q -m "not realweights"

@@ -11,6 +11,8 @@ SCRIPTS = {
     "job_bounds": "the job system's bounds: rows added by 1,000 anonymous requests, search p95 with the job store "
                   "stalled (bench/job_bounds.py)",
     "indexing": "indexing throughput: CLIP image encoder in PyTorch vs ONNX Runtime, and the pipeline (bench/indexing.py)",
+    "merch": "what merchandising rules cost a search: boost, a pin beyond the candidate list, a concept's products "
+             "(bench/merch.py)",
     "load": "concurrent searches against the app under gunicorn, idle and while jobs run (bench/load.py)",
     "query": "query service: search latency, GAIR's time split and caches (bench/query.py)",
     "relevance_shopper": "what shoppers type: prices, negations, ids, concept names as words, typos, loose phrasing, "

@@ -261,6 +261,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="the Ray Data bulk path with these worker counts against the in-process path "
                          "(bench/indexing_ray.py); alone, it skips the model benchmarks")
     ap.add_argument("--ray-rows", type=int, nargs="+", default=[2000], help="generated catalog sizes for --ray-workers")
+    ap.add_argument("--in-process-rows", type=int, nargs="*", default=[],
+                    help="more generated catalog sizes for --ray-workers, run on the in-process path only (sizes the "
+                         "Ray path would take longer than the machine allows)")
+    ap.add_argument("--no-in-process", dest="in_process", action="store_false",
+                    help="with --ray-workers: skip the in-process run beside each --ray-rows size (a long Ray run "
+                         "whose in-process baseline was measured before)")
     ap.add_argument("--ray-backbone", default="tiny-random", help="backbone of the --ray-workers runs")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="embed device of the Ray runs")
     ap.add_argument("--out", type=Path, help="results file (default bench/results/indexing.json, with only "

@@ -284,6 +284,8 @@ class RelevanceConfig:
     sort_floors: tuple[str, ...] = ()
     # page-depth metrics (bench/pages.py) on both backends for these fusions; () = skip them
     pages: tuple[str, ...] = ()
+    # price-sorted evaluation also at these windows (QueryConfig.sort_window), with the default floor; () = skip
+    sort_windows: tuple[int, ...] = ()
 
 
 def parse_floor(spec: str) -> str:
@@ -415,6 +417,11 @@ def run(rc: RelevanceConfig) -> dict[str, Any]:
             service = QueryService(backbone, store, custom.tokens, features, dataclasses.replace(base, sort_floor=z))
             results["sorted_by_price"][z] = evaluate_sorted(service, sort_qs)
             log(f"sorted by price, floor {z}: {results['sorted_by_price'][z]}")
+        for w in rc.sort_windows:
+            name = f"{base.sort_floor}@window{w}"
+            service = QueryService(backbone, store, custom.tokens, features, dataclasses.replace(base, sort_window=w))
+            results["sorted_by_price"][name] = evaluate_sorted(service, sort_qs)
+            log(f"sorted by price, {name}: {results['sorted_by_price'][name]}")
         if rc.pages:
             results["pages"] = page_depth(rc, backbone, store, rows, vectors, custom, features, base,
                                           [q for q in queries if "+typo" not in q.kind] + sort_queries(
@@ -512,6 +519,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sort-floors", type=parse_floor, nargs="+", default=list(d.sort_floors),
                    help="relevance floors of the price-sorted evaluation: gap, z:K or none (engine.query.floor; "
                         "default: none and the shipped QueryConfig.sort_floor)")
+    p.add_argument("--sort-windows", type=int, nargs="*", default=list(d.sort_windows), metavar="N",
+                   help="price-sorted evaluation also at these candidate windows (QueryConfig.sort_window), e.g. 1024")
     p.add_argument("--pages", nargs="*", default=list(d.pages), metavar="FUSION",
                    help="page-depth metrics (repeats across pages 1-3, past the end, both backends, count precision; "
                         "bench/pages.py) for these fusions, e.g. --pages rrf:60 dbsf")
@@ -525,7 +534,7 @@ def run_command(args: argparse.Namespace, prog: str = "coinage bench relevance")
     rc = RelevanceConfig(args.backbone, args.world_seed, args.queries, tuple(args.fusion),
                          tuple(args.latency_products), args.latency_photos, args.latency_queries, args.token_cache,
                          args.token_steps, args.token_seed, args.threads, tuple(args.sort_floors),
-                         tuple(args.pages))
+                         tuple(args.pages), tuple(args.sort_windows))
     report = run(rc)
     out = args.out or RESULTS / ("relevance.json" if rc.world_seed == 0 else f"relevance-world{rc.world_seed}.json")
     # the benchmark's own arguments, whether run as `coinage bench relevance ...` or `python -m bench.relevance ...`

@@ -1,5 +1,7 @@
 """Latency part of `coinage bench relevance --latency-products N ...`: a synthetic scale-up of the world's catalog
-and p50/p95 of first pages per retrieval (split from bench/relevance.py)."""
+and p50/p95 of first pages per retrieval (split from bench/relevance.py); and, on both store backends, a hybrid first
+page with the two sides in one store call (QueryConfig.side_batch, the default) against one call per side (the
+sequential baseline), timed in the same run, query by query in alternating order."""
 from __future__ import annotations
 
 import re
@@ -61,6 +63,31 @@ def latency(service, queries: list[BenchQuery], n: int) -> dict[str, Any]:
     return out
 
 
+def side_calls(services: dict[str, Any], queries: list[BenchQuery], n: int) -> dict[str, Any]:
+    """p50/p95 of a hybrid first page (12 products, facets as the page asks) per way of fetching the sides
+    (`services`: name -> QueryService), after one untimed pass each; per query the services run in turns, the
+    first one alternating, so that both meet the same load."""
+    from engine.query import SearchRequest
+
+    picked = [q.text for q in queries if "+typo" not in q.kind]
+    picked = [picked[(i * 7) % len(picked)] for i in range(min(n, len(picked)))]
+    names = list(services)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for timed in (False, True):
+        for i, text in enumerate(picked):
+            for name in (names if i % 2 == 0 else names[::-1]):
+                t = time.perf_counter()
+                services[name].search(SearchRequest(text, gair=False, retrieval="hybrid", limit=PAGE))
+                if timed:
+                    times[name].append((time.perf_counter() - t) * 1000)
+    out: dict[str, Any] = {"queries": len(picked), **{name: _percentiles(v) for name, v in times.items()}}
+    if len(names) == 2:
+        a, b = names
+        out[f"{a}_over_{b}"] = {k: round(out[a][k] / out[b][k], 3) if out[b][k] else None
+                                for k in ("p50_ms", "p95_ms")}
+    return out
+
+
 def _percentiles(times: list[float]) -> dict[str, float]:
     times = sorted(times)
     return {"p50_ms": round(times[len(times) // 2], 2), "p95_ms": round(times[min(len(times) - 1,
@@ -78,4 +105,18 @@ def scaled_latency(rc: RelevanceConfig, backbone, rows, vectors, queries, produc
         load_catalog(store, "products", scaled, vecs, backbone.embed_dim)
         build = time.perf_counter() - t
         out = latency(QueryService(backbone, store, TokenSet(), None, base), queries, rc.latency_queries)
+        out["side_calls"] = {"embedded": _side_calls(backbone, store, base, queries, rc.latency_queries)}
+    with open_store(StoreConfig(backend="server", url=":memory:")) as store:  # the server backend's stand-in
+        load_catalog(store, "products", scaled, vecs, backbone.embed_dim)
+        out["side_calls"]["server_stand_in"] = _side_calls(backbone, store, base, queries, rc.latency_queries)
     return {"points": len(scaled), "photos_per_product": rc.latency_photos, "build_seconds": round(build, 1), **out}
+
+
+def _side_calls(backbone, store, base, queries, n: int) -> dict[str, Any]:
+    import dataclasses
+
+    from engine.query import QueryService
+    from engine.tokens import TokenSet
+
+    return side_calls({name: QueryService(backbone, store, TokenSet(), None, dataclasses.replace(base, side_batch=b))
+                       for name, b in (("one_call", True), ("call_per_side", False))}, queries, n)

@@ -19,6 +19,14 @@ Kinds, for products drawn with a seeded RNG:
 - plural: "purple dresses", beside plural_clean "purple dress";
 - loose: "looking for a dress in purple, dots", beside loose_clean "purple dotted dress";
   for these: nDCG@10 (grades as bench.relevance: 3 name, 2 all attributes, 1 the category and one more).
+- concept_catalog_word (with --token-cache): a concept whose name is also an ordinary catalog word. Each cached
+  token is registered again under a product-line word of the catalog ("willow": the commonest line words, in
+  order, none in the concept's own product name); the token's name is arbitrary (the shop picks it), so re-using
+  a trained token under another name is honest. Its queries typed as that word ("willow dress on a beach") beside
+  the bracketed form (concept_catalog_word_bracketed); and the product names holding the word ("Willow Striped
+  Mug", grade 3 for products of that name) searched with the concept registered (word_meant_concept_on: the
+  concept wins) and without it (word_meant_concept_off): what a shopper who meant the word loses; nDCG@10.
+  Each QueryConfig.concept_word_reading is measured on the same service and queries (`readings`).
 Also the p50/p95 of the understanding stage itself (engine.query.understand over the catalog words).
 """
 from __future__ import annotations
@@ -35,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.relevance import BenchQuery, log, metrics, name_of
+from engine.query.config import CONCEPT_WORD_READINGS
 
 PAGE = 12
 CONSTRAINT_KINDS = ("price", "price_range", "negation")
@@ -136,6 +145,40 @@ def concept_queries(token_qs: Sequence[BenchQuery]) -> list[ShopperQuery]:
     return out
 
 
+def catalog_word_concepts(tokens, features, token_qs: Sequence[BenchQuery], rows: list[dict]):
+    """The cached tokens registered again under ordinary catalog words (see the module doc), their photo features,
+    the concept queries typed both ways, the plain-name queries of each word, and which word each concept got."""
+    from collections import Counter
+
+    from engine.tokens import CustomToken, TokenSet
+
+    facet_words = {w.lower() for r in rows for v in (r["category"], r["attributes"].get("colour", ""),
+                                                      r["attributes"].get("pattern", "")) for w in v.split()}
+    names = sorted({name_of(r["title"]) for r in rows})  # sorted: the words picked do not follow the hash seed
+    by_name: dict[str, set[str]] = {}
+    for r in rows:
+        by_name.setdefault(name_of(r["title"]), set()).add(r["product_id"])
+    common = [w for w, _ in Counter(w.lower() for n in names for w in n.split()).most_common()
+              if w.isalpha() and w not in facet_words]
+    renamed, photos, queries, words = TokenSet(), {}, [], {}
+    for token in tokens:
+        pid = token.placeholder[1:-1]
+        own = {w.lower() for r in rows if r["product_id"] == pid for w in name_of(r["title"]).split()}
+        word = next(w for w in common if w not in own and w not in words.values())
+        words[token.placeholder] = word
+        renamed.add(CustomToken(f"<{word}>", token.vectors, token.meta))
+        photos[f"<{word}>"] = features[token.placeholder]
+        for q in token_qs:
+            if q.text.startswith(token.placeholder):
+                queries.append(ShopperQuery("concept_catalog_word", q.text.replace(token.placeholder, word),
+                                            grades=q.grades))
+                queries.append(ShopperQuery("concept_catalog_word_bracketed",
+                                            q.text.replace(token.placeholder, f"<{word}>"), grades=q.grades))
+        for name in sorted(n for n in names if word in n.lower().split()):
+            queries.append(ShopperQuery("word_meant", name, grades=dict.fromkeys(by_name[name], 3)))
+    return renamed, photos, queries, words
+
+
 def _attr_grades(products, p) -> dict[str, int]:
     grades = {}
     for q in products:
@@ -227,9 +270,51 @@ def run_shopper(service, world, rows: list[dict], n: int, seed: int,
     for arm, svc, on in arms:
         out[arm] = evaluate_shopper(svc, queries, on)
         log(f"shopper kinds, {arm}: {out[arm]}")
+    if token_qs:
+        out["concept_catalog_word"] = concept_as_catalog_word(service, rows, token_qs)
     out["understand_latency"] = understand_latency(service, queries)
     out["examples"] = {k: next(q.text for q in queries if q.kind == k) for k in dict.fromkeys(q.kind for q in queries)}
     return out
+
+
+def concept_as_catalog_word(service, rows: list[dict], token_qs: Sequence[BenchQuery],
+                            readings: Sequence[str] = CONCEPT_WORD_READINGS) -> dict[str, Any]:
+    """The concept_catalog_word kinds (module doc): a service whose concepts are named by catalog words, once per
+    QueryConfig.concept_word_reading in `readings` (the service's own reading's figures, the default one, also at
+    the top level; the first of `readings` when it is not among them),
+    beside `service` (the concepts under their own names) for the plain-name queries searched without the
+    concept."""
+    import dataclasses
+
+    from engine.query import QueryService
+
+    tokens = service.current_tokens()
+    features = {t.placeholder: service._features[t.placeholder] for t in tokens}
+    renamed, photos, queries, words = catalog_word_concepts(tokens, features, token_qs, rows)
+    plain = [q for q in queries if q.kind == "word_meant"]
+    off = evaluate_shopper(service, plain, True)
+    per_reading = {}
+    for reading in dict.fromkeys(readings):
+        config = dataclasses.replace(service.config, concept_word_reading=reading)
+        on = evaluate_shopper(QueryService(service.backbone, service.store, renamed, photos, config), queries, True)
+        per_reading[reading] = {k: v for k, v in on.items() if k != "word_meant"}
+        per_reading[reading]["word_meant_concept_on"] = on.get("word_meant")
+        log(f"concept named by a catalog word, reading {reading!r}: {per_reading[reading]}")
+    headline = service.config.concept_word_reading if service.config.concept_word_reading in per_reading \
+        else next(iter(per_reading))
+    result = dict(per_reading[headline])
+    result["word_meant_concept_off"] = off.get("word_meant")
+    result["reading"] = headline
+    result["readings"] = per_reading
+    result["words"] = words
+    result["note"] = ("each trained token is registered again under an ordinary catalog word (a product-line word "
+                      "not in its own product's name); a token's name is arbitrary, so re-using a trained token "
+                      "under a catalog word is honest. word_meant_*: product names holding the word, searched with "
+                      "that concept registered (on) and without it (off). readings: QueryConfig.concept_word_reading "
+                      "(both: the concept on the dense side and the word kept for BM25, hybrid; name: both only "
+                      "when the word and a neighbour are a product-name phrase; concept: the concept alone)")
+    log(f"concept named by a catalog word: {result}")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,9 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token-cache", default=None, help="the quality benchmark's token cache (concept_word kinds)")
     p.add_argument("--hard-facets", nargs="*", default=[], help="also run with these facets' named values as hard "
                    "filters (e.g. category), to choose soft or hard by measurement")
+    p.add_argument("--only", choices=("concept_catalog_word",), default=None,
+                   help="run only these kinds (with --token-cache): the concept named by a catalog word, both "
+                   "readings, without the other kinds' two arms (a shorter run)")
+    p.add_argument("--readings", nargs="+", choices=CONCEPT_WORD_READINGS, default=list(CONCEPT_WORD_READINGS),
+                   help="QueryConfig.concept_word_reading values measured for the concept_catalog_word kinds")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="JSON report (default bench/results/relevance_shopper-world<N>.json)")
     args = p.parse_args(argv)
+    if args.only and not args.token_cache:
+        p.error(f"--only {args.only} needs the concepts: add --token-cache DIR (e.g. bench/cache/quality)")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rc = RelevanceConfig(world_seed=args.world_seed, queries=args.queries, token_cache=args.token_cache)
@@ -270,8 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         load_catalog(store, "products", rows, vectors, backbone.embed_dim)
         service = QueryService(backbone, store, custom.tokens, features,
                                QueryConfig(text_runtime="torch", gair=False, max_limit=100))
-        report = run_shopper(service, world, rows, rc.queries, rc.world_seed,
-                             [q for q in custom.queries if q.kind in ("token", "token+scene")], args.hard_facets)
+        token_qs = [q for q in custom.queries if q.kind in ("token", "token+scene")]
+        if args.only == "concept_catalog_word":
+            report = {"only": args.only, "concept_catalog_word": concept_as_catalog_word(service, rows, token_qs,
+                                                                                          args.readings)}
+        else:
+            report = run_shopper(service, world, rows, rc.queries, rc.world_seed, token_qs, args.hard_facets)
     report.update({"world_seed": rc.world_seed, "queries_per_kind": rc.queries,
                    "concepts": custom.report.get("concepts", []), "seconds": round(time.perf_counter() - start, 1)})
     out = args.out or RESULTS / f"relevance_shopper-world{rc.world_seed}.json"

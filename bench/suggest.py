@@ -5,6 +5,9 @@ the query-understanding stage over the same catalog words.
 
     coinage bench suggest [--products 100000] [--world-seed 0] [--keystrokes 2000]
 
+Also every keystroke again with 200 shop synonym groups (suggestions offer what they map to): its p95 and the
+ratio to the keystrokes without them, in the same run.
+
 Writes bench/results/suggest.json (command, date, machine, figures).
 """
 from __future__ import annotations
@@ -58,6 +61,18 @@ def typed_queries(payloads: list[dict[str, Any]], concepts: list[str], n: int, s
     return [t[:k] for t in texts for k in range(1, len(t) + 1)]
 
 
+SYNONYM_GROUPS = 200  # a shop's synonym list: two-way groups, each a made-up word and a catalog value
+
+
+def shop_synonyms(words, n: int) -> list:
+    """`n` two-way synonym groups ("synonym7, dress"), each pairing a word no catalog row holds with a facet value,
+    so that every keystroke is compared against them all (what a shop with that many synonyms costs)."""
+    from engine.merch import Synonym
+
+    values = sorted(v for facet in words.facets.values() for v in facet)
+    return [Synonym((f"synonym{i}", values[i % len(values)])) for i in range(n)]
+
+
 def _percentiles(times: list[float]) -> dict[str, float]:
     times = sorted(times)
     return {"p50_ms": round(times[len(times) // 2], 3), "p95_ms": round(times[int(len(times) * 0.95)], 3),
@@ -86,12 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     index = SuggestIndex(words, concepts)
     index_s = time.perf_counter() - t
     keystrokes = typed_queries(payloads, concepts, args.keystrokes, args.world_seed)
+    synonyms = shop_synonyms(words, SYNONYM_GROUPS)
     index.suggest("warm", 8)
-    times = []
+    index.suggest("warm", 8, synonyms)
+    times, with_synonyms = [], []  # with the shop's synonyms (read per call): alternated, so load hits both alike
     for q in keystrokes:
-        t = time.perf_counter()
-        index.suggest(q, 8)
-        times.append((time.perf_counter() - t) * 1000)
+        for arm, found in (((), times), (synonyms, with_synonyms)):
+            t = time.perf_counter()
+            index.suggest(q, 8, arm)
+            found.append((time.perf_counter() - t) * 1000)
     shopper = [f"{p['category']} under 60" for p in payloads[:200]] + [p["product_id"] for p in payloads[:200]] + \
               [f"{p['attributes']['colour']} {p['category']} not pink" for p in payloads[:200]]
     u_times = []
@@ -102,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"products": args.products, "names": len(words.names), "index_entries": len(index.entries),
                "catalog_words_s": round(words_s, 2), "index_build_s": round(index_s, 2),
                "suggest": _percentiles(times), "understand": _percentiles(u_times),
+               "suggest_with_synonyms": {**_percentiles(with_synonyms), "groups": len(synonyms),
+                                         "p95_ratio": round(_percentiles(with_synonyms)["p95_ms"]
+                                                            / max(_percentiles(times)["p95_ms"], 1e-9), 3)},
                "examples": {q: [s.text for s in index.suggest(q, 5)] for q in ("dre", "purple sn", "backpak", "new")}}
     out = write_result("suggest", figures, sys.argv[1:] if argv is None else argv, args.out or RESULTS / "suggest.json")
     print(f"{out}: suggest {figures['suggest']}, understand {figures['understand']}, "

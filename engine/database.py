@@ -152,6 +152,7 @@ class SqliteDatabase:
     def __init__(self, path: str | Path, foreign_keys: bool = False):
         self.path = Path(path)
         self.foreign_keys = foreign_keys
+        self._anchor: sqlite3.Connection | None = None  # see create_schema
 
     @property
     def location(self) -> str:
@@ -182,13 +183,23 @@ class SqliteDatabase:
             conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Nothing to close: each call opens and closes its own connection (SQLite opens in microseconds)."""
+        """Each call opens and closes its own connection (SQLite opens in microseconds); only the anchor stays."""
+        if self._anchor is not None:
+            self._anchor.close()
+            self._anchor = None
 
     def create_schema(self, sql: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(sql.replace("{rowid}", self.dialect.rowid))
+        # One idle connection held for the object's life: when the last connection to a WAL database closes,
+        # SQLite deletes its -wal and -shm files and the next connection must create them again, which fails on a
+        # full disk ("disk I/O error") and turned every search into a 500 (issue 27 #8). While one stays open,
+        # the files stay and reads keep working on a full disk (tests/reliability/test_full_disk.py).
+        if self._anchor is None:
+            self._anchor = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._anchor.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the -wal and -shm files
 
     def add_column(self, table: str, column: str) -> None:
         """Add `column` ("name TYPE") to `table` of an older schema unless it is there (idempotent)."""

@@ -5,11 +5,16 @@ full disk it dies with SIGBUS (exit 135), no message, while creating a collectio
 server running a reindex dies with it. So the indexer asks first (`check_free`): before it creates a
 collection, before a reindex builds one as large as the live one, and before each batch it writes. A refusal is
 a DiskSpaceError naming the directory, the free and the needed bytes, and the fix.
+
+Writes that cannot be checked first (a row in a SQLite or PostgreSQL table) fail when the disk fills up;
+`is_disk_full` tells those errors apart, so the web app answers 507 `disk_full` with the fix instead of a 500.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,3 +70,29 @@ def tree_bytes(path: str | Path) -> int:
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
+
+
+#: errno values of a full disk (no space; over a quota)
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+_PG_DISK_FULL = "53100"  # PostgreSQL's disk_full SQLSTATE
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or one it was raised from, says a disk is full: a DiskSpaceError, an OSError with ENOSPC or
+    EDQUOT, SQLite's SQLITE_FULL, PostgreSQL's disk_full (53100)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DiskSpaceError):
+            return True
+        if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
+            return True
+        if isinstance(current, sqlite3.OperationalError) and (getattr(current, "sqlite_errorcode", None) == _SQLITE_FULL
+                                                              or "database or disk is full" in str(current)):
+            return True
+        if getattr(current, "sqlstate", None) == _PG_DISK_FULL:
+            return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -29,6 +29,7 @@ COLOUR = f"{ATTRIBUTES}.colour"
 HASH = "_hash"
 STAMP = "_stamp"  # hash of the model, the payload and the image file's size and mtime (indexer.decode.source_stamp)
 RUN = "_run"  # id of the last indexing run that saw the row (mark-and-sweep pruning, engine.store.marks)
+ROW = "_row"  # the catalog row that run saw it at: a later row with the same id is a duplicate of this one
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ FIELDS = (
     PayloadField(HASH, catalog=False, internal=True),  # content hash (indexer.decode.content_hash)
     PayloadField(STAMP, catalog=False, internal=True),  # unchanged stamp: a match skips reading the image
     PayloadField(RUN, catalog=False, internal=True),  # run mark: points without the last run's are pruned
+    PayloadField(ROW, catalog=False, internal=True),  # catalog row of the run mark (duplicate-id reports)
 )
 
 CATALOG_FIELDS = tuple(f.name for f in FIELDS if f.catalog)

@@ -29,7 +29,7 @@ from engine.product import CATALOG_FIELDS, canonical_id, payload_problem
 from engine.store import point_id
 
 from .errors import Reject
-from .fetch import check_scheme, fetch_url
+from .fetch import Validators, check_scheme, fetch_url
 from .readers import RawRow
 
 # Raster formats we decode; anything else (PSD, EPS, ...) is refused unparsed.
@@ -77,7 +77,7 @@ class Decoded:
     pixels: np.ndarray  # (S, S, 3) uint8, resized and centre-cropped
     hash: str  # content hash, stored as payload engine.product.HASH
     seconds: float  # time this row spent in the decoder
-    stamp: str | None = None  # source_stamp, stored as payload engine.product.STAMP (None: a URL)
+    stamp: str | None = None  # source_stamp or url_stamp, stored as payload engine.product.STAMP (None: none)
 
 
 @dataclass
@@ -227,9 +227,8 @@ def resolve_image(image: str, root: Path, allow_urls: bool) -> str | Path:
     return path
 
 
-def read_image_bytes(source: str | Path, limits: ImageLimits, timeout_s: float, private_ok: bool = False) -> bytes:
-    if isinstance(source, str):
-        return fetch_url(source, limits.max_bytes, timeout_s, private_ok)
+def read_image_bytes(source: Path, limits: ImageLimits) -> bytes:
+    """An image file's bytes (URLs: indexer.fetch.fetch_url)."""
     data = read_file(source, limits)
     if not data:
         raise Reject("image file is empty (0 bytes)")
@@ -308,29 +307,63 @@ def decode_image(data: bytes, limits: ImageLimits, draft_size: int | None = None
 
 def content_hash(data: bytes, payload: dict[str, Any], model_key: str) -> str:
     """sha256 of the model identity, the canonical payload JSON and the image bytes."""
-    h = hashlib.sha256(model_key.encode())
-    h.update(b"\0")
-    h.update(json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())
+    h = _row_hash(payload, model_key)
     h.update(b"\0")
     h.update(data)
     return h.hexdigest()
 
 
+def _row_hash(payload: dict[str, Any], model_key: str):
+    """sha256 of the model identity and the canonical payload JSON: what every hash and stamp of a row starts
+    with."""
+    h = hashlib.sha256(model_key.encode())
+    h.update(b"\0")
+    h.update(json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())
+    return h
+
+
 def source_stamp(source: str | Path, payload: dict[str, Any], model_key: str) -> str | None:
     """A hash of the model identity, the payload and the image file's size and modification time: while it
     matches the stamp stored with the point (engine.product.STAMP), the row is unchanged and its image is not
-    read. None for a URL (it is fetched and hashed every run) or a file that cannot be stat'ed."""
+    read. None for a URL (url_stamp) or a file that cannot be stat'ed."""
     if isinstance(source, str):
         return None
     try:
         st = source.stat()
     except OSError:
         return None
-    h = hashlib.sha256(model_key.encode())
-    h.update(b"\0")
-    h.update(json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())
+    h = _row_hash(payload, model_key)
     h.update(f"\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:32]
+
+
+URL_STAMP = "url:"  # prefix of a URL's stamp: url:<hash of model and payload>:<JSON [ETag, Last-Modified]>
+
+
+def url_stamp(payload: dict[str, Any], model_key: str, validators: Validators) -> str | None:
+    """A URL row's stamp: the model and payload it was indexed with and the server's ETag and Last-Modified for
+    the image, which the next run sends back (If-None-Match, If-Modified-Since). None when the server sent
+    neither: the URL is fetched and hashed every run."""
+    if not validators:
+        return None
+    return f"{URL_STAMP}{_row_key(payload, model_key)}:{json.dumps([validators.etag, validators.last_modified])}"
+
+
+def url_validators(stamp: str | None, payload: dict[str, Any], model_key: str) -> Validators:
+    """The validators a stored URL stamp holds, if it was made for this model and payload (else none: the row
+    changed, so its image must be fetched and hashed whatever the server says)."""
+    prefix = f"{URL_STAMP}{_row_key(payload, model_key)}:"
+    if not stamp or not stamp.startswith(prefix):
+        return Validators()
+    try:
+        etag, last_modified = json.loads(stamp[len(prefix):])
+    except (ValueError, TypeError):  # a stamp this code did not write: fetch unconditionally
+        return Validators()
+    return Validators(etag, last_modified)
+
+
+def _row_key(payload: dict[str, Any], model_key: str) -> str:
+    return _row_hash(payload, model_key).hexdigest()[:16]
 
 
 class Decoder:
@@ -353,10 +386,16 @@ class Decoder:
         try:
             source = resolve_image(row.image, self.image_root, self.allow_urls)
             payload = row.payload()
-            stamp = source_stamp(source, payload, self.model_key)
-            if stamp is not None and stamp == known_stamp and known_hash is not None:
-                return Unchanged(row, time.perf_counter() - start)  # the image is not even opened
-            data = read_image_bytes(source, self.limits, self.url_timeout_s, self.url_private_ok)
+            if isinstance(source, str):
+                fetched = self._fetch(source, payload, known_hash, known_stamp)
+                if fetched.data is None:  # 304 Not Modified: the stored point is this image's
+                    return Unchanged(row, time.perf_counter() - start)
+                data, stamp = fetched.data, url_stamp(payload, self.model_key, fetched.validators)
+            else:
+                stamp = source_stamp(source, payload, self.model_key)
+                if stamp is not None and stamp == known_stamp and known_hash is not None:
+                    return Unchanged(row, time.perf_counter() - start)  # the image is not even opened
+                data = read_image_bytes(source, self.limits)
             digest = content_hash(data, payload, self.model_key)
             if digest == known_hash:  # same bytes, new size/mtime (touched, copied): store the new stamp
                 return Unchanged(row, time.perf_counter() - start, None if stamp == known_stamp else stamp)
@@ -364,3 +403,8 @@ class Decoder:
         except Reject as e:
             return Rejected(row.row, row.id, str(e), time.perf_counter() - start)
         return Decoded(row, pixels, digest, time.perf_counter() - start, stamp)
+
+    def _fetch(self, url: str, payload: dict[str, Any], known_hash: str | None, known_stamp: str | None):
+        """The URL's body, or (a 304 to the validators of the stored stamp) none: unchanged."""
+        since = url_validators(known_stamp, payload, self.model_key) if known_hash is not None else Validators()
+        return fetch_url(url, self.limits.max_bytes, self.url_timeout_s, self.url_private_ok, since)

@@ -8,6 +8,8 @@
 - `timeout_s` bounds the whole fetch, headers and body, not only each socket operation: a server that drips a
   byte at a time is cut off when the time is up.
 - Environment proxies are not used: the address checked must be the server's.
+- Conditional requests: a fetch given the ETag and Last-Modified of the last one sends If-None-Match and
+  If-Modified-Since; a 304 answer means the image is unchanged and nothing is downloaded (`Fetched.data` None).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import Reject
@@ -43,17 +46,41 @@ def check_address(host: str, private_ok: bool) -> None:
                      "(IndexerConfig.allow_private_urls) for images served from your own network")
 
 
-def fetch_url(url: str, max_bytes: int, timeout_s: float, private_ok: bool = False) -> bytes:
-    """The body of an http(s) image URL, at most `max_bytes`, fetched within `timeout_s` in all; Reject otherwise."""
+@dataclass(frozen=True)
+class Validators:
+    """What a server said identifies the version of a URL's body (None: it said nothing)."""
+
+    etag: str | None = None  # the ETag response header, sent back as If-None-Match
+    last_modified: str | None = None  # the Last-Modified response header, sent back as If-Modified-Since
+
+    def __bool__(self) -> bool:
+        return self.etag is not None or self.last_modified is not None
+
+    def headers(self) -> dict[str, str]:
+        found = {"If-None-Match": self.etag, "If-Modified-Since": self.last_modified}
+        return {k: v for k, v in found.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Fetched:
+    data: bytes | None  # the body; None: the server answered 304 Not Modified to the conditional request
+    validators: Validators  # the response's ETag and Last-Modified (those sent, on a 304 that repeats none)
+
+
+def fetch_url(url: str, max_bytes: int, timeout_s: float, private_ok: bool = False,
+              since: Validators = Validators()) -> Fetched:
+    """The body of an http(s) image URL, at most `max_bytes`, fetched within `timeout_s` in all; Reject otherwise.
+    Conditional on `since` (the validators of the last fetch, if any): a 304 answer downloads nothing."""
     check_scheme(url)
     deadline = time.monotonic() + timeout_s
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler({}), _Redirects(),
         _HTTPHandler(private_ok, timeout_s), _HTTPSHandler(private_ok, timeout_s))
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    chunks, total = [], 0
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **since.headers()})
+    chunks, total, validators = [], 0, Validators()
     try:
         with opener.open(request, timeout=timeout_s) as response:
+            validators = Validators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
             length = response.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 raise Reject(f"image URL body is {length} bytes, over the {max_bytes}-byte limit")
@@ -65,6 +92,10 @@ def fetch_url(url: str, max_bytes: int, timeout_s: float, private_ok: bool = Fal
                 if time.monotonic() > deadline:
                     break
     except urllib.error.HTTPError as e:
+        if e.code == 304 and since:
+            e.close()
+            return Fetched(None, Validators(e.headers.get("ETag") or since.etag,
+                                            e.headers.get("Last-Modified") or since.last_modified))
         raise Reject(f"fetching {url} failed: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as e:
         if time.monotonic() <= deadline:
@@ -73,7 +104,7 @@ def fetch_url(url: str, max_bytes: int, timeout_s: float, private_ok: bool = Fal
         raise Reject(f"fetching {url} timed out: not done within {timeout_s:g}s (--url-timeout)")
     if not total:
         raise Reject(f"image URL {url} returned an empty body")
-    return b"".join(chunks)
+    return Fetched(b"".join(chunks), validators)
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):

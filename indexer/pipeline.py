@@ -4,6 +4,9 @@ Rows are validated and de-duplicated in catalog order, then handed to a thread p
 hashes and decodes images while the main thread embeds and writes the previous ones; results are
 consumed in submission order with a bounded window, so memory stays flat on any catalog size.
 Rows whose content hash equals the one stored with their point are not decoded or embedded again.
+Duplicate ids are found without a per-run id map: every point written or marked carries this run's id and its
+catalog row (engine.product.RUN, ROW), so the store look-up before decoding tells a later row of the same id,
+and the few rows between that look-up and their write are held in `in_flight` (bounded by the decode window).
 """
 from __future__ import annotations
 
@@ -157,7 +160,7 @@ def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder:
     rejects_path = config.rejects_path or Path("var/indexer") / f"rejects-{collection}-{int(time.time())}.jsonl"
     rejects = RejectLog(rejects_path, report)
     bar = Progress(report, total, progress, config.progress_bar, stage)
-    writer = Writer(store, collection, run_id=uuid.uuid4().hex if prune else None)
+    writer = Writer(store, collection, run_id=uuid.uuid4().hex)  # marks for the sweep and duplicate ids
     run = _Run(config, report, rejects, bar, writer, embedder, cancel)
     start = time.perf_counter()
     try:
@@ -193,10 +196,12 @@ def finish(config: IndexerConfig, report: IngestReport, writer: Writer, vocabula
     """After the catalog pass (in process or on Ray): store the vocabulary, then prune by sweep. The vocabulary is
     the whole catalog's words; without pruning, the words of rows still in the collection but not in this catalog
     stay too (merged)."""
+    from .ray_store import on_store  # the Ray path's store proxy: the artifact functions run beside the store
+
     t0 = time.perf_counter()
     if not prune:
-        vocabulary = vocabulary.merge(read_vocabulary(writer.store, writer.collection)[1] or Vocabulary())
-    write_vocabulary(writer.store, writer.collection, vocabulary)
+        vocabulary = vocabulary.merge(on_store(writer.store, read_vocabulary, writer.collection)[1] or Vocabulary())
+    on_store(writer.store, write_vocabulary, writer.collection, vocabulary)
     report.vocabulary_words = len(vocabulary.counts)
     if prune:
         if guarded:
@@ -238,9 +243,11 @@ class _Run:
         self.space = store_dir(config)
         self.decoder = Decoder(image_root(config), embedder.image_size, embedder.key, config.limits,
                                config.allow_urls, config.url_timeout_s, config.allow_private_urls)
-        self.seen: dict[str, int] = {}  # id -> first row holding it
+        # point id -> row of the rows between the store look-up and their write or mark (bounded by the decode window
+        # and the batches): with the run marks in the store (engine.product.ROW) they find duplicate ids
+        self.in_flight: dict[str, int] = {}
         self.kept: list[str] = []  # point ids of rejected rows in the chunk being read: their old points stay
-        self.to_mark: list[str] = []  # point ids of unchanged rows, marked as seen by this run in batches
+        self.to_mark: dict[str, int] = {}  # point id -> row of unchanged rows, marked as seen in batches
         self.batch: list[Decoded] = []
         self.vocabulary = Vocabulary()  # words of every valid row (changed or not): the catalog's spelling list
         self.stage = report.stage_seconds
@@ -255,11 +262,16 @@ class _Run:
                 for chunk in self._validated_chunks(reader, chunk_size):
                     t0 = time.perf_counter()
                     known = self.writer.known([r.point_id for r in chunk] + self.kept)
-                    self.writer.mark([pid for pid in self.kept if pid in known])
+                    self.writer.mark({pid: None for pid in self.kept if self._unmarked(known.get(pid))})
                     self.kept = []
                     self.stage["lookup"] += time.perf_counter() - t0
                     for row in chunk:
                         k = known.get(row.point_id)
+                        if (first := self._first_row(row, k)) is not None:
+                            self._reject(Rejected(row.row, row.id, f"duplicate id: first seen at row {first}"))
+                            continue
+                        self.in_flight[row.point_id] = row.row
+                        self.vocabulary.add(row.payload())
                         pending.append(pool.submit(self.decoder, row, k and k.hash, k and k.stamp))
                     while len(pending) > window:
                         self._take(pending.popleft())
@@ -288,16 +300,19 @@ class _Run:
                 if row.id is not None:
                     self.kept.append(point_id(row.id))
                 self._reject(row)
-            elif (first := self.seen.setdefault(row.id, row.row)) != row.row:
-                self._reject(Rejected(row.row, row.id, f"duplicate id: first seen at row {first}"))
             else:
                 chunk.append(row)
-                self.vocabulary.add(row.payload())
             if len(chunk) + len(self.kept) >= size:
                 yield chunk
                 chunk = []
         if chunk or self.kept:
             yield chunk
+
+    def _first_row(self, row: Row, known) -> int | None:
+        """The earlier catalog row of this run holding `row`'s id (a row in flight, else the run mark the store
+        holds for its point); None: the first."""
+        first = self.in_flight.get(row.point_id)
+        return first if first is not None else (known.seen_by(self.writer.run_id) if known is not None else None)
 
     def _take(self, fut: Future) -> None:
         t0 = time.perf_counter()
@@ -306,12 +321,15 @@ class _Run:
         self.stage["decode"] += result.seconds
         if isinstance(result, Rejected):
             self._keep_rejected(result)
+            if result.id is not None:  # its id is free: a later row with it is indexed
+                self.in_flight.pop(point_id(result.id), None)
             self._reject(result)
         elif isinstance(result, Unchanged):
             if result.restamp is not None:
-                self.writer.restamp(result.row.point_id, result.restamp)
+                self.writer.restamp(result.row.point_id, result.row.row, result.restamp)
+                self.in_flight.pop(result.row.point_id, None)
             else:
-                self.to_mark.append(result.row.point_id)
+                self.to_mark[result.row.point_id] = result.row.row
                 self._flush_marks(self.config.batch_size * 8)
             self.report.unchanged += 1
             self.bar.advance()
@@ -331,6 +349,8 @@ class _Run:
         vectors = self.embedder.encode(np.stack([r.pixels for r in batch]))
         t1 = time.perf_counter()
         self.writer.write(batch, vectors)
+        for r in batch:  # written with this run's mark and row: the store now answers for them
+            self.in_flight.pop(r.row.point_id, None)
         self.stage["embed"] += t1 - t0
         self.stage["write"] += time.perf_counter() - t1
         self.report.accepted += len(batch)
@@ -341,14 +361,20 @@ class _Run:
         if len(self.to_mark) > above:
             t0 = time.perf_counter()
             self.writer.mark(self.to_mark)
-            self.to_mark = []
+            for pid in self.to_mark:
+                self.in_flight.pop(pid, None)
+            self.to_mark = {}
             self.stage["write"] += time.perf_counter() - t0
 
     def _keep_rejected(self, rejected: Rejected) -> None:
         """A row whose image now fails keeps its old point (if any) through the sweep."""
         if self.writer.run_id is not None and rejected.id is not None:
             pid = point_id(rejected.id)
-            self.writer.mark([p for p in self.writer.known([pid])])
+            self.writer.mark({p: None for p, k in self.writer.known([pid]).items() if self._unmarked(k)})
+
+    def _unmarked(self, known) -> bool:
+        """An old point this run has not marked yet (one it marked holds the row that saw it: keep that)."""
+        return known is not None and known.run != self.writer.run_id
 
     def _reject(self, rejected: Rejected) -> None:
         self.rejects.add(rejected.row, rejected.id, rejected.reason)

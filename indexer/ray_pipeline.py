@@ -1,5 +1,8 @@
 """The bulk path on Ray Data: the catalog as a dataset of row ranges -> read -> prepare -> embed -> upload.
 
+The ranges' edges move to product boundaries as they are read (indexer.ray_stages.owned_rows), and the ids the
+catalog repeats are found before the pass by a group-by on Ray (indexer.ray_duplicates).
+
 The driver only coordinates: it counts the catalog's rows, builds the dataset, and reduces the upload stage's
 one-record-per-batch summaries (counts, rejected rows, word counts) into the report, the rejects file and the
 spelling vocabulary. Ray schedules the stages, back-pressures them and retries the tasks of a worker that dies;
@@ -23,6 +26,7 @@ from engine.store import open_store
 from .config import IndexerConfig
 from .embed import OnnxEmbedder
 from .errors import IndexCancelled, IndexerError
+from .ray_duplicates import repeated_ids
 from .ray_stages import Embed, Prepare, StageConfig, Upload, read_slices, slices
 from .ray_store import RemoteStore, start_host
 from .report import IngestReport, Progress, RejectLog
@@ -93,10 +97,12 @@ def consume_on_ray(config: IndexerConfig, store: Any, writer: Writer, embedder, 
     report.runner = f"ray data, {workers} workers"
     ray.data.DataContext.get_current().enable_progress_bars = False
     batch = max(config.batch_size, 8)
-    ds = ray.data.from_items(slices(total, workers * READS_PER_WORKER),
-                             override_num_blocks=max(1, min(total, workers * READS_PER_WORKER)))
-    ds = ds.map_batches(read_slices, fn_kwargs={"catalog": stage.catalog, "batch_rows": batch}, batch_size=1,
-                        batch_format="pyarrow", num_cpus=0.05)
+    parts = ray.data.from_items(slices(total, workers * READS_PER_WORKER),
+                                override_num_blocks=max(1, min(total, workers * READS_PER_WORKER)))
+    duplicates = repeated_ids(ray, parts, stage.catalog, batch, partitions=workers * READS_PER_WORKER)
+    ds = parts.map_batches(read_slices, fn_kwargs={"catalog": stage.catalog, "batch_rows": batch,
+                                                   "duplicates": duplicates}, batch_size=1,
+                           batch_format="pyarrow", num_cpus=0.05)
     ds = ds.map_batches(Prepare, fn_constructor_kwargs={"cfg": stage}, batch_size=batch, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=0.45)
     ds = ds.map_batches(Embed, fn_constructor_kwargs=_embed_args(config, embedder), batch_size=batch,

@@ -69,25 +69,60 @@ class StageConfig:
 
 
 def slices(total: int, parts: int) -> list[dict[str, int]]:
-    """`parts` contiguous row ranges covering `total` rows: the read tasks' partitions (a product's photos, listed
-    together as catalogs list them, stay in one)."""
+    """`parts` contiguous row ranges covering `total` rows: the read tasks' partitions, before read_slices moves
+    their edges to product boundaries."""
     parts = max(1, min(parts, total))
     step = -(-total // parts) if total else 0
     return [{"start": s, "stop": min(s + step, total)} for s in range(0, total, step)] if total else []
 
 
-def read_slices(batch: pa.Table, catalog: str, batch_rows: int = 256) -> Iterator[pa.Table]:
-    """Read and validate the catalog rows of each range in `batch`, `batch_rows` at a time."""
+def read_slices(batch: pa.Table, catalog: str, batch_rows: int = 256,
+                duplicates: dict[str, int] | None = None) -> Iterator[pa.Table]:
+    """Read and validate the catalog rows of each range in `batch`, `batch_rows` at a time. `duplicates`: id -> the
+    first valid row holding it, for the ids the catalog repeats (indexer.ray_duplicates): the other rows with such
+    an id are rejected as duplicates, as in process.
+
+    A range's edges move to product boundaries (`owned_rows`): a product listed in consecutive rows, as catalogs
+    list a product's photos, is read by one task, whatever the range size."""
     for part in batch.to_pylist():
-        raws = itertools.islice(iter(open_catalog(catalog)), part["start"], part["stop"])
-        while chunk := list(itertools.islice(raws, batch_rows)):
-            yield _table([_validated(raw) for raw in chunk])
+        rows = owned_rows(iter(open_catalog(catalog)), part["start"], part["stop"])
+        while chunk := list(itertools.islice(rows, batch_rows)):
+            yield _table([_validated(validate(raw), duplicates or {}) for raw in chunk])
 
 
-def _validated(raw) -> dict[str, Any]:
-    row = validate(raw)
+def owned_rows(raws: Iterator, start: int, stop: int) -> Iterator:
+    """The raw rows the range [start, stop) owns: from its first product boundary at or after `start` to the first
+    one at or after `stop`. A boundary is a row whose product differs from the last product above it; a row without
+    a readable id or product (it will be rejected) is none, so it stays with its neighbours. A range inside one
+    product owns nothing; the range where the product starts reads all of it."""
+    previous = None  # product of the last row above `position` that has one
+    for raw in itertools.islice(raws, start):
+        previous = _product(raw) or previous
+    position, owning = start, False
+    for raw in raws:
+        product = _product(raw)
+        boundary = previous is None or (product is not None and product != previous)
+        if position >= stop and (boundary or not owning):
+            return
+        owning = owning or boundary
+        if owning:
+            yield raw
+        previous = product or previous
+        position += 1
+
+
+def _product(raw) -> str | None:
+    """The row's product as the catalog spells it (product_id, else id); None when it has neither."""
+    fields = raw.fields if isinstance(raw.fields, dict) else {}
+    value = fields.get("product_id") or fields.get("id")
+    return str(value) if value is not None and not isinstance(value, (dict, list)) else None
+
+
+def _validated(row: Row | Rejected, duplicates: dict[str, int]) -> dict[str, Any]:
     if isinstance(row, Rejected):
         return _record(row.row, row.id, kind=REJECTED, reason=row.reason)
+    if duplicates.get(row.id, row.row) != row.row:
+        return _record(row.row, row.id, kind=REJECTED, reason=f"duplicate id: first seen at row {duplicates[row.id]}")
     return _record(row.row, row.id, json=json.dumps(dataclasses.asdict(row), ensure_ascii=False))
 
 
@@ -132,9 +167,10 @@ class Prepare(_StoreUser):
     def __call__(self, batch: pa.Table) -> pa.Table:
         records = batch.to_pylist()
         known = self.writer.known([point_id(r["id"]) for r in records if r["id"]])
-        self.writer.mark([point_id(r["id"]) for r in records  # a row rejected by validation keeps its old point
-                          if r["kind"] == REJECTED and r["id"] and point_id(r["id"]) in known])
-        out, seen = [], []
+        self.writer.mark({pid: None for r in records  # a row rejected by validation keeps its old point
+                          if r["kind"] == REJECTED and r["id"] and (k := known.get(pid := point_id(r["id"])))
+                          and k.run != self.cfg.run_id})
+        out, seen = [], {}
         for r in records:
             if r["kind"] == REJECTED:
                 out.append(r)
@@ -144,13 +180,13 @@ class Prepare(_StoreUser):
             result = self.decoder(row, k and k.hash, k and k.stamp)
             if isinstance(result, Rejected):
                 if k is not None:
-                    seen.append(row.point_id)  # its old point stays, as in the in-process path
+                    seen[row.point_id] = None  # its old point stays, as in the in-process path
                 out.append({**r, "kind": REJECTED, "reason": result.reason, "seconds": result.seconds})
             elif isinstance(result, Unchanged):
                 if result.restamp is not None:
-                    self.writer.restamp(row.point_id, result.restamp)
+                    self.writer.restamp(row.point_id, row.row, result.restamp)
                 else:
-                    seen.append(row.point_id)
+                    seen[row.point_id] = row.row
                 out.append({**r, "kind": UNCHANGED, "seconds": result.seconds})
             else:
                 out.append({**r, "kind": DECODED, "hash": result.hash, "stamp": result.stamp or "",

@@ -6,7 +6,8 @@ this: the driver and every worker open their own client (indexer.ray_stages.Stag
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 from engine.store import StoreConfig, marks, open_store
 
@@ -22,6 +23,19 @@ class StoreHost:
 
     def mark(self, name: str, args: tuple) -> Any:
         return getattr(marks, name)(self.store, *args)
+
+    def apply(self, fn, args: tuple) -> Any:
+        """`fn(store, *args)` here: for module functions that look at the store's type (engine.store.artifacts:
+        the vocabulary is a file beside an embedded collection, points in a server's)."""
+        return fn(self.store, *args)
+
+    def freeze(self, collection: str) -> None:
+        """Flush and close `collection` so the next call reopens it from disk (the embedded store's
+        frozen_collection, entered and left here); nothing for a store without one (a server's)."""
+        frozen = getattr(self.store, "frozen_collection", None)
+        if frozen is not None:
+            with frozen(collection):
+                pass
 
     def close(self) -> None:
         self.store.close()
@@ -53,6 +67,21 @@ class RemoteStore:
 
         return call
 
+    def apply(self, fn, *args: Any) -> Any:
+        """`fn(store, *args)` on the actor, with the store itself (not this proxy): see on_store."""
+        import ray
+
+        return ray.get(self.actor.apply.remote(fn, args))
+
+    @contextlib.contextmanager
+    def frozen_collection(self, collection: str) -> Iterator[None]:
+        """For engine.store.verify's read-back check: the host flushes and closes `collection` (the next call
+        reopens it from disk) before the block runs; a context manager cannot travel to the actor itself."""
+        import ray
+
+        ray.get(self.actor.freeze.remote(collection))
+        yield
+
     def close(self) -> None:
         """The driver's `with open_store(...)` ends: the actor closes the store (its lock is released)."""
         import ray
@@ -64,6 +93,11 @@ class RemoteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def on_store(store: Any, fn, *args: Any) -> Any:
+    """`fn(store, *args)` where the store is: on its StoreHost actor for a RemoteStore, else here."""
+    return store.apply(fn, *args) if isinstance(store, RemoteStore) else fn(store, *args)
 
 
 class _RemoteMarks:

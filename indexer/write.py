@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from engine.lexical import embed_document
-from engine.product import HASH, RUN, STAMP
+from engine.product import HASH, ROW, RUN, STAMP
 from engine.store import Point, VectorStore, marks
 
 from .decode import Decoded
@@ -36,12 +36,13 @@ def make_points(rows: Sequence[Decoded], vectors: np.ndarray, sparse: bool = Tru
 
 
 def bookkeeping(row: Decoded, run_id: str | None) -> dict[str, str]:
-    """The internal payload fields of a written row: content hash, source stamp, run mark."""
-    fields = {HASH: row.hash}
+    """The internal payload fields of a written row: content hash, source stamp, run mark and its catalog row."""
+    fields: dict[str, str | int] = {HASH: row.hash}
     if row.stamp is not None:
         fields[STAMP] = row.stamp
     if run_id is not None:
         fields[RUN] = run_id
+        fields[ROW] = row.row.row
     return fields
 
 
@@ -50,14 +51,22 @@ class Known:
     """What the store holds for a row's point: the incremental check compares it with the row."""
 
     hash: str  # content hash (engine.product.HASH)
-    stamp: str | None  # source stamp (engine.product.STAMP); None: stored before stamps, or a URL
+    stamp: str | None  # source stamp (engine.product.STAMP); None: stored before stamps
+    run: str | None = None  # the run mark (engine.product.RUN) of the last run that saw the point
+    row: int | None = None  # the catalog row that run saw it at (engine.product.ROW)
+
+    def seen_by(self, run_id: str | None) -> int | None:
+        """The catalog row at which run `run_id` already saw this point (a later row with its id is a
+        duplicate); None when that run has not seen it."""
+        return self.row if run_id is not None and self.run == run_id and self.row is not None else None
 
 
 class Writer:
     """Writes into one collection (a real collection name, not an alias: it must not move mid-run).
 
-    `run_id`: this run's mark (mark-and-sweep pruning); every point written or `mark`ed carries it, and `sweep`
-    deletes the points without it. None: no marks (a run that does not prune)."""
+    `run_id`: this run's mark; every point written or `mark`ed carries it with its catalog row (engine.product.ROW:
+    a later row of the same id is reported as its duplicate), and `sweep` deletes the points without it. None: no
+    marks."""
 
     def __init__(self, store: VectorStore, collection: str, run_id: str | None = None, sparse: bool | None = None):
         self.store = store
@@ -75,7 +84,8 @@ class Writer:
         if not point_ids:
             return {}
         found = self.store.retrieve(self.collection, list(point_ids))
-        return {p.id: Known(p.payload[HASH], p.payload.get(STAMP)) for p in found if p.payload.get(HASH)}
+        return {p.id: Known(p.payload[HASH], p.payload.get(STAMP), p.payload.get(RUN), p.payload.get(ROW))
+                for p in found if p.payload.get(HASH)}
 
     def write(self, rows: Sequence[Decoded], vectors: np.ndarray) -> None:
         self.store.upsert(self.collection, make_points(rows, vectors, self.sparse, self.run_id))
@@ -86,14 +96,16 @@ class Writer:
         self.marks.bulk_upsert(self.store, self.collection, points)
         self.written += len(points)
 
-    def mark(self, point_ids: Sequence[str]) -> None:
-        """Mark existing points as seen by this run (unchanged rows, and rejected rows whose old point stays)."""
-        if self.run_id is not None and point_ids:
-            self.marks.set_payload(self.store, self.collection, point_ids, {RUN: self.run_id})
+    def mark(self, rows: dict[str, int | None]) -> None:
+        """Mark existing points (point id -> catalog row) as seen by this run at that row: unchanged rows, and
+        (row None: kept, but holding no row of this run) rejected rows whose old point stays. One request."""
+        if self.run_id is not None and rows:
+            self.marks.set_payloads(self.store, self.collection,
+                                    {pid: {RUN: self.run_id, ROW: row} for pid, row in rows.items()})
 
-    def restamp(self, point_id: str, stamp: str) -> None:
-        """Store a new source stamp on an unchanged point (same bytes, new size or mtime)."""
-        values = {STAMP: stamp} if self.run_id is None else {STAMP: stamp, RUN: self.run_id}
+    def restamp(self, point_id: str, row: int, stamp: str) -> None:
+        """Store a new source stamp on an unchanged point (same bytes, new size or mtime), seen at `row`."""
+        values = {STAMP: stamp} if self.run_id is None else {STAMP: stamp, RUN: self.run_id, ROW: row}
         self.marks.set_payload(self.store, self.collection, [point_id], values)
 
     def stale(self) -> int:

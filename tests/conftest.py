@@ -83,12 +83,23 @@ def client(app):
 
 
 @pytest.fixture
+def admin(app, request):
+    """A test client of the module's app, logged in as its admin (the module's PASSWORD) through the JSON API."""
+    from web.testing import api_login
+
+    client = app.test_client()
+    r = api_login(client, request.module.PASSWORD)
+    assert r.status_code == 200 and r.json["admin"], r.json
+    return client
+
+
+@pytest.fixture
 def res(app):
     """The module's app resources (web.resources: store, query service, jobs, registry)."""
     return app.extensions["coinage"]
 
 
-# --- vector store backends: the engine tests run on each (tests/test_store.py, test_query.py, test_indexer.py) ----
+# --- vector store backends: the engine tests run on each (tests/test_store.py, test_query.py, test_indexer_*.py) ----
 
 
 def _store_config(backend: str, directory, persistent: bool = False, **fields):

@@ -2,14 +2,13 @@
 
 The compose file and the Dockerfiles parse; every path, module, command and variable they name
 exists in the code; the environment compose gives the app yields the intended production settings;
-the health-check script works; and every command in docs/deploy.md is run here when it can be
+and every command in docs/deploy.md is run here when it can be
 (secret generation, `coinage ...`, sourcing the .env file) or else checked against the compose file
 and the command-line parser (`docker compose ...`, `curl` to published ports).
 """
 from __future__ import annotations
 
 import ast
-import http.server
 import importlib.util
 import json
 import re
@@ -17,7 +16,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -397,76 +395,6 @@ def test_images_install_the_postgres_driver(name):
     runs = " ".join(a for k, a in parse_dockerfile(DEPLOY / name) if k == "RUN")
     assert re.search(r'pip install -e "/app\[([a-z]+,)*postgres[],]', runs), name
     assert re.search(r'^postgres = \["psycopg\[binary\]', (ROOT / "pyproject.toml").read_text(), re.M)
-
-
-# --- the health-check script ------------------------------------------------------------------
-
-
-def load_healthcheck():
-    """deploy/healthcheck.py as a module, compiled in memory (no __pycache__ written into the repo)."""
-    import types
-
-    path = DEPLOY / "healthcheck.py"
-    module = types.ModuleType("deploy_healthcheck")
-    module.__file__ = str(path)
-    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
-    return module
-
-
-def test_worker_healthcheck_reads_the_job_store(tmp_path, monkeypatch):
-    from web.jobs import JobStore
-
-    hc = load_healthcheck()
-    monkeypatch.setenv("COINAGE_DATA_DIR", str(tmp_path))
-    assert "no job store" in hc.check_worker()
-    assert hc.main(["worker"]) == 1
-    JobStore(tmp_path / "jobs.sqlite3").submit("preview", {"q": "x"})
-    assert hc.check_worker() is None
-    assert hc.main(["worker"]) == 0
-    assert hc.main(["nonsense"]) == 2
-
-
-def test_worker_healthcheck_reads_the_postgres_job_store(tmp_path, monkeypatch, postgres_url):
-    from web.jobs import JobStore
-
-    hc = load_healthcheck()
-    monkeypatch.setenv("COINAGE_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("COINAGE_DATABASE_URL", postgres_url)
-    assert "cannot be read" in hc.check_worker()  # no jobs table yet: no worker has started
-    JobStore(tmp_path / "jobs.sqlite3", database_url=postgres_url)
-    assert hc.check_worker() is None and hc.main(["worker"]) == 0
-    assert not (tmp_path / "jobs.sqlite3").exists()
-    down = "postgresql://coinage:hunter2@127.0.0.1:9/coinage"
-    problem = hc.check_worker(database_url=down)
-    assert "COINAGE_DATABASE_URL" in problem and "hunter2" not in problem
-    monkeypatch.setitem(sys.modules, "psycopg", None)
-    assert "pip install 'coinage[postgres]'" in hc.check_worker()
-
-
-def test_web_healthcheck_asks_healthz():
-    hc = load_healthcheck()
-    paths = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            paths.append(self.path)
-            self.send_response(200 if self.path == "/healthz" else 500)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        assert hc.check_web(f"{base}/healthz") is None
-        assert "500" in hc.check_web(f"{base}/other")
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert paths == ["/healthz", "/other"]
-    assert "did not answer" in hc.check_web("http://127.0.0.1:9/healthz", timeout=1)
 
 
 # --- docs/deploy.md --------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -22,12 +21,13 @@ from engine.store import open_store, point_id
 from indexer import IndexerConfig, run_index, run_reindex
 from indexer.pipeline import ingest
 from indexer.reindex import _build_target
+from indexer_world import ROWS, copy_world
+from indexer_world import onnx_cache, world  # noqa: F401 (fixtures)
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = 96  # 16 products x 6 photos
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,30 +38,18 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    from world.catalog import main as write_world
-
-    out = tmp_path_factory.mktemp("world")
-    assert write_world(["--out", str(out), "--products", "16", "--photos", "6", "--heldout", "8"]) == 0
-    return out
-
-
 @pytest.fixture
 def catalog(world, tmp_path) -> Path:
-    """The demo catalog plus one row whose image is corrupt (in the last partition)."""
-    shutil.copytree(world, tmp_path / "cat")
-    path = tmp_path / "cat" / "catalog.jsonl"
+    """The demo catalog plus, in the last partition, a row whose image is corrupt and a row repeating the first
+    row's id (a duplicate across partitions)."""
+    path = copy_world(world, tmp_path / "cat")
     whole = next((tmp_path / "cat" / "images").rglob("*.png")).read_bytes()
     (tmp_path / "cat" / "broken.png").write_bytes(whole[:len(whole) // 2])  # truncated
+    first = json.loads(path.read_text().splitlines()[0])
     with path.open("a") as f:
         f.write(json.dumps({"id": "broken", "title": "A broken photo", "image": "broken.png"}) + "\n")
+        f.write(json.dumps({**first, "title": "The first photo again"}) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("onnx")
 
 
 def config(catalog: Path, tmp_path: Path, onnx_cache: Path, store, **kw) -> IndexerConfig:
@@ -96,20 +84,23 @@ def cli(cfg: IndexerConfig, command: str, *flags: str) -> int:
 
 def test_reindex_on_ray_gives_the_in_process_collection(catalog, tmp_path, onnx_cache, store_config, capsys):
     """`coinage reindex --workers 2` == the in-process reindex: ids, vectors (fp tolerance), payloads, vocabulary;
-    the corrupt image is reported with its row and skipped. A rerun reads nothing new; a removed row is swept."""
+    the corrupt image and the duplicate id (across partitions: Ray's group-by, indexer.ray_duplicates) are reported
+    with their rows and skipped. A rerun reads nothing new; a removed row is swept."""
     here = config(catalog, tmp_path, onnx_cache, store_config(tmp_path / "here", persistent=True))
     there = config(catalog, tmp_path, onnx_cache, store_config(tmp_path / "ray", persistent=True),
                    rejects_path=tmp_path / "ray-rejects.jsonl")
     expected = run_reindex(here).ingest
-    assert (expected.accepted, expected.rejected) == (ROWS, 1)
+    assert (expected.accepted, expected.rejected) == (ROWS, 2)
     assert cli(there, "reindex", "--workers", "2") == 0
     got = json.loads(capsys.readouterr().out)["ingest"]
-    assert (got["accepted"], got["unchanged"], got["rejected"], got["rows"]) == (ROWS, 0, 1, ROWS + 1)
+    assert (got["accepted"], got["unchanged"], got["rejected"], got["rows"]) == (ROWS, 0, 2, ROWS + 2)
     assert got["runner"] == "ray data, 2 workers" and expected.runner == "in process"
     assert got["vocabulary_words"] == expected.vocabulary_words
-    rejected = [json.loads(line) for line in there.rejects_path.read_text().splitlines()]
-    assert rejected == [json.loads(line) for line in here.rejects_path.read_text().splitlines()]
+    rejected = sorted((json.loads(line) for line in there.rejects_path.read_text().splitlines()), key=lambda r: r["row"])
+    assert rejected == sorted((json.loads(line) for line in here.rejects_path.read_text().splitlines()),
+                              key=lambda r: r["row"])
     assert rejected[0]["row"] == ROWS + 1 and rejected[0]["id"] == "broken" and "corrupt" in rejected[0]["reason"]
+    assert rejected[1]["row"] == ROWS + 2 and rejected[1]["reason"] == "duplicate id: first seen at row 1"
     (want, want_meta), (have, have_meta) = contents(here), contents(there)
     assert sorted(have) == sorted(want) and len(have) == ROWS
     for pid, (vector, payload) in want.items():
@@ -118,7 +109,7 @@ def test_reindex_on_ray_gives_the_in_process_collection(catalog, tmp_path, onnx_
     assert want_meta and want_meta["words"] and have_meta == want_meta
 
     lines = catalog.read_text().splitlines()
-    catalog.write_text("".join(line + "\n" for line in lines[1:]))  # the first row leaves the catalog
+    catalog.write_text("".join(line + "\n" for line in lines[1:-1]))  # the first row and its duplicate leave
     assert cli(there, "index", "--workers", "2", "--prune") == 0
     rerun = json.loads(capsys.readouterr().out)
     assert (rerun["accepted"], rerun["unchanged"], rerun["pruned"], rerun["runner"]) == (0, ROWS - 1, 1, got["runner"])
@@ -157,7 +148,7 @@ def test_a_worker_killed_mid_run_leaves_every_row_exactly_once(catalog, tmp_path
     report = run_reindex(cfg).ingest
     killer.join()
     assert killed, "no embed worker was seen to kill"
-    assert (report.accepted, report.unchanged, report.rejected, report.rows) == (ROWS, 0, 1, ROWS + 1)
+    assert (report.accepted, report.unchanged, report.rejected, report.rows) == (ROWS, 0, 2, ROWS + 2)
     points, meta = contents(cfg)
     assert len(points) == ROWS
     clean = config(catalog, tmp_path, onnx_cache, make_store_config("embedded", tmp_path / "clean"))

@@ -7,18 +7,19 @@ import pytest
 
 from engine.merch import MerchError, MerchNotFound, MerchSource, MerchStore, Rule, Synonym, expand, shape
 from engine.merch.analytics import AnalyticsLog, ClickRow, SearchRow
-from engine.query.schema import ProductResult, ResultItem
+from engine.store import Hit
+from engine.store.hybrid import Group
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
 
 
 def products(*specs):
-    """ProductResults ranked as given: (product_id, score, category)."""
+    """Candidate products (engine.store.hybrid.Group) ranked as given: (product_id, score, category)."""
     out = []
     for rank, (pid, score, category) in enumerate(specs, 1):
         payload = {"product_id": pid, "category": category, "price": float(rank * 10),
                    "attributes": {"colour": "red" if rank % 2 else "blue"}}
-        out.append(ProductResult(rank, pid, score, [ResultItem(rank, f"pt-{pid}", score, payload)]))
+        out.append(Group(pid, [Hit(f"pt-{pid}", score, payload)]))
     return out
 
 
@@ -26,7 +27,7 @@ RANKED = products(("a", 0.9, "dress"), ("b", 0.8, "mug"), ("c", 0.7, "dress"), (
 
 
 def ids(items):
-    return [p.product_id for p in items]
+    return [str(g.key) for g in items]
 
 
 # --- synonyms ------------------------------------------------------------------------------------------------------
@@ -60,26 +61,52 @@ def test_hide_then_boost_and_bury_then_pins_each_product_once():
              Rule("mugs up", "always", "", "boost", category="mug", amount=0.25),
              Rule("a down", "always", "", "bury", products=("a",), amount=0.5),
              Rule("c second", "always", "", "pin", products=("c",), position=2)]
-    shaped = shape(RANKED, rules)
+    shaped = shape(RANKED, len(RANKED), rules)
     # hide e; mugs b 1.05, d 0.85; a 0.4; then c pinned to position 2
-    assert ids(shaped.products) == ["b", "c", "d", "a"]
-    assert [p.rank for p in shaped.products] == [1, 2, 3, 4] and shaped.products[1].photos[0].rank == 2
-    assert [p.score for p in shaped.products][0] == pytest.approx(1.05)
+    assert ids(shaped.products) == ["b", "c", "d", "a"] and shaped.matched == 4
+    # ranked by score + boost, shown with its own score: the relevance to the query, not the rule's arithmetic
+    assert shaped.products[0].score == pytest.approx(0.8) and shaped.products[0].hits[0].score == pytest.approx(0.8)
     assert {a.rule.name: a.products for a in shaped.applied} == {
         "no hats": ["e"], "mugs up": ["b", "d"], "a down": ["a"], "c second": ["c"]}
-    assert ids(shape(RANKED, []).products) == ids(RANKED)  # no rule: the ranking as it was
+    assert ids(shape(RANKED, 2, []).products) == ids(RANKED)  # no rule: the ranking as it was
 
 
 def test_pins_take_their_positions_and_a_hidden_product_is_not_pinned():
-    extra = {p.product_id: p for p in products(("z", 0.1, "hat"))}
+    extra = {str(g.key): g for g in products(("z", 0.1, "hat"))}
     rules = [Rule("pins", "always", "", "pin", products=("z", "d"), position=1),
              Rule("hide b", "always", "", "hide", products=("b",)),
              Rule("pin b", "always", "", "pin", products=("b",), position=3)]
-    shaped = shape(RANKED, rules, extra)
+    shaped = shape(RANKED, len(RANKED), rules, extra)
     assert ids(shaped.products) == ["z", "d", "a", "c", "e"]  # z from outside the window; b hidden wins over its pin
     assert len(set(ids(shaped.products))) == len(shaped.products)
-    far = shape(RANKED, [Rule("deep", "always", "", "pin", products=("a",), position=50)])
+    far = shape(RANKED, len(RANKED), [Rule("deep", "always", "", "pin", products=("a",), position=50)])
     assert ids(far.products) == ["b", "c", "d", "e", "a"]  # past the end: last
+
+
+def test_boosted_and_pinned_products_join_the_matches_and_a_buried_match_stays_one():
+    # a and b match the query (above the floor); c, d, e are related items
+    boost = Rule("hats up", "always", "", "boost", category="hat", amount=0.05)
+    shaped = shape(RANKED, 2, [boost])
+    assert ids(shaped.products) == ["a", "b", "e", "c", "d"] and shaped.matched == 3  # e 0.55: a match, last
+    bury = Rule("a down", "always", "", "bury", products=("a",), amount=5.0)
+    shaped = shape(RANKED, 2, [bury])
+    assert ids(shaped.products) == ["b", "a", "c", "d", "e"] and shaped.matched == 2  # the end of the matches
+    pins = [Rule("d 2nd", "always", "", "pin", products=("d",), position=2),
+            Rule("b 5th", "always", "", "pin", products=("b",), position=5)]
+    shaped = shape(RANKED, 2, pins)
+    assert ids(shaped.products) == ["a", "d", "c", "e", "b"] and shaped.matched == 2  # d joins, b leaves them
+
+
+def test_a_concept_filter_selects_the_concepts_products():
+    members = {"<aurora>": frozenset({"c", "e"})}
+    rule = Rule("aurora up", "contains", "dress", "boost", concept="<aurora>", amount=1.0)
+    assert ids(shape(RANKED, 5, [rule], members=members).products) == ["c", "e", "a", "b", "d"]
+    red = Rule("red aurora", "always", "", "hide", concept="<aurora>", colour="red")  # c and e are red: both
+    assert ids(shape(RANKED, 5, [red], members=members).products) == ["a", "b", "d"]
+    assert ids(shape(RANKED, 5, [rule], members={}).products) == ids(RANKED)  # no products known: none selected
+    with pytest.raises(MerchError, match="placeholder"):
+        Rule("r", "always", "", "boost", concept="aurora")
+    assert Rule.from_json(rule.to_json() | {"id": None}).concept == "<aurora>"
 
 
 def test_a_rule_matches_its_query_and_only_between_its_dates():

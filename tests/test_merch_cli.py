@@ -64,3 +64,29 @@ def test_remove_and_errors_name_the_fix(data_dir, tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps({"text": "a, b"}))
     assert main(["synonyms", "import", str(tmp_path / "bad.json")]) == 1 and "JSON list" in capsys.readouterr().err
     assert main(["rules", "list", "--json"]) == 0 and json.loads(capsys.readouterr().out) == []
+
+
+def test_a_concept_filter_needs_a_live_concept_and_round_trips(data_dir, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from engine.concepts import ConceptRegistry
+    from engine.tokens import CustomToken, TokenMeta, save_token
+
+    add = ["rules", "add", "aurora up", "--match", "contains", "--pattern", "dress", "--action", "boost",
+           "--concept", "<aurora>", "--amount", "2"]
+    assert main(add) == 1 and "<aurora> has no live token" in capsys.readouterr().err
+    assert store(data_dir).rules() == []
+    token = save_token(CustomToken("<aurora>", torch.randn(1, 8), TokenMeta("dress", "tiny-random")),
+                       tmp_path / "aurora.safetensors")
+    ConceptRegistry(data_dir).import_token(token, parent="dress")
+    assert main(add) == 0 and store(data_dir).rules()[0].concept == "<aurora>"
+    capsys.readouterr()
+    assert main(["rules", "list"]) == 0 and "concept=<aurora>" in capsys.readouterr().out
+    assert main(["rules", "export", str(tmp_path / "r.csv")]) == 0
+    assert "concept" in (tmp_path / "r.csv").read_text().splitlines()[0].split(",")
+    monkeypatch.setenv("COINAGE_DATA_DIR", str(tmp_path / "b"))  # a shop without that concept
+    assert main(["rules", "import", str(tmp_path / "r.csv")]) == 1 and "no live token" in capsys.readouterr().err
+    assert store(tmp_path / "b").rules() == []  # refused whole: nothing half-imported
+    ConceptRegistry(tmp_path / "b").import_token(token, parent="dress")
+    assert main(["rules", "import", str(tmp_path / "r.csv")]) == 0
+    assert store(tmp_path / "b").rules()[0].concept == "<aurora>"

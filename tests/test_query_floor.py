@@ -33,3 +33,30 @@ def test_a_bad_rule_names_the_accepted_forms(spec):
         parse_rule(spec)
     with pytest.raises(QueryError, match="sort_floor.*z:1.5"):
         QueryConfig(sort_floor=spec)
+
+
+def _hit(pid: str, score: float, category: str, colour: str):
+    from engine.store import Hit
+
+    return Hit(f"{pid}-0", score, {"product_id": pid, "category": category, "attributes": {"colour": colour}})
+
+
+def test_named_facets_count_every_product_having_them_and_drop_another_named_category_above_the_floor():
+    from engine.query.candidates import select
+
+    hits = [_hit("a", 0.95, "dress", "red"), _hit("b", 0.94, "mug", "red"),  # the gap floor keeps these two
+            _hit("c", 0.50, "dress", "red"), _hit("d", 0.49, "dress", "blue"), _hit("e", 0.48, "mug", "red")]
+    plain = select(hits, 100, "product_id", 3, "gap")
+    assert [g.key for g in plain.products[:plain.matched]] == ["a", "b"]
+    named = select(hits, 100, "product_id", 3, "gap", {"category": ["dress"], "attributes.colour": ["Red"]},
+                   "category")
+    # matches first (a above the floor, c having every named value), then the related items, each by relevance
+    assert [g.key for g in named.products] == ["a", "c", "b", "d", "e"] and named.matched == 2
+    colour_only = select(hits, 100, "product_id", 3, "gap", {"attributes.colour": ["red"]}, "category")
+    assert [g.key for g in colour_only.products[:colour_only.matched]] == ["a", "b", "c", "e"]
+    nothing = select(hits, 100, "product_id", 3, "gap", {"category": ["lamp"]}, "category")
+    assert nothing.matched == 1 and [g.key for g in nothing.products] == ["a", "b", "c", "d", "e"]  # the best stays
+    # words narrower than the named values (a product's name): the floor's products of the named category alone
+    narrower = select(hits, 100, "product_id", 3, "gap", {"category": ["dress"], "attributes.colour": ["red"]},
+                      "category", defines=False)
+    assert [g.key for g in narrower.products] == ["a", "b", "c", "d", "e"] and narrower.matched == 1

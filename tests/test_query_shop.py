@@ -151,25 +151,85 @@ def test_count_and_facets_stop_at_the_relevance_floor_and_related_items_follow(s
 
 @pytest.mark.parametrize("sort", ["price_asc", "price_desc"])
 def test_sort_by_price_lists_the_best_matches_in_price_order_the_same_on_every_page(service, sort):
-    ranked = service.search(SearchRequest("dress", limit=PRODUCTS))  # by relevance: the candidates the floor reads
+    # "dotted" names no facet value here (the catalog has no pattern field): the list ends at the relevance floor
+    ranked = service.search(SearchRequest("dotted", limit=PRODUCTS))  # by relevance: the candidates the floor reads
     n = kept([p.score for p in ranked.products], CONFIG.sort_floor)
-    whole = service.search(SearchRequest("dress", sort=sort, limit=PRODUCTS))
+    whole = service.search(SearchRequest("dotted", sort=sort, limit=PRODUCTS))
     prices = [p.photos[0].payload["price"] for p in whole.products]
     assert 1 <= n < PRODUCTS and sorted(products(whole)) == sorted(products(ranked)[:n])  # the best n, each once
     assert prices == sorted(prices, reverse=sort == "price_desc")
     assert any(note.startswith(f"sorted by price: the {n} best-matching of {PRODUCTS}") for note in whole.notes)
-    facets = service.search(SearchRequest("dress", sort=sort)).facets  # counts of what the list shows
+    facets = service.search(SearchRequest("dotted", sort=sort)).facets  # counts of what the list shows
     assert facets.products == n and facets.complete and sum(b["count"] for b in facets.price) == n
     # pages and page sizes agree (a longer list than the default rule's here: a floor at the mean score)
     halves = QueryService(service.backbone, service.store, TokenSet(), None,
                           dataclasses.replace(CONFIG, sort_floor="z:0"))
-    whole = halves.search(SearchRequest("dress", sort=sort, limit=PRODUCTS))
-    pages = [halves.search(SearchRequest("dress", sort=sort, limit=3, offset=o)) for o in (0, 3, 6)]
+    whole = halves.search(SearchRequest("dotted", sort=sort, limit=PRODUCTS))
+    pages = [halves.search(SearchRequest("dotted", sort=sort, limit=3, offset=o)) for o in (0, 3, 6)]
     assert len(whole.products) > 6 and sum((products(p) for p in pages), []) == products(whole)[:9]
     # without a floor the cheapest (or dearest) candidates come first whatever they are: the order before
     unfloored = QueryService(service.backbone, service.store, TokenSet(), None,
                              dataclasses.replace(CONFIG, sort_floor="none"))
-    assert len(products(unfloored.search(SearchRequest("dress", sort=sort, limit=PRODUCTS)))) == PRODUCTS
+    assert len(products(unfloored.search(SearchRequest("dotted", sort=sort, limit=PRODUCTS)))) == PRODUCTS
+
+
+@pytest.mark.parametrize("sort", ["relevance", "price_asc"])
+def test_a_named_category_and_colour_count_every_product_that_has_them_and_none_of_another_category(service, sort):
+    per_product = {r["product_id"]: r for r in rows()}
+    for text, typed in (("dress", "dress"), ("purple dress", "purpel dres")):
+        words = text.split()
+        wanted = {p for p, r in per_product.items()
+                  if r["category"] == "dress" and (len(words) == 1 or r["attributes"]["colour"] == "purple")}
+        for query in (text, typed):  # a typo'd query names what its correction names
+            response = service.search(SearchRequest(query, sort=sort, limit=PRODUCTS))
+            counted = [p.product_id for p in response.products if not p.related]
+            assert wanted <= set(counted), query  # every product with the named values is counted
+            assert {per_product[p]["category"] for p in counted} == {"dress"}, query  # nothing of another category
+            assert response.facets.products == len(counted) and response.facets.complete
+            if sort != "relevance":
+                assert not any(p.related for p in response.products)  # sorted by price: the matches alone
+    # a bare category is a match by definition: every dress is counted, whatever the floor would cut
+    dresses = service.search(SearchRequest("dress", sort=sort, limit=PRODUCTS))
+    assert dresses.facets.values["category"] == {"dress": sum(r["category"] == "dress" for r in per_product.values())}
+    ignored = service.search(SearchRequest("dress", sort=sort, limit=PRODUCTS, ignore=["category:dress"]))
+    assert ignored.facets.products == kept([p.score for p in service.search(
+        SearchRequest("dress", limit=PRODUCTS, ignore=["category:dress"])).products], CONFIG.sort_floor)
+
+
+@pytest.mark.parametrize("sort", ["relevance", "price_asc"])
+def test_a_product_name_counts_its_own_matches_not_every_product_of_its_category(service, sort):
+    """A name ("Dune Plain Dress") names the category dress, but its product line is a narrower catalog word: the
+    floor decides its matches (of the named category only), so sorted by price it is not every dress; a scene
+    ("dress on the beach") is no catalog word, so every dress still counts there."""
+    per_product = {r["product_id"]: r for r in rows()}
+    dresses = {p for p, r in per_product.items() if r["category"] == "dress"}
+    for query in ("Dune Plain Dress", "dune plain dres"):
+        response = service.search(SearchRequest(query, sort=sort, limit=PRODUCTS))
+        counted = [p.product_id for p in response.products if not p.related]
+        assert "p11" in counted and set(counted) < dresses, (query, counted)  # the named product, not every dress
+        plain = service.search(SearchRequest(query, limit=PRODUCTS, ignore=["category:dress"]))
+        floor = kept([p.score for p in plain.products], CONFIG.sort_floor if sort != "relevance"
+                     else CONFIG.relevance_floor)
+        above = {p.product_id for p in plain.products[:floor]}
+        assert set(counted) == {p for p in above if p in dresses} or counted == [products(plain)[0]], query
+        assert response.facets.products == len(counted)
+    scene = service.search(SearchRequest("dress on the beach", sort=sort, limit=PRODUCTS))
+    assert {p.product_id for p in scene.products if not p.related} == dresses
+
+
+@pytest.mark.parametrize("sort", ["relevance", "price_asc"])
+def test_a_custom_token_is_narrower_than_the_category_it_names_beside(service, sort):
+    """"<aurora> dress" names the category dress, but the concept is narrower than it: the floor decides its
+    matches (of the named category only), as for a product name, not every dress in the catalog."""
+    dresses = {r["product_id"] for r in rows() if r["category"] == "dress"}
+    response = service.search(SearchRequest("<aurora> dress", sort=sort, limit=PRODUCTS))
+    counted = {p.product_id for p in response.products if not p.related}
+    plain = service.search(SearchRequest("<aurora> dress", limit=PRODUCTS, ignore=["category:dress"]))
+    floor = kept([p.score for p in plain.products], CONFIG.sort_floor if sort != "relevance"
+                 else CONFIG.relevance_floor)
+    above = {p.product_id for p in plain.products[:floor]} & dresses
+    assert counted == above or counted == {products(plain)[0]}, (counted, above)
+    assert response.facets.products == len(counted)
 
 
 def test_collection_built_before_bm25_is_served_dense_with_a_note(tiny, tmp_path, store_config):

@@ -37,3 +37,43 @@ def test_shopper_queries_come_from_the_world_and_match_what_understanding_reads(
     assert OSA.distance("backpack", two_typos("backpack", random.Random(0))) == 2
     identifiers = [q for q in queries if q.kind == "identifier"]
     assert identifiers and all(q.grades == {q.text: 3} for q in identifiers)
+
+
+def test_concepts_renamed_by_catalog_words_keep_their_vectors_and_queries():
+    import torch
+
+    from bench.relevance import BenchQuery, name_of
+    from bench.relevance_shopper import catalog_word_concepts
+    from engine.tokens import CustomToken, TokenMeta
+    from world.build import make_world
+    from world.catalog import catalog_rows
+
+    rows = catalog_rows(make_world(3))
+    pids = sorted({r["product_id"] for r in rows})[:2]
+    tokens = TokenSet([CustomToken(f"<{p}>", torch.full((1, 4), float(i)), TokenMeta(parent="dress", backbone_id="t"))
+                       for i, p in enumerate(pids)])
+    features = {f"<{p}>": torch.full((2, 4), float(i)) for i, p in enumerate(pids)}
+    token_qs = [BenchQuery("token", f"<{p}> dress on a beach", {p: 3}) for p in pids]
+    renamed, photos, queries, words = catalog_word_concepts(tokens, features, token_qs, rows)
+    assert len(set(words.values())) == 2  # one ordinary word per concept, none a facet value or in its own name
+    for i, p in enumerate(pids):
+        word = words[f"<{p}>"]
+        own = {w.lower() for r in rows if r["product_id"] == p for w in name_of(r["title"]).split()}
+        assert word not in own and any(word in name_of(r["title"]).lower().split() for r in rows)
+        assert torch.equal(renamed.get(f"<{word}>").vectors, tokens.get(f"<{p}>").vectors)
+        assert torch.equal(photos[f"<{word}>"], features[f"<{p}>"])
+        typed = {q.kind: q.text for q in queries if q.grades == {p: 3}}
+        assert typed == {"concept_catalog_word": f"{word} dress on a beach",
+                         "concept_catalog_word_bracketed": f"<{word}> dress on a beach"}
+        plain = [q for q in queries if q.kind == "word_meant" and word in q.text.lower().split()]
+        assert plain and all(set(q.grades.values()) == {3} for q in plain)
+
+
+def test_only_the_concept_word_kinds_need_the_token_cache(capsys):
+    import pytest
+
+    from bench.relevance_shopper import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--only", "concept_catalog_word"])
+    assert e.value.code == 2 and "add --token-cache DIR" in capsys.readouterr().err

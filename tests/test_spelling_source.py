@@ -82,6 +82,57 @@ def test_a_rebuild_never_blocks_searches(store, monkeypatch):
     assert spelling.get().known("fjordo")
 
 
+def test_the_first_build_never_blocks_a_search_past_the_wait(store, monkeypatch, caplog):
+    write_vocabulary(store, "shop-1", vocabulary())
+    spelling = SpellingSource(store, QueryConfig(collection="shop", spelling_refresh_s=0.0,
+                                                 spelling_first_wait_s=0.05))
+    release = threading.Event()
+    real = spelling_source.Speller
+
+    def slow_speller(*args, **kwargs):  # a large catalog's first build
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spelling_source, "Speller", slow_speller)
+    t0 = time.perf_counter()
+    with caplog.at_level("INFO", logger=spelling_source.__name__):
+        assert spelling.get() is None and spelling.warming  # searched uncorrected meanwhile
+    assert spelling.get() is None and time.perf_counter() - t0 < 2.0
+    assert "searches run without typo correction until it is ready" in caplog.text
+    release.set()
+    spelling.wait()
+    assert not spelling.warming and spelling.get().correct("drsss").corrected == "dress" and spelling.builds == 1
+
+
+def test_a_stale_build_finishing_late_is_dropped(store, monkeypatch):
+    write_vocabulary(store, "shop-1", vocabulary())
+    spelling = source(store)
+    first = spelling.get()
+    gates = [threading.Event(), threading.Event()]
+    real = spelling_source.Speller
+    calls = []
+
+    def gated_speller(*args, **kwargs):
+        gate = gates[len(calls)]
+        calls.append(gate)
+        gate.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spelling_source, "Speller", gated_speller)
+    write_vocabulary(store, "shop-1", vocabulary({"title": "Fjordo Lamp"}))
+    spelling.get()
+    older = spelling._building[1]
+    while not calls:  # the older build has read its vocabulary and waits at its gate
+        time.sleep(0.01)
+    write_vocabulary(store, "shop-1", vocabulary({"title": "Quokkaberry Parasol"}))
+    spelling.get()  # a newer version while the older build still runs
+    gates[1].set()
+    spelling.wait()
+    gates[0].set()
+    older.join(10)
+    assert spelling.get() is not first and spelling.get().known("quokkaberry")  # not the older one
+
+
 def test_an_alias_switch_and_new_extra_words_rebuild(store):
     write_vocabulary(store, "shop-1", vocabulary())
     write_vocabulary(store, "shop-2", vocabulary({"title": "Quokkaberry Parasol"}))

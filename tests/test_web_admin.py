@@ -277,7 +277,7 @@ def test_register_train_watch_activate_and_search_with_the_new_word(admin, res):
     assert 'data-token="&lt;aurora&gt;"' in client.get("/search/suggest?q=<a").get_data(as_text=True)
     assert fetch(client, "/concepts/aurora/thumb.png").mimetype == "image/png"
     found = client.get("/search?q=<aurora>+dress", headers=HX).get_data(as_text=True)
-    assert found.count('class="card"') == 6 and 'data-source="default"' in found
+    assert found.count('<article class="card') == 6 and 'data-source="default"' in found
 
 
 def test_token_download_is_a_diffusers_style_file(admin, res, tmp_path):

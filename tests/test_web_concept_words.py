@@ -7,18 +7,11 @@ import json
 import pytest
 
 from engine.concepts import ConceptError, ConceptRegistry
-from web.testing import api_login, png_bytes
+from web.testing import png_bytes
 
 PASSWORD = "words-pw"
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-@pytest.fixture
-def admin(app):
-    client = app.test_client()
-    api_login(client, PASSWORD)
-    return client
 
 
 def register_json(client, **fields):

@@ -96,7 +96,7 @@ def test_one_client_cannot_fill_the_preview_queue_for_everyone(make_app):
               for i in range(4)]
     assert greedy == [["queued"], ["queued"], ["unavailable"], ["unavailable"]]
     html = client.get("/search?q=dress+9", **from_address("198.51.100.1")).get_data(as_text=True)
-    assert "the limit per client is 2" in html and html.count('class="card"') > 0  # results still shown
+    assert "the limit per client is 2" in html and html.count('<article class="card') > 0  # results still shown
     assert state(client.get("/search?q=lamp", **from_address("203.0.113.5")).get_data(as_text=True)) == ["queued"]
     assert res.jobs.count("preview", "queued") == 3
 
@@ -118,7 +118,7 @@ def test_new_previews_are_rate_limited_per_client_but_the_results_still_show(mak
     pages = [client.get(f"/search?q=shoe+{i}", **from_address("198.51.100.3")).get_data(as_text=True)
              for i in range(3)]
     assert [state(p) for p in pages] == [["queued"], ["queued"], ["unavailable"]]
-    assert RATE.split(";")[0] in pages[2] and pages[2].count('class="card"') > 0
+    assert RATE.split(";")[0] in pages[2] and pages[2].count('<article class="card') > 0
     assert state(client.get("/search?q=shoe+0", **from_address("198.51.100.3")).get_data(as_text=True)) == ["queued"]
     assert res.jobs.count("preview") == 2  # joining an existing job costs nothing
 
@@ -174,8 +174,10 @@ def test_a_search_does_not_wait_on_a_stalled_job_store(make_app, database_url):
         r = client.get("/search?q=striped+dress", headers=HX)
         seconds = time.perf_counter() - t0
         html = r.get_data(as_text=True)
-        assert r.status_code == 200 and html.count('class="card"') > 0 and state(html) == ["unavailable"]
-        assert SLOW.split(";")[0] in html and seconds < 3
+        assert r.status_code == 200 and html.count('<article class="card') > 0 and state(html) == ["unavailable"]
+        # answered while the store is still held, far inside the 30 s busy timeout the old code waited out
+        # (no tighter bound: a loaded CI machine stretches the render itself)
+        assert SLOW.split(";")[0] in html and seconds < 20
     deadline = time.monotonic() + 40
     while res.jobs.count("preview") == 0 and time.monotonic() < deadline:  # the submit finished in the background
         time.sleep(0.1)

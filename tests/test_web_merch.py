@@ -10,17 +10,10 @@ import pytest
 
 from engine.merch import Rule
 from web import create_app
-from web.testing import api_login, build_catalog, tiny_settings
+from web.testing import build_catalog, tiny_settings
 
 PASSWORD = "merch-pw"
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-@pytest.fixture
-def admin(app):
-    client = app.test_client()
-    api_login(client, PASSWORD)
-    return client
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +36,16 @@ def page_ids(client, query, limit, offset, **args):
     extra = "".join(f"&{k}={v}" for k, v in args.items())
     body = client.get(f"/api/search?q={query}&limit={limit}&offset={offset}&preview=0{extra}").json
     return [p["product_id"] for p in body["products"]], body
+
+
+def every_product(client, query):
+    """The whole list, page by page up to its end (no page past it: that would be a zero-result search)."""
+    products, offset = [], 0
+    while offset is not None:
+        body = client.get(f"/api/search?q={query}&limit=6&offset={offset}&preview=0").json
+        products += body["products"]
+        offset = body["next_offset"]
+    return products
 
 
 def test_a_synonym_added_on_one_app_changes_the_results_of_another(tmp_path, database_url):
@@ -108,6 +111,82 @@ def test_boost_bury_and_hide_reshape_the_results(client, res):
     assert plain[1] in page_ids(client, "dress", 6, 0)[0]  # an exact rule for another query does not apply
 
 
+def test_the_rules_shape_the_one_candidate_list_and_a_pin_beyond_it_costs_one_store_query(client, res, monkeypatch):
+    """The rules stage runs inside the request's one retrieval (between candidates.select and candidates.page): a
+    search with rules makes the store queries the same search without them makes, plus one for a pinned product the
+    candidate list does not reach (its photos, restricted to its id), not a second retrieval."""
+    import dataclasses
+    import json
+
+    monkeypatch.setattr(res.query.retriever, "config", dataclasses.replace(res.query.config, candidate_window=8))
+    queries = []
+    real = res.store.query
+    monkeypatch.setattr(res.store, "query", lambda *a, **kw: queries.append(a[1]) or real(*a, **kw))
+    plain = [p["product_id"] for p in every_product(client, "red+dress")]
+    queries.clear()
+    matches = page_ids(client, "red+dress", 6, 0)[1]["facets"]["products"]
+    one_search = len(queries)
+    catalog = [json.loads(line)["product_id"] for line in res.settings.catalog.read_text().splitlines() if line]
+    far = next(p for p in catalog if p not in plain)  # beyond the candidate list of 8 points a side
+    res.merch.add_rule(Rule("far first", "contains", "red dress", "pin", products=(far,), position=1), "test")
+    fresh(res)
+    queries.clear()
+    first, body = page_ids(client, "red+dress", 6, 0)
+    assert len(queries) == one_search + 1 and queries[-1].filter.must["product_id"] == [far]
+    assert first == [far] + plain[:5] and body["facets"]["products"] == matches + 1  # a match: it is pinned first
+    shaped = [p["product_id"] for p in every_product(client, "red+dress")]
+    assert shaped == [far] + plain  # once, and nothing else lost or moved
+
+
+def test_boost_and_bury_by_a_concepts_products(client, admin, res, tmp_path):
+    """A concept's products are the matches of a search for its placeholder alone; computed once per live version
+    (and collection), and a concept without a live token is a clear 400 when a rule is written, and a rule the
+    search skips (the admin is told) when it is deactivated later."""
+    import torch
+
+    from engine.tokens import CustomToken, TokenMeta, save_token
+
+    rule = {"name": "aurora up", "match": "contains", "pattern": "dress", "action": "boost", "concept": "<aurora>",
+            "amount": 5}
+    r = admin.post("/api/rules", json=rule)
+    assert r.status_code == 400 and r.json["error"]["code"] == "invalid_merch"
+    assert "<aurora> has no live token" in r.json["error"]["message"] and res.merch.rules() == []
+    bad = form_post(admin, "/admin/rules", **{k: str(v) for k, v in rule.items()})
+    assert bad.status_code == 400 and "no live token" in bad.get_data(as_text=True)
+    torch.manual_seed(0)
+    token = save_token(CustomToken("<aurora>", torch.randn(1, res.backbone.text_width),
+                                   TokenMeta("dress", "tiny-random")), tmp_path / "aurora.safetensors")
+    res.registry.import_token(token, parent="dress", backbone_id="tiny-random", width=res.backbone.text_width)
+    try:
+        members = {p["product_id"] for p in every_product(client, "%3Caurora%3E") if not p["related"]}
+        plain, body = page_ids(client, "red+dress", 24, 0)
+        assert 0 < len(members & set(plain)) < len(plain)  # the test means something: some move, some do not
+        matched = sum(not p["related"] for p in body["products"])
+        assert admin.post("/api/rules", json=rule).status_code == 201
+        fresh(res)
+        boosted, body = page_ids(client, "red+dress", 24, 0)
+        ahead = [p for p in plain if p in members]
+        assert boosted == ahead + [p for p in plain if p not in members]  # every one ahead, in their own order
+        assert all(not p["related"] for p in body["products"][:len(ahead)])  # boosted: matches of the query
+        computed = res.query.merch.concepts.computed
+        page_ids(client, "red+dress", 24, 0)
+        assert res.query.merch.concepts.computed == computed  # cached for this version and collection
+        res.merch.update_rule(res.merch.rules()[0].id, Rule.from_json({**rule, "action": "bury"}), "test")
+        fresh(res)
+        buried, body = page_ids(client, "red+dress", 24, 0)
+        first = [p for p in plain[:matched] if p not in members]
+        assert buried[:len(first)] == first  # the concept's products after the other matches
+        assert set(buried[len(first):matched]) == set(plain[:matched]) & members
+        res.registry.deactivate("<aurora>")
+        r = admin.get("/api/search?q=red+dress&limit=24&preview=0")
+        assert r.status_code == 200 and [p["product_id"] for p in r.json["products"]] == plain
+        assert "no live token" in r.json["merch"][0]["skipped"]
+        html = admin.get("/admin/tester?q=red+dress").get_data(as_text=True)
+        assert "not applied: concept &lt;aurora&gt; has no live token" in html
+    finally:
+        res.registry.delete("<aurora>")
+
+
 def test_an_expired_rule_stops_applying(client, res):
     plain, _ = page_ids(client, "red+dress", 4, 0)
     end = datetime.now(timezone.utc) + timedelta(hours=1)
@@ -140,15 +219,17 @@ def test_the_click_beacon_refuses_bad_search_ids_without_a_500(client, res):
 
 
 def test_the_click_beacon_is_rate_limited(app, client):
-    from web.analytics import RateWindow
+    from limits import parse
 
-    app.extensions["coinage.click_limit"] = RateWindow(2, 60.0)
+    rates = app.extensions["coinage.ratelimits"]  # Flask-Limiter's storage, like the other limits (web/ratelimit.py)
+    saved, rates._clicks = rates._clicks, parse("2 per minute")
     try:
         codes = [client.post("/api/click", json={"search_id": "x", "product_id": "p", "position": 1}).status_code
                  for _ in range(3)]
         assert codes == [404, 404, 429]
     finally:
-        del app.extensions["coinage.click_limit"]
+        rates._clicks = saved
+        rates.limiter.reset()
 
 
 def test_analytics_survive_a_restart_and_are_pruned_after_the_retention(tmp_path):

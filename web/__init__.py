@@ -52,7 +52,8 @@ def create_app(config: AppSettings | None = None) -> Flask:
         metrics.init_app(app, settings.metrics_token)
         for blueprint in (search.bp, admin.bp, api.bp, merch.bp, merch_api.bp, ops.bp):
             app.register_blueprint(blueprint)
-        ratelimit.init_app(app, settings.ratelimit)  # per-client limits on the views just registered
+        # per-client limits on the views just registered
+        ratelimit.init_app(app, settings.ratelimit, clicks_per_minute=settings.merch.clicks_per_minute)
         app.jinja_env.globals.update(htmx_file=HTMX_FILE, settings=settings)
         init_templating(app)
         concepts_admin.reconcile_registrations(resources)  # what a registration killed mid-way left behind

@@ -19,7 +19,6 @@ import queue
 import secrets
 import threading
 import time
-from collections import deque
 from typing import Any, Callable
 
 from engine.database import database_errors
@@ -131,28 +130,6 @@ class Recorder:
     def _sign(self, random_part: str) -> str:
         mac = hmac.new(self._key, random_part.encode(), hashlib.sha256).hexdigest()[:16]
         return f"{random_part}.{mac}"
-
-
-class RateWindow:
-    """At most `limit` events per key in a sliding `window_s` (per process): the click beacon's rate limit."""
-
-    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic):
-        self.limit, self.window_s, self._clock = limit, window_s, clock
-        self._events: dict[str, deque] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str) -> bool:
-        with self._lock:
-            now = self._clock()
-            events = self._events.setdefault(key, deque())
-            while events and now - events[0] > self.window_s:
-                events.popleft()
-            if len(events) >= self.limit:
-                return False
-            events.append(now)
-            if len(self._events) > 10_000:  # forget idle clients
-                self._events = {k: v for k, v in self._events.items() if v}
-            return True
 
 
 def _search_row(search_id: str, ts: float, request: Any, response: Any) -> SearchRow:

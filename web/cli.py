@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from engine.store import StoreUnavailable
+from web.jobs.health_file import health_path
 from web.resources import Resources
 from web.settings import AppSettings
 
@@ -116,13 +117,16 @@ def _worker(args) -> int:
     signal.signal(signal.SIGTERM, stop)
     lanes = [list(lane) for lane in worker.lanes]
     print(f"coinage worker {worker.id}: lanes {lanes}, jobs in {resources.jobs.location}", flush=True)
+    health_file = health_path(settings.data_dir)  # read by deploy/healthcheck.py worker
+    print(f"coinage worker {worker.id}: lane health in {health_file}", flush=True)
+    healthy = True
     try:
-        worker.serve_forever()
+        healthy = worker.serve_forever(health_file=health_file)  # False: a lane died (logged); exit 1 to restart
     except KeyboardInterrupt:
         worker.stop()
     finally:
         resources.close()
-    return 0
+    return 0 if healthy else 1
 
 
 # ---------------------------------------------------------------------------- demo

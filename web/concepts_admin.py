@@ -111,6 +111,14 @@ def register_concept(res, form: ConceptForm, images: Sequence[CheckedImage]) -> 
     return concept, start_training(res, form.placeholder, form.steps)
 
 
+def name_warnings(res, placeholder: str) -> list[str]:
+    """A concept named by an ordinary catalog word: what shoppers typing it get (warned, never refused)."""
+    from engine.query.understand import concept_name_warning
+
+    found = concept_name_warning(placeholder, res.query.catalog.get(), res.query.config)
+    return [found] if found else []
+
+
 def start_training(res, placeholder: str, steps: int | None = None) -> str:
     """Queue a training run (or return the one already queued/running for this concept)."""
     res.registry.get(placeholder)

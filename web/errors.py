@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from engine.concepts import ConceptError, ConceptExists, ConceptNotFound, VersionNotReady
 from engine.database import DatabaseError
+from engine.diskspace import DiskSpaceError, is_disk_full
 from engine.errors import CoinageError, TokenError, UnknownTokenError
 from engine.query import ConflictingFields, IndexMismatch, IndexNotFound, PreviewUnavailable, QueryError
 from engine.store import StoreError
@@ -24,6 +25,9 @@ from web.jobs import JobError
 log = logging.getLogger(__name__)
 
 JSON_PREFIXES = ("/api/", "/healthz", "/readyz", "/openapi.json")
+DISK_FULL = ("the server's disk is full, so this change was not saved (nothing was changed); searches still "
+             "answer. Free space on the data volume (COINAGE_DATA_DIR: old previews, snapshots, collections no alias "
+             "points at: `coinage snapshot orphans --drop NAME`) and try again")
 
 
 class ApiError(Exception):
@@ -51,6 +55,8 @@ def bad_field(name: str, message: str) -> ApiError:
 def from_engine(error: Exception) -> ApiError:
     """An engine error as an ApiError: status and code by type, the engine's own message (it names the fix)."""
     message = str(error)
+    if is_disk_full(error):  # a DiskSpaceError names what needed the room; a failed write gets the general fix
+        return ApiError(507, "disk_full", message if isinstance(error, DiskSpaceError) else DISK_FULL)
     if isinstance(error, UnknownTokenError):
         return ApiError(400, "unknown_token", message, token=error.placeholder, suggestions=error.suggestions)
     if isinstance(error, ConceptExists):
@@ -126,6 +132,9 @@ def init_app(app: Flask) -> None:
     def unexpected(error: Exception):
         if isinstance(error, HTTPException):  # pragma: no cover - handled above
             return http_error(error)
+        if is_disk_full(error):  # a write the disk had no room for: nothing was saved (engine/diskspace.py)
+            log.error("%s %s: the disk is full (%s: %s)", request.method, request.path, type(error).__name__, error)
+            return api_error(ApiError(507, "disk_full", DISK_FULL))
         ref = uuid.uuid4().hex[:10]
         log.exception("unhandled error %s on %s %s", ref, request.method, request.path)
         return api_error(ApiError(500, "internal_error",

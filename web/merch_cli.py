@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine.merch.concept_products import check_live, live_concepts
 from engine.merch.errors import MerchError
 from engine.merch.rules import TEXT_FIELDS, Rule, rule_from_text, rule_to_text
 from engine.merch.synonyms import Synonym
@@ -26,20 +27,14 @@ FORMATS = ("csv", "json")
 
 
 def register(sub) -> list[str]:
-    syn = sub.add_parser("synonyms", help="list, add, remove, import and export search synonyms")
-    ssub = syn.add_subparsers(dest="action", metavar="ACTION")
-    ssub.required = True
-    _listing(ssub, "synonyms", _list_synonyms)
+    ssub = _commands(sub, "synonyms", "search synonyms", _list_synonyms, _import_synonyms, _export_synonyms,
+                     lambda store, i, who: store.remove_synonym(i, who))
     add = ssub.add_parser("add", help="add a synonym: 'cup => mug' (one-way) or 'trainers, sneakers' (two-way)")
     add.add_argument("text")
     add.set_defaults(func=_add_synonym)
-    _remove(ssub, "synonym", lambda store, i, who: store.remove_synonym(i, who))
-    _transfer(ssub, "synonyms", _import_synonyms, _export_synonyms)
 
-    rules = sub.add_parser("rules", help="list, add, remove, import and export merchandising rules")
-    rsub = rules.add_subparsers(dest="action", metavar="ACTION")
-    rsub.required = True
-    _listing(rsub, "rules", _list_rules)
+    rsub = _commands(sub, "rules", "merchandising rules", _list_rules, _import_rules, _export_rules,
+                     lambda store, i, who: store.remove_rule(i, who))
     add = rsub.add_parser("add", help="add a rule (pin, boost, bury or hide products for a query)")
     add.add_argument("name")
     add.add_argument("--match", required=True, help="exact, contains, concept or always")
@@ -48,11 +43,21 @@ def register(sub) -> list[str]:
     add.add_argument("--products", nargs="+", default=[], help="product ids")
     for name in ("position", "category", "colour", "min-price", "max-price", "amount", "start", "end"):
         add.add_argument(f"--{name}")
+    add.add_argument("--concept", help="the concept's products (its own query's matches), e.g. '<aurora>'")
     add.add_argument("--disabled", action="store_true", help="store it switched off")
     add.set_defaults(func=_add_rule)
-    _remove(rsub, "rule", lambda store, i, who: store.remove_rule(i, who))
-    _transfer(rsub, "rules", _import_rules, _export_rules)
     return ["synonyms", "rules"]
+
+
+def _commands(sub, what: str, about: str, lister, importer, exporter, remove):
+    """`coinage <what>` with its list, remove, import and export actions; returns its subparsers (for `add`)."""
+    parser = sub.add_parser(what, help=f"list, add, remove, import and export {about}")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    _listing(actions, what, lister)
+    _remove(actions, what[:-1], remove)
+    _transfer(actions, what, importer, exporter)
+    return actions
 
 
 def _listing(sub, what: str, func) -> None:
@@ -144,23 +149,14 @@ def _add_synonym(args) -> int:
 
 
 def _import_synonyms(args) -> int:
-    text = _read(args)
-    if _format(args) == "json":
-        items = _json_list(text, args.file)
-        synonyms = [Synonym.from_json(x) if isinstance(x, dict) else Synonym.parse(x) for x in items]
-    else:
-        rows = _csv_rows(text, args.file, "synonym")
-        synonyms = [Synonym.parse(r["synonym"]) for r in rows]
-    stored = _store().add_synonyms(synonyms, _actor(), replace=args.replace)
-    print(f"imported {len(stored)} synonyms")
-    return 0
+    synonyms = _items(args, lambda x: Synonym.from_json(x) if isinstance(x, dict) else Synonym.parse(x),
+                      lambda row: Synonym.parse(row["synonym"]), "synonym")
+    return _imported(_store().add_synonyms(synonyms, _actor(), replace=args.replace), "synonyms")
 
 
 def _export_synonyms(args) -> int:
     synonyms = _store().synonyms()
-    if _format(args) == "json":
-        return _write(args, json.dumps([{"text": s.text} for s in synonyms], indent=2) + "\n")
-    return _write(args, _csv_text(["synonym"], [{"synonym": s.text} for s in synonyms]))
+    return _exported(args, [{"text": s.text} for s in synonyms], ["synonym"], [{"synonym": s.text} for s in synonyms])
 
 
 # ---------------------------------------------------------------------------- rules
@@ -171,7 +167,8 @@ def _list_rules(args) -> int:
         print(json.dumps([r.to_json() for r in rules], indent=2))
     for r in [] if args.json else rules:
         target = " ".join(r.products) or ", ".join(f"{k}={v}" for k, v in (("category", r.category), (
-            "colour", r.colour), ("min_price", r.min_price), ("max_price", r.max_price)) if v is not None)
+            "colour", r.colour), ("min_price", r.min_price), ("max_price", r.max_price), ("concept", r.concept))
+            if v is not None)
         state = "" if r.enabled else "  (off)"
         print(f"{r.id:>5}  {r.name}: {r.match} {r.pattern!r} -> {r.action} {target}{state}")
     return 0
@@ -180,33 +177,57 @@ def _list_rules(args) -> int:
 def _add_rule(args) -> int:
     values = {"name": args.name, "match": args.match, "pattern": args.pattern, "action": args.rule_action,
               "products": " ".join(args.products), "enabled": "false" if args.disabled else "true"}
-    values.update({k: getattr(args, k) for k in ("position", "category", "colour", "min_price", "max_price", "amount",
-                                                  "start", "end") if getattr(args, k) is not None})
-    r = _store().add_rule(rule_from_text(values), _actor())
+    values.update({k: getattr(args, k) for k in ("position", "category", "colour", "min_price", "max_price", "concept",
+                                                  "amount", "start", "end") if getattr(args, k) is not None})
+    rule = rule_from_text(values)
+    _check_live([rule])
+    r = _store().add_rule(rule, _actor())
     print(f"added rule {r.id}: {r.name}")
     return 0
 
 
 def _import_rules(args) -> int:
-    text = _read(args)
-    if _format(args) == "json":
-        rules = [Rule.from_json(x) for x in _json_list(text, args.file)]
-    else:
-        rules = [rule_from_text(r) for r in _csv_rows(text, args.file, "name")]
-    stored = _store().add_rules(rules, _actor(), replace=args.replace)
-    print(f"imported {len(stored)} rules")
-    return 0
+    rules = _items(args, Rule.from_json, rule_from_text, "name")
+    _check_live(rules)
+    return _imported(_store().add_rules(rules, _actor(), replace=args.replace), "rules")
 
 
 def _export_rules(args) -> int:
     rules = _store().rules()
-    if _format(args) == "json":
-        data = [{k: v for k, v in r.to_json().items() if k not in ("id", "updated", "updated_by")} for r in rules]
-        return _write(args, json.dumps(data, indent=2) + "\n")
-    return _write(args, _csv_text(list(TEXT_FIELDS), [rule_to_text(r) for r in rules]))
+    data = [{k: v for k, v in r.to_json().items() if k not in ("id", "updated", "updated_by")} for r in rules]
+    return _exported(args, data, list(TEXT_FIELDS), [rule_to_text(r) for r in rules])
+
+
+def _check_live(rules: list[Rule]) -> None:
+    """Refuse rules whose concept filter names a concept without a live token in the registry."""
+    from engine.concepts import ConceptRegistry
+    from engine.database import database_url_from_env
+    from web.settings import data_dir_from_env
+
+    if any(r.concept is not None for r in rules):
+        check_live(rules, live_concepts(ConceptRegistry(data_dir_from_env(), database_url_from_env())))
 
 
 # ---------------------------------------------------------------------------- files
+
+def _items(args, from_json, from_row, column: str) -> list[Any]:
+    """What an import file holds: JSON (a list, what `export` writes) or CSV rows (with that `column`)."""
+    text = _read(args)
+    if _format(args) == "json":
+        return [from_json(x) for x in _json_list(text, args.file)]
+    return [from_row(row) for row in _csv_rows(text, args.file, column)]
+
+
+def _imported(stored: list[Any], what: str) -> int:
+    print(f"imported {len(stored)} {what}")
+    return 0
+
+
+def _exported(args, data: list[Any], fields: list[str], rows: list[dict[str, str]]) -> int:
+    if _format(args) == "json":
+        return _write(args, json.dumps(data, indent=2) + "\n")
+    return _write(args, _csv_text(fields, rows))
+
 
 def _json_list(text: str, path: Path) -> list[Any]:
     try:

@@ -29,7 +29,7 @@ SCHEMAS: dict[str, Any] = {
         "products": {"type": "array", "items": {"type": "string"}}, "position": {"type": "integer"},
         "category": {"type": ["string", "null"]}, "colour": {"type": ["string", "null"]},
         "min_price": {"type": ["number", "null"]}, "max_price": {"type": ["number", "null"]},
-        "amount": {"type": "number"}, "start": {"type": ["string", "null"]}, "end": {"type": ["string", "null"]},
+        "concept": {"type": ["string", "null"]}, "amount": {"type": "number"}, "start": {"type": ["string", "null"]}, "end": {"type": ["string", "null"]},
         "enabled": {"type": "boolean"}, "updated": {"type": "string"}, "updated_by": {"type": "string"}}},
     "RuleInput": {"type": "object", "required": ["name", "match", "pattern", "action"],
                   "additionalProperties": False, "properties": {
@@ -42,6 +42,9 @@ SCHEMAS: dict[str, Any] = {
         "position": {"type": "integer", "minimum": 1, "description": "pin: position of the first product"},
         "category": {"type": ["string", "null"]}, "colour": {"type": ["string", "null"]},
         "min_price": _NUMBER, "max_price": _NUMBER,
+        "concept": {"type": ["string", "null"], "pattern": "^<[^<>]+>$",
+                    "description": "boost/bury/hide the concept's products: those a search for its placeholder alone "
+                                   "lists as matches (a concept with a live token; else 400 invalid_merch)"},
         "amount": {"type": "number", "minimum": 0, "maximum": 1e6, "description": "boost/bury: score added/taken"},
         "start": _TIME, "end": _TIME, "enabled": {"type": "boolean"}}},
     "AnalyticsReport": {"type": "object", "properties": {

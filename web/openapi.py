@@ -130,10 +130,13 @@ SCHEMAS: dict[str, Any] = {
         "original": {"type": "string"}, "text": {"type": "string", "description": "the text left for retrieval"},
         "removed": {"type": "array", "items": {"type": "string"}},
         "constraints": {"type": "array", "items": _ref("Constraint")},
-        "ignored": {"type": "array", "items": {"type": "string"}}, "notes": {"type": "array", "items": {"type": "string"}}}},
+        "ignored": {"type": "array", "items": {"type": "string"}}, "notes": {"type": "array", "items": {"type": "string"}},
+        "lexical_words": {"type": "object", "additionalProperties": {"type": "string"},
+                          "description": "placeholder -> the word typed, kept for the lexical side (a concept "
+                                         "read both ways: QueryConfig.concept_word_reading 'both' or 'name')"}}},
     "Suggestion": {"type": "object", "properties": {
-        "text": {"type": "string"}, "kind": {"type": "string", "enum": ["concept", "category", "colour", "pattern",
-                                                                         "word", "name"]},
+        "text": {"type": "string"}, "kind": {"type": "string", "enum": ["synonym", "concept", "category", "colour",
+                                                                         "pattern", "word", "name"]},
         "count": {"type": "integer", "description": "products it finds"},
         "query": {"type": "string", "description": "the query to search when it is chosen"}}},
     "Job": {"type": "object", "properties": {

@@ -198,7 +198,7 @@ class SearchOutcome:
             return []
         return [{"label": c.label, "kind": c.kind, "key": c.key,
                  "url": self.form.url(ignore=[*self.form.ignore, c.key], page=1)}
-                for c in found.constraints if c.hard]
+                for c in found.constraints if c.hard or c.kind == "identifier"]  # a soft id: its product first
 
     def relax_links(self) -> list[dict[str, Any]]:
         """For an empty page: each constraint to drop (an understood one, or a filter of the form), with its url."""

@@ -3,9 +3,9 @@ registry database, versioned and audited (docs/merch.md)."""
 from .errors import MerchError, MerchNotFound
 from .live import MerchSource
 from .rules import ACTIONS, MATCHES, Rule, shape
-from .stage import shaped_page
+from .stage import RulesStage
 from .store import MerchStore
 from .synonyms import Expansion, Synonym, expand
 
 __all__ = ["ACTIONS", "MATCHES", "Expansion", "MerchError", "MerchNotFound", "MerchSource", "MerchStore", "Rule",
-           "Synonym", "expand", "shape", "shaped_page"]
+           "RulesStage", "Synonym", "expand", "shape"]

@@ -16,5 +16,5 @@ class MerchSettings:
     flush_s: float = 1.0
     # Rows waiting for the writer at most; beyond it new rows are dropped (counted), never a search slowed.
     analytics_queue: int = 10_000
-    # Click beacons per client address per minute (per process); more get 429.
+    # Click beacons per client address per minute (counted in COINAGE_RATELIMIT_STORAGE: web/ratelimit.py); beyond: 429.
     clicks_per_minute: int = 120

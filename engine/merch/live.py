@@ -4,6 +4,7 @@
     service.merch = merch                     # engine/query/service.py consults it when set
     merch.expand("blue cup")                  # Expansion("blue cup mug", [the synonym])
     merch.rules_for("cup", ["<aurora>"])      # the rules live now for that query
+    merch.stage(service, request, placeholders, vector, lexical)   # the rules stage of one search (or None)
 
 One `SELECT version` at most every `refresh_s` seconds per process; the rows themselves only when another process
 (or this one) changed them, so a change made on any web process reaches every other within `refresh_s`, with no
@@ -15,11 +16,13 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from engine.database import database_errors
 
+from .concept_products import ConceptProducts
 from .rules import Rule
+from .stage import RulesStage, stage_for
 from .store import MerchStore
 from .synonyms import Expansion, Synonym, expand
 
@@ -38,6 +41,7 @@ class MerchSource:
         self._version: int | None = None
         self._synonyms: list[Synonym] = []
         self._rules: list[Rule] = []
+        self.concepts = ConceptProducts()  # the products of the concepts rules filter by, cached per version
 
     def current(self) -> tuple[list[Synonym], list[Rule]]:
         with self._lock:
@@ -66,3 +70,10 @@ class MerchSource:
         _, rules = self.current()
         now = self._now()
         return [r for r in rules if r.applies(query, placeholders, now)]
+
+    def stage(self, service: Any, request: Any, placeholders: Sequence[str], vector: Any, lexical: str,
+              extra: Sequence[Rule] = (), collection: str | None = None) -> RulesStage | None:
+        """The rules stage of one search (engine/merch/stage.py, `stage_for`): the shop's rules for this query
+        plus `extra` (what query understanding asks of the ranking)."""
+        return stage_for(service, request, self.rules_for(request.query, placeholders), vector, lexical, collection,
+                         members=lambda placeholder: self.concepts.get(service, placeholder), asked=extra)

@@ -1,14 +1,16 @@
 """Merchandising rules: for a query, pin products to positions, boost or bury products matching a filter, hide
-products. Pure functions over the ranked product list; the store (engine/merch/store.py) keeps the rules and
-engine/merch/stage.py cuts the page.
+products. Pure functions over the request's ranked candidate products (engine.store.hybrid.Group); the store
+(engine/merch/store.py) keeps the rules and engine/merch/stage.py plugs them into the retrieval.
 
     rule = Rule(name="mugs first", match="contains", pattern="cup", action="boost", category="mug", amount=1.0)
     live = [r for r in rules if r.applies(query_text, placeholders, now)]
-    shaped = shape(ranked_products, live, extra=pinned_products_found_elsewhere)
+    shaped = shape(groups, matched, live, extra=pinned_products_found_elsewhere, members={"<aurora>": ids})
 
 Order of the stage: hide -> boost and bury (re-scored: score + amount, or - amount, then re-sorted, ties keep the
 fused order) -> pins (each pinned product moved to its position, so it appears exactly once). A product both
-hidden and pinned stays hidden.
+hidden and pinned stays hidden. The list keeps its two parts, the query's matches and then the related items: a
+boosted or pinned product counts as a match (the merchandiser chose it for the query), a buried match stays a
+match (at most at the end of the matches: hide it to take it out).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from engine.lexical import words
 from engine.product import CATEGORY, COLOUR, PRICE
+from engine.store.hybrid import Group
 
 from .errors import MerchError
 
@@ -39,6 +42,7 @@ class Rule:
     colour: str | None = None  # ... payload attributes.colour equals
     min_price: float | None = None  # ... price at least
     max_price: float | None = None  # ... price at most
+    concept: str | None = None  # ... one of the concept's products: the matches of its own query '<aurora>'
     amount: float = 1.0  # boost/bury: score added (subtracted); fused scores lie in [0, 1] (RRF: ~0.03)
     start: str | None = None  # ISO date-time (UTC when no zone) from which it applies; None: at once
     end: str | None = None  # ISO date-time until which it applies; None: no end
@@ -54,9 +58,10 @@ class Rule:
             raise MerchError("a rule needs a name (field 'name'), e.g. 'mugs first for cup'")
         if not isinstance(self.pattern, str) or (self.match != "always" and not self.pattern.strip()):
             raise MerchError(f"a {self.match!r} rule needs the query it matches (field 'pattern')")
-        if self.match == "concept" and not (self.pattern.startswith("<") and self.pattern.endswith(">")):
-            raise MerchError(f"a concept rule's pattern is the concept's placeholder, e.g. '<aurora>', got "
-                             f"{self.pattern!r}")
+        if self.match == "concept":
+            _placeholder("pattern", self.pattern, "a concept rule's pattern")
+        if self.concept is not None:
+            _placeholder("concept", self.concept, "the concept filter")
         if isinstance(self.products, str) or not all(isinstance(p, str) and p for p in self.products):
             raise MerchError(f"field 'products' must be a list of product ids, got {self.products!r}")
         object.__setattr__(self, "products", tuple(dict.fromkeys(self.products)))
@@ -66,7 +71,7 @@ class Rule:
             raise MerchError("a pin rule needs the product ids to pin (field 'products')")
         if self.action != "pin" and not self.products and not self.has_filter:
             raise MerchError(f"a {self.action} rule needs products (field 'products') or a filter (category, "
-                             "colour, min_price, max_price) to say what it applies to")
+                             "colour, min_price, max_price, concept) to say what it applies to")
         if isinstance(self.position, bool) or not isinstance(self.position, int) or self.position < 1:
             raise MerchError(f"field 'position' must be an integer >= 1, got {self.position!r}")
         for name in ("min_price", "max_price", "amount"):
@@ -83,7 +88,7 @@ class Rule:
 
     @property
     def has_filter(self) -> bool:
-        return any(v is not None for v in (self.category, self.colour, self.min_price, self.max_price))
+        return any(v is not None for v in (self.category, self.colour, self.min_price, self.max_price, self.concept))
 
     def applies(self, query: str, placeholders: Sequence[str], now: datetime) -> bool:
         """Whether the rule is on, in its dates, and matches the query (text as typed, its placeholders)."""
@@ -102,11 +107,15 @@ class Rule:
         n = len(wanted)
         return any(typed[i:i + n] == wanted for i in range(len(typed) - n + 1))
 
-    def selects(self, product_id: str, payload: Mapping[str, Any]) -> bool:
-        """Whether a product is one the rule acts on: named in `products`, or matching every filter given."""
+    def selects(self, product_id: str, payload: Mapping[str, Any],
+                members: Mapping[str, frozenset[str]] | None = None) -> bool:
+        """Whether a product is one the rule acts on: named in `products`, or matching every filter given.
+        `members`: each concept's products by placeholder (engine/merch/concept_products.py)."""
         if product_id in self.products:
             return True
         if not self.has_filter:
+            return False
+        if self.concept is not None and product_id not in (members or {}).get(self.concept, ()):
             return False
         if self.category is not None and payload.get(CATEGORY) != self.category:
             return False
@@ -148,8 +157,9 @@ class Rule:
             raise MerchError(f"a rule needs name, match, pattern and action ({e})") from e
 
 
+# the columns of a rules CSV, the admin form's fields
 TEXT_FIELDS = ("name", "match", "pattern", "action", "products", "position", "category", "colour", "min_price",
-               "max_price", "amount", "start", "end", "enabled")  # the columns of a rules CSV, the admin form's fields
+               "max_price", "concept", "amount", "start", "end", "enabled")
 
 
 def rule_from_text(values: Mapping[str, str]) -> Rule:
@@ -192,60 +202,79 @@ def _number(name: str, raw: str, kind: type) -> Any:
 class Applied:
     rule: Rule
     products: list[str] = field(default_factory=list)  # the products it moved, boosted, buried or hid
+    skipped: str | None = None  # why the rule could not apply (its concept has no live token), for the admin
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "rule", "id": self.rule.id, "name": self.rule.name, "action": self.rule.action,
-                "products": self.products}
+        out = {"kind": "rule", "id": self.rule.id, "name": self.rule.name, "action": self.rule.action,
+               "products": self.products}
+        return out if self.skipped is None else {**out, "skipped": self.skipped}
 
 
 @dataclass
 class Shaped:
-    products: list[Any]  # the ranked products after the rules (ranks renumbered from 1)
+    products: list[Group]  # the candidate products after the rules, in the list's order
+    matched: int  # the first `matched` are the query's matches, the rest related items (candidates.Candidates)
     applied: list[Applied]  # the rules that changed something
 
 
-def shape(ranked: Sequence[Any], rules: Sequence[Rule], extra: Mapping[str, Any] | None = None) -> Shaped:
-    """The rules applied to `ranked` (engine.query.schema.ProductResult: product_id, score, photos[0].payload),
-    best first. `extra`: pinned products not in `ranked`, by product id (found by their own store query)."""
+def shape(ranked: Sequence[Group], matched: int, rules: Sequence[Rule], extra: Mapping[str, Group] | None = None,
+          members: Mapping[str, frozenset[str]] | None = None, asked: Sequence[Rule] = ()) -> Shaped:
+    """The rules applied to `ranked` (products best first, the first `matched` of them the query's matches).
+    `extra`: pinned products not in `ranked`, by product id (found by their own store query); `members`: each
+    concept filter's products (Rule.selects). `asked`: rules the query itself asks for (query understanding's
+    boosts of the facet values it names), applied after `rules` alike, except that what they boost stays a
+    related item if it was one: the shop's boost makes a product a match (the merchandiser chose it for the query),
+    the query's only orders ("red dress under 40" puts red mugs first among the related items, not in the count)."""
     extra = extra or {}
+    shop = len(rules)  # rules[:shop] are the shop's
+    rules = [*rules, *asked]
     applied: dict[int, Applied] = {}
 
     def note(i: int, rule: Rule, product_id: str) -> None:
         applied.setdefault(i, Applied(rule)).products.append(product_id)
 
+    def selected(rule: Rule, g: Group) -> bool:
+        return rule.selects(str(g.key), g.hits[0].payload if g.hits else {}, members)
+
     hidden: set[str] = set()
     for i, rule in enumerate(rules):
         if rule.action == "hide":
-            for p in list(ranked) + list(extra.values()):
-                if p.product_id not in hidden and rule.selects(p.product_id, _payload(p)):
-                    hidden.add(p.product_id)
-                    note(i, rule, p.product_id)
-    scored = []
-    for order, p in enumerate(ranked):
-        if p.product_id in hidden:
+            for g in list(ranked) + list(extra.values()):
+                if str(g.key) not in hidden and selected(rule, g):
+                    hidden.add(str(g.key))
+                    note(i, rule, str(g.key))
+    scored = []  # (not a match, -(score + boosts - buries), fused order, product): scores shown stay the query's
+    for order, g in enumerate(ranked):
+        if str(g.key) in hidden:
             continue
-        score = p.score
+        delta, boosted = 0.0, False
         for i, rule in enumerate(rules):
-            if rule.action in ("boost", "bury") and rule.selects(p.product_id, _payload(p)):
-                score += rule.amount if rule.action == "boost" else -rule.amount
-                note(i, rule, p.product_id)
-        scored.append((-score, order, dataclasses.replace(p, score=score) if score != p.score else p))
-    products = [p for _, _, p in sorted(scored, key=lambda t: (t[0], t[1]))]
+            if rule.action in ("boost", "bury") and selected(rule, g):
+                delta += rule.amount if rule.action == "boost" else -rule.amount
+                boosted = boosted or (rule.action == "boost" and i < shop)
+                note(i, rule, str(g.key))
+        scored.append((not (order < matched or boosted), -(g.score + delta), order, g))
+    scored.sort(key=lambda t: t[:3])
+    products = [t[3] for t in scored]
+    matched = sum(1 for t in scored if not t[0])
     pins: list[tuple[int, int, str]] = []  # (position, order given, product id)
     for i, rule in enumerate(rules):
         if rule.action == "pin":
             for j, product_id in enumerate(rule.products):
                 if product_id not in hidden and product_id not in {pid for *_, pid in pins}:
                     pins.append((rule.position + j, i, product_id))
-    by_id = {p.product_id: p for p in products}
+    by_id = {str(g.key): g for g in products}
     pinned = [(pos, i, by_id.get(pid) or extra.get(pid)) for pos, i, pid in sorted(pins)]
-    pinned = [(pos, i, p) for pos, i, p in pinned if p is not None]  # a pinned product the query cannot reach
-    chosen = {p.product_id for _, _, p in pinned}
-    products = [p for p in products if p.product_id not in chosen]
-    for position, i, p in pinned:
-        products.insert(min(position - 1, len(products)), p)
-        note(i, rules[i], p.product_id)
-    return Shaped([_rerank(p, n + 1) for n, p in enumerate(products)], [applied[i] for i in sorted(applied)])
+    pinned = [(pos, i, g) for pos, i, g in pinned if g is not None]  # a pinned product the query cannot reach
+    chosen = {str(g.key) for _, _, g in pinned}
+    matched -= sum(1 for g in products[:matched] if str(g.key) in chosen)
+    products = [g for g in products if str(g.key) not in chosen]
+    for position, i, g in pinned:
+        at = min(position - 1, len(products))
+        products.insert(at, g)
+        matched += at <= matched  # pinned among (or right after) the matches: one of them
+        note(i, rules[i], str(g.key))
+    return Shaped(products, matched, [applied[i] for i in sorted(applied)])
 
 
 def pinned_ids(rules: Sequence[Rule]) -> list[str]:
@@ -265,22 +294,16 @@ def parse_time(name: str, value: str | None) -> datetime | None:
     return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
-def _rerank(product: Any, rank: int) -> Any:
-    if product.rank == rank:
-        return product
-    photos = [dataclasses.replace(photo, rank=rank) for photo in product.photos]
-    return dataclasses.replace(product, rank=rank, photos=photos)
-
-
-def _payload(product: Any) -> Mapping[str, Any]:
-    return product.photos[0].payload if product.photos else {}
-
-
 def _field(payload: Mapping[str, Any], dotted: str) -> Any:
     value: Any = payload
     for part in dotted.split("."):
         value = value.get(part) if isinstance(value, Mapping) else None
     return value
+
+
+def _placeholder(name: str, value: Any, what: str) -> None:
+    if not (isinstance(value, str) and len(value) > 2 and value.startswith("<") and value.endswith(">")):
+        raise MerchError(f"{what} (field {name!r}) is the concept's placeholder, e.g. '<aurora>', got {value!r}")
 
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from engine.database import Connection, open_database
 
@@ -89,10 +89,12 @@ class MerchStore:
             raise MerchNotFound(f"no rule {rule_id}; list them with `coinage rules list` or GET /api/rules")
         return _rule(row)
 
-    def audit(self, limit: int = 100) -> list[dict[str, Any]]:
+    def audit(self, limit: int = 100, kind: str | None = None) -> list[dict[str, Any]]:
+        """The last changes, newest first (of one kind, "synonym" or "rule", when given)."""
+        where, params = ("WHERE kind=? ", (kind, limit)) if kind else ("", (limit,))
         with self.db.connect() as conn:
             rows = conn.execute("SELECT at, actor, action, kind, item_id, detail FROM merch_audit "
-                                "ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
+                                f"{where}ORDER BY rowid DESC LIMIT ?", params).fetchall()
         return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
 
     # ------------------------------------------------------------------ writes
@@ -102,20 +104,9 @@ class MerchStore:
 
     def add_synonyms(self, synonyms: Iterable[Synonym], actor: str, replace: bool = False) -> list[Synonym]:
         """Store synonyms in one transaction (an import); `replace` first removes every synonym."""
-        now, out = _now(), []
-        with self.db.write() as conn:
-            if replace:
-                conn.execute("DELETE FROM merch_synonyms")
-                _audit(conn, actor, "clear", "synonym", None, {})
-            for s in synonyms:
-                row = conn.execute("INSERT INTO merch_synonyms (terms, targets, updated, updated_by) VALUES "
-                                   "(?, ?, ?, ?) RETURNING rowid AS id",
-                                   (json.dumps(s.terms), json.dumps(s.targets), now, actor)).fetchone()
-                stored = Synonym(s.terms, s.targets, int(row["id"]), now, actor)
-                _audit(conn, actor, "add", "synonym", stored.id, stored.to_json())
-                out.append(stored)
-            _bump(conn)
-        return out
+        return self._add("merch_synonyms (terms, targets, updated, updated_by) VALUES (?, ?, ?, ?)", "synonym",
+                         [((json.dumps(s.terms), json.dumps(s.targets)), s) for s in synonyms], actor, replace,
+                         lambda s, item_id, now: Synonym(s.terms, s.targets, item_id, now, actor))
 
     def remove_synonym(self, synonym_id: int, actor: str) -> None:
         self._remove("merch_synonyms", "synonym", synonym_id, actor)
@@ -124,19 +115,10 @@ class MerchStore:
         return self.add_rules([rule], actor)[0]
 
     def add_rules(self, rules: Iterable[Rule], actor: str, replace: bool = False) -> list[Rule]:
-        now, out = _now(), []
-        with self.db.write() as conn:
-            if replace:
-                conn.execute("DELETE FROM merch_rules")
-                _audit(conn, actor, "clear", "rule", None, {})
-            for r in rules:
-                row = conn.execute("INSERT INTO merch_rules (data, updated, updated_by) VALUES (?, ?, ?) "
-                                   "RETURNING rowid AS id", (_rule_data(r), now, actor)).fetchone()
-                stored = _with_meta(r, int(row["id"]), now, actor)
-                _audit(conn, actor, "add", "rule", stored.id, stored.to_json())
-                out.append(stored)
-            _bump(conn)
-        return out
+        """Store rules in one transaction (an import); `replace` first removes every rule."""
+        return self._add("merch_rules (data, updated, updated_by) VALUES (?, ?, ?)", "rule",
+                         [((_rule_data(r),), r) for r in rules], actor, replace,
+                         lambda r, item_id, now: _with_meta(r, item_id, now, actor))
 
     def update_rule(self, rule_id: int, rule: Rule, actor: str) -> Rule:
         now = _now()
@@ -152,6 +134,23 @@ class MerchStore:
 
     def remove_rule(self, rule_id: int, actor: str) -> None:
         self._remove("merch_rules", "rule", rule_id, actor)
+
+    def _add(self, into: str, kind: str, items: list[tuple[tuple, Any]], actor: str, replace: bool,
+             stored: Callable[[Any, int, str], Any]) -> list[Any]:
+        """INSERT INTO `into` each item's values (then `updated`, `updated_by`), audited, in one transaction;
+        `stored(item, id, now)` is the item as stored."""
+        table = into.split()[0]
+        now, out = _now(), []
+        with self.db.write() as conn:
+            if replace:
+                conn.execute(f"DELETE FROM {table}")
+                _audit(conn, actor, "clear", kind, None, {})
+            for values, item in items:
+                row = conn.execute(f"INSERT INTO {into} RETURNING rowid AS id", (*values, now, actor)).fetchone()
+                out.append(stored(item, int(row["id"]), now))
+                _audit(conn, actor, "add", kind, out[-1].id, out[-1].to_json())
+            _bump(conn)
+        return out
 
     def _remove(self, table: str, kind: str, item_id: int, actor: str) -> None:
         with self.db.write() as conn:

@@ -10,9 +10,21 @@ list, the same way on every store backend:
 so pages concatenate to one long list, no product appears twice, ties break the same way on every backend and
 fusion, and the count and facets describe exactly the products the shopper can page through.
 
-In relevance order the list shows the query's matches (up to the relevance floor) and then, marked as
-related items, the rest of the window's products: the order is the ranking's, the count and facets are the
-matches'. Sorted by price, the list is the matches alone (a price order of weak candidates is noise).
+In relevance order the list shows the query's matches and then, marked as related items, the rest of the
+window's products, each part in the ranking's order; the count and facets are the matches'. Sorted by price, the
+list is the matches alone (a price order of weak candidates is noise).
+
+The query's matches (`select`), one rule on every backend, in relevance and price order:
+
+- no facet value named in the text: the products above the relevance floor (engine.query.floor);
+- the text names facet values (understanding's soft facets, `named`: "red striped dress" names colour red,
+  pattern striped, category dress): the products above the floor that do not contradict a named category,
+  plus, when the named values define the query (`defines`: no other word of the text is a catalog word; a
+  scene "on a beach" is none, a product line "willow" in "Willow Striped Mug" is one), every window product
+  whose payload has every named facet (one of the named values per field): such a product is a match by
+  definition, however low the scores put it. A query with narrower words of the catalog (a product's name)
+  keeps the floor's products of the named category only: sorted by price it lists that product, not every
+  striped mug. When that leaves none, the floor's best product stays.
 
 A post-retrieval stage (merchandising: pin, boost, bury) plugs in between `select` and `page`: it receives the
 `Candidates` and returns them with `products` reordered; paging and counting stay here.
@@ -54,16 +66,59 @@ def group_products(hits: Sequence[Hit], key: str, group_size: int) -> list[Group
     return sorted(groups, key=lambda g: (-g.score, str(g.key)))
 
 
-def select(hits: Sequence[Hit], full_at: int, group_by: str, group_size: int, rule: str) -> Candidates:
-    """Every product of the window in relevance order; the first ones up to the relevance floor `rule`
-    (engine.query.floor) are the query's matches. `full_at`: the store's per-side window (StoreQuery.prefetch_limit);
-    fewer hits than that mean no side filled its window, so nothing further down matches."""
+def select(hits: Sequence[Hit], full_at: int, group_by: str, group_size: int, rule: str,
+           named: Mapping[str, Sequence[str]] | None = None, category_field: str | None = None,
+           defines: bool = True) -> Candidates:
+    """Every product of the window, the query's matches first (the module doc's rule: the relevance floor `rule`
+    of engine.query.floor, and the facet values `named` in the text, payload field -> values, of which
+    `category_field` is the category; `defines`: they are all the text's catalog words, so every product having
+    them matches), then the related items, each in relevance order. `full_at`: the store's
+    per-side window (StoreQuery.prefetch_limit); fewer hits than that mean no side filled its window, so nothing
+    further down matches."""
     groups = group_products(hits, group_by, group_size)
-    matched = floor.kept([g.score for g in groups], rule)
+    above = floor.kept([g.score for g in groups], rule)
+    if named:
+        groups, matched = _named_first(groups, above, named, category_field, defines)
+    else:
+        matched = above
     photos = rank_hits(hits)
     if groups:  # points without the group field are no product's photos
         photos = [h for h in photos if _key(h, group_by) is not None]
     return Candidates(groups, photos, matched, len(hits) >= full_at)
+
+
+def _named_first(groups: list[Group], above: int, named: Mapping[str, Sequence[str]],
+                 category_field: str | None, defines: bool) -> tuple[list[Group], int]:
+    """(the products with the matches first, how many match) under the named-facets rule of the module doc."""
+    category = {category_field: named[category_field]} if category_field in named else {}
+    hits = [i for i, g in enumerate(groups)
+            if (i < above and not _contradicts(g, category)) or (defines and _has_all(g, named))]
+    if not hits:
+        return groups, min(above, 1)
+    chosen = set(hits)
+    return [groups[i] for i in hits] + [g for i, g in enumerate(groups) if i not in chosen], len(hits)
+
+
+def _has_all(group: Group, named: Mapping[str, Sequence[str]]) -> bool:
+    """Whether the product's payload holds one of the named values of every named field (case-insensitive)."""
+    payload = group.hits[0].payload
+    return all(_fold(payload_value(payload, f)) & {_fold1(v) for v in values} for f, values in named.items())
+
+
+def _contradicts(group: Group, named: Mapping[str, Sequence[str]]) -> bool:
+    """Whether the product has a value for a named field and it is none of the named ones."""
+    payload = group.hits[0].payload
+    return any(payload_value(payload, f) is not None and not _fold(payload_value(payload, f)) & {_fold1(v) for v in vs}
+               for f, vs in named.items())
+
+
+def _fold(value: Any) -> set[str]:
+    values = value if isinstance(value, (list, tuple)) else [] if value is None else [value]
+    return {_fold1(v) for v in values}
+
+
+def _fold1(value: Any) -> str:
+    return str(value).casefold()
 
 
 def matches(candidates: Candidates, group_by: str) -> Candidates:

@@ -11,6 +11,9 @@ from . import floor
 from .errors import QueryError
 
 
+CONCEPT_WORD_READINGS = ("both", "name", "name-word", "concept")  # QueryConfig.concept_word_reading
+
+
 @dataclass(frozen=True)
 class QueryConfig:
     # Vector-store collection or alias searched (the indexer points the alias at the live collection).
@@ -89,9 +92,15 @@ class QueryConfig:
     # (engine.query.candidates), the same for every page, page size, sort and store backend. The list ends at the
     # window (and at the floor): ~2x this many photos. Latency at 100k points: docs/relevance.md.
     candidate_window: int = 512
+    # The window of a price-sorted request (None: candidate_window); `coinage bench relevance --sort-windows` compares.
+    sort_window: int | None = None
     # A side's window ends at a score, never inside a run of equal scores (BM25 ties): a run that fills the whole
     # window is taken whole, up to this many points (engine.query.fusion.side_window).
     candidate_window_most: int = 4096
+    # Fetch both sides' windows in one store call (VectorStore.query_batch) instead of one call per side. Off: one
+    # call per side measured faster on the embedded backend and equal on the server stand-in (docs/relevance.md,
+    # "Latency"); a real server saves one round trip with it. `coinage bench relevance --latency-products` compares.
+    side_batch: bool = False
     # Where a relevance-ordered list ends (engine.query.floor): 'gap', 'z:K' or 'none' (every product of the window).
     # The count and facets describe the products up to it (docs/relevance.md, "Pages, counts and facets").
     relevance_floor: str = "gap"
@@ -107,6 +116,9 @@ class QueryConfig:
     # Seconds between checks of the searched collection's alias target and vocabulary version (an index run adds
     # words in place, a reindex moves the alias); only a change rebuilds the speller (engine/query/spelling_source.py).
     spelling_refresh_s: float = 30.0
+    # The first speller is built in the background too; a search waits at most this long for it (a small catalog's
+    # takes milliseconds), then runs uncorrected, with a note, until it is ready (300,000 words: seconds).
+    spelling_first_wait_s: float = 1.0
     # Query understanding (engine/query/understand.py): price words that name a band (word, min, max; None open).
     price_bands: tuple[tuple[str, float | None, float | None], ...] = (
         ("cheap", None, 25.0), ("inexpensive", None, 25.0), ("budget", None, 25.0), ("affordable", None, 50.0),
@@ -120,16 +132,31 @@ class QueryConfig:
     # docs/relevance.md), but it also hides every other category from the page and its facets ("dotted dress"
     # no longer lists dotted mugs), so the default stays soft: ("category",) turns it on.
     facet_filters: tuple[str, ...] = ()
+    # With a hard constraint typed (a price, a negated facet value), the products of the category named beside it
+    # get this added to their score in the rules stage, those of the colour named half of it
+    # (engine/query/understood_rules.py), so they rank first; nothing is filtered (the page and its facets keep the
+    # other categories after them). Fused scores lie in about [0, 2], so 10 orders by it; 0 turns it off.
+    named_facet_boost: float = 10.0
     # Payload fields holding identifiers (product id, photo id, a SKU column): an exact match filters to it.
     identifier_fields: tuple[str, ...] = (product.PRODUCT_ID, product.ID, "sku")
     # A partial id (with a digit) filters to the ids it begins when it begins at most this many.
     max_prefix_ids: int = 64
+    # A concept name typed as a plain word that is also a catalog word (engine/query/understand.py): "both" reads it
+    # both ways (the concept on the dense side, the word kept for BM25, hybrid retrieval); "name" does so only when
+    # the word and a neighbour are a phrase of a product name, else the concept alone; "name-word": there the word
+    # alone (no concept; the name then the concept's parent word, "willow dress", stays the concept), else the
+    # concept alone; "concept": the concept alone. "name-word" was chosen by `coinage bench relevance_shopper`
+    # (docs/relevance.md, "A concept whose name is also an ordinary catalog word").
+    concept_word_reading: str = "name-word"
     # Payload field of the product name (suggestions, catalog words).
     title_field: str = product.TITLE
     # Seconds the catalog words (facet values, ids, names) are reused before the collection is checked for change.
     catalog_refresh_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.concept_word_reading not in CONCEPT_WORD_READINGS:
+            raise QueryError(f"QueryConfig.concept_word_reading is {self.concept_word_reading!r}; use one of "
+                             f"{list(CONCEPT_WORD_READINGS)}")
         if not self.weights:
             raise QueryError("QueryConfig.weights is empty; give the GAIR grid, e.g. (0, 0.25, 0.5, 0.75, 1)")
         bad = [w for w in self.weights if not 0.0 <= float(w) <= 1.0]
@@ -148,6 +175,8 @@ class QueryConfig:
         if not self.concept_photo_weight >= 0:
             raise QueryError(f"QueryConfig.concept_photo_weight must be >= 0 (0: q(w) alone), "
                              f"got {self.concept_photo_weight}")
+        if self.sort_window is not None and int(self.sort_window) < 1:
+            raise QueryError(f"QueryConfig.sort_window must be >= 1 (or None: candidate_window), got {self.sort_window}")
         for name in ("sort_floor", "relevance_floor"):
             try:
                 floor.parse_rule(getattr(self, name))

@@ -9,7 +9,8 @@ read from the candidate products' scores, best first (each product's best photo,
 - "z:K": the products scoring at least the mean plus K standard deviations of the candidates' scores;
 - "none": every candidate of the window, however weak (the order before the floor).
 
-The best product always stays. `coinage bench relevance --sort-floors` measures the rules side by side
+The best product always stays. When the query's text names facet values, the matches are the floor's products
+plus every product having the named values (engine.query.candidates, "the query's matches"). `coinage bench relevance --sort-floors` measures the rules side by side
 (docs/relevance.md has the figures the default was chosen from).
 """
 from __future__ import annotations

@@ -8,13 +8,14 @@ is still served, dense only, with a note naming `coinage reindex`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
 
-from engine.lexical import embed_query
+from engine.lexical import embed_query, query_terms
 from engine.product import public_payload
 from engine.store import (
     CollectionNotFound,
@@ -29,11 +30,17 @@ from . import candidates, fusion
 from .config import QueryConfig
 from .errors import IndexMismatch, IndexNotFound, QueryError
 from .schema import Facets, ProductResult, ResultItem, SearchRequest
+from .phrases import WORD_RE
+from .understand import CatalogWords, Interpretation
 
 T = TypeVar("T")
+# a stage between select and page (merch rules): (the candidates, the collection they were read from) -> candidates
+Shape = Callable[[candidates.Candidates, str], candidates.Candidates]
 _ORDER = {"price_asc": "asc", "price_desc": "desc"}
 REINDEX_NOTE = ("this index was built before name search and typo correction: results come from the image "
                 "vectors only; rebuild it with `coinage reindex` (searches keep being served meanwhile)")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,27 +55,51 @@ class Page:
 
 
 class Retriever:
-    def __init__(self, store: VectorStore, config: QueryConfig, backbone_id: str):
+    def __init__(self, store: VectorStore, config: QueryConfig, backbone_id: str,
+                 named: Mapping[str, Sequence[str]] | None = None, defines: bool = True):
         self.store = store
         self.config = config
         self.backbone_id = backbone_id
+        self.named = dict(named or {})  # facet values the query's text names: payload field -> values (candidates)
+        self.defines = defines  # the named values are all the text's catalog words (`defines_query`)
 
-    def page(self, request: SearchRequest, vector: np.ndarray | None, lexical_text: str) -> Page:
-        """One page of results for the request: `vector` is the dense query (None: lexical only)."""
+    def naming(self, named: Mapping[str, Sequence[str]], defines: bool = True) -> Retriever:
+        """This retriever for one query whose text names these facet values (`named_facets`; `defines`: no other
+        catalog word narrows them, `defines_query`): its matches are counted by the named-facets rule of
+        engine.query.candidates."""
+        return Retriever(self.store, self.config, self.backbone_id, named, defines) if named else self
+
+    def page(self, request: SearchRequest, vector: np.ndarray | None, lexical_text: str,
+             shape: Shape | None = None, collection: str | None = None) -> Page:
+        """One page of results for the request: `vector` is the dense query (None: lexical only); `shape`
+        reorders the candidate list before it is paged and counted (engine/merch/stage.py); `collection`: the one
+        the request pinned (Retriever.pin, once per request, in engine/query/prepare.py), else resolved here."""
         sparse = embed_query(lexical_text) if request.retrieval != "dense" and lexical_text else None
         if request.retrieval == "lexical" and not sparse:
             raise QueryError("lexical retrieval needs words to match (custom tokens and stop words are not); "
                              "use retrieval 'hybrid' or 'dense'")
         vector = None if request.retrieval == "lexical" else vector
         query = self._query(request, vector, sparse)
-        target = self.pin()
+        target = collection or self.pin()
         try:
-            return self._run(request, query, target)
+            return self._serve(request, query, target, shape)
+        except IndexNotFound:
+            # the pinned collection was dropped while the request ran (a reindex switched the alias and dropped
+            # the old one): serve the whole candidate set from the collection the alias names now
+            newer = self.pin()
+            if newer == target:
+                raise
+            log.info("collection %s was dropped during the request; serving it from %s", target, newer)
+            return self._serve(request, query, newer, shape)
+
+    def _serve(self, request: SearchRequest, query: StoreQuery, target: str, shape: Shape | None) -> Page:
+        try:
+            return self._run(request, query, target, shape)
         except NoSparseVectors as e:
-            if vector is None:
+            if query.dense is None:
                 raise QueryError(f"lexical retrieval is unavailable: {e}") from e
             query.sparse = None
-            page = self._run(request, query, target)
+            page = self._run(request, query, target, shape)
             page.notes.insert(0, REINDEX_NOTE)
             return page
 
@@ -76,28 +107,33 @@ class Retriever:
         """The collection the configured name (an alias, usually) points at now: resolved once per request, so
         every store call of the request reads the same collection even if a reindex moves the alias meanwhile."""
         name = self.config.collection
-        return self._call(lambda: self.store.get_alias(name)) or name
+        return self.store_call(lambda: self.store.get_alias(name)) or name
 
     def _query(self, request: SearchRequest, vector: np.ndarray | None, sparse) -> StoreQuery:
-        """The request's one store query: a fixed window, the same for every page, page size and sort."""
+        """The request's one store query: a fixed window, the same for every page and page size (a price sort's
+        may differ: QueryConfig.sort_window)."""
         cfg = self.config
+        window = cfg.sort_window if request.sort in _ORDER and cfg.sort_window else cfg.candidate_window
         return StoreQuery(dense=vector, sparse=sparse, filter=self.filter(request), fusion=cfg.store_fusion(),
-                          prefetch_limit=cfg.candidate_window)
+                          prefetch_limit=window)
 
-    def _run(self, request: SearchRequest, query: StoreQuery, target: str) -> Page:
+    def _run(self, request: SearchRequest, query: StoreQuery, target: str, shape: Shape | None = None) -> Page:
         cfg = self.config
         limit = request.limit or cfg.default_limit
         retrieval = "hybrid" if query.hybrid else ("dense" if query.dense is not None else "lexical")
         hits = self._candidates(target, query)
         order = _ORDER.get(request.sort)
         found = candidates.select(hits, query.prefetch_limit, cfg.group_by, cfg.group_size,
-                                  cfg.sort_floor if order else cfg.relevance_floor)
+                                  cfg.sort_floor if order else cfg.relevance_floor, self.named, cfg.category_field,
+                                  self.defines)
         notes = []
         if order:
             if found.floored:
                 notes.append(f"sorted by price: the {found.matched} best-matching of {len(found.products)} candidate "
                              "products; sort by relevance to see them all")
             found = candidates.by_price(candidates.matches(found, cfg.group_by), cfg.price_field, order)
+        if shape is not None:  # told the collection served: after a mid-request drop, the alias's new one
+            found = shape(found, target)
         products: list[ProductResult] = []
         if request.mode == "products" and found.products:
             shown = candidates.page(found.products, request.offset, limit)
@@ -118,15 +154,18 @@ class Retriever:
         """The request's candidate set: each side's window from the store (under the filter), fused here
         (engine.query.fusion), so that every backend and every call gives the same list."""
         window, most = query.prefetch_limit, self.config.candidate_window_most
-        sides = []
-        for dense, sparse in ((query.dense, None), (None, query.sparse)):
-            if dense is not None or sparse:
-                side = StoreQuery(dense=dense, sparse=sparse, filter=query.filter, prefetch_limit=window)
-                sides.append(fusion.side_window(lambda n, q=side: self._fetch(target, q, n), window, most))
-        return fusion.fuse(sides, query.fusion)
+        sides = [StoreQuery(dense=dense, sparse=sparse, filter=query.filter, prefetch_limit=window)
+                 for dense, sparse in ((query.dense, None), (None, query.sparse)) if dense is not None or sparse]
+        if self.config.side_batch and len(sides) > 1:  # both sides' first fetch in one store call
+            first = self.store_call(lambda: self.store.query_batch(target, sides, limit=window + 1))
+        else:
+            first = [self._fetch(target, side, window + 1) for side in sides]
+        return fusion.fuse([fusion.side_window(lambda n, q=side, got=got: got if n == window + 1
+                                               else self._fetch(target, q, n), window, most)
+                            for side, got in zip(sides, first, strict=True)], query.fusion)
 
     def _fetch(self, target: str, query: StoreQuery, n: int) -> list[Hit]:
-        return self._call(lambda: self.store.query(target, query, limit=n))
+        return self.store_call(lambda: self.store.query(target, query, limit=n))
 
     def _facets(self, found: candidates.Candidates) -> Facets:
         cfg = self.config
@@ -155,7 +194,8 @@ class Retriever:
         except ValueError as e:
             raise QueryError(f"bad filter: {e}") from e
 
-    def _call(self, fn: Callable[[], T]) -> T:
+    def store_call(self, fn: Callable[[], T]) -> T:
+        """`fn()`, a call to the store, with a missing or mismatched collection as the search's errors."""
         name = self.config.collection
         try:
             return fn()
@@ -166,6 +206,37 @@ class Retriever:
         except DimensionMismatch as e:
             raise IndexMismatch(f"index {name!r} was built with another backbone ({e}); search with the backbone "
                                 f"it was built with (--backbone), or reindex with {self.backbone_id!r}") from e
+
+
+def named_facets(interpretation: Interpretation | None) -> dict[str, list[str]]:
+    """The facet values understanding recognised in the text and left soft (payload field -> values); hard ones
+    are filters already, and those the request asked to leave unread (`ignore`) are not named."""
+    named: dict[str, list[str]] = {}
+    for c in interpretation.constraints if interpretation is not None else ():
+        if c.kind == "facet" and not c.hard and c.field is not None and c.key not in interpretation.ignored:
+            named.setdefault(c.field, []).extend(v for v in c.values if v not in named.get(c.field, []))
+    return named
+
+
+def defines_query(interpretation: Interpretation | None, words: CatalogWords | None) -> bool:
+    """Whether the facet values the text names define the query: no other word of it (bar stop words) is a
+    catalog word or a custom token. "striped mug on a beach" is defined by its facets (a scene word is no catalog
+    word), "Willow Striped Mug" is not (the product line "willow" is a word of the catalog's names), nor is
+    "<aurora> dress" (the concept is narrower than its category): their narrower words, not every striped mug or
+    every dress, decide their matches (engine.query.candidates)."""
+    if interpretation is None or words is None:
+        return True
+    typed = WORD_RE.findall(interpretation.text)
+    if any(w.startswith("<") for w in typed):
+        return False
+    facet = set()  # positions of the words a facet value was read from (two-word forms too: "t shirt")
+    for i, word in enumerate(typed):
+        if words.facet_of(word) is not None:
+            facet.add(i)
+        if i + 1 < len(typed) and words.facet_of(f"{word} {typed[i + 1]}") is not None:
+            facet |= {i, i + 1}
+    return not any(i not in facet and w.lower() in words.words and query_terms(w)
+                   for i, w in enumerate(typed))
 
 
 def _item(rank: int, hit: Hit) -> ResultItem:

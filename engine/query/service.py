@@ -33,7 +33,8 @@ from engine.compose import attribute_prompts, fuse, mix, prototype
 from engine.diffusion import GenerationCancelled, generate
 from engine.errors import CoinageError
 from engine.images import ImageEncoder
-from engine.merch import MerchSource, shaped_page
+from engine.merch import MerchSource
+from engine.merch.stage import stage_for
 from engine.store import VectorStore
 from engine.text import TextEncoder, TextFeatures
 from engine.tokens import TokenSet
@@ -52,6 +53,7 @@ from .spelling_source import SpellingSource
 from .text_runtime import onnx_text_tower
 from .suggest import Suggestions
 from .understand import concept_words
+from .understood_rules import understood_rules
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +116,9 @@ class QueryService:
         # registered concept names are words too ("newcomr dress" -> "newcomer dress")
         self.spelling = SpellingSource(store, self.config, extra_words=lambda: concept_words(self.current_tokens()))
         self.catalog = CatalogSource(store, self.config)  # facet values, ids, names: understanding and suggestions
-        self.suggestions = Suggestions(self.catalog, lambda: concept_words(self.current_tokens()))
         self.merch: MerchSource | None = None  # synonyms and rules (engine/merch); the web app sets it
+        self.suggestions = Suggestions(self.catalog, lambda: concept_words(self.current_tokens()),
+                                       lambda: self.merch.current()[0] if self.merch is not None else [])
 
     # --- public: fast path ---------------------------------------------------------------
 
@@ -337,7 +340,7 @@ class QueryService:
     def _search_prepared(self, prep: Prepared, weight: float | None, source: str, clock: _Clock) -> SearchResponse:
         request = prep.request
         if request.retrieval == "auto":  # RETRIEVALS: a custom token is read by the dense side only
-            request = dataclasses.replace(request, retrieval="dense" if prep.has_tokens else "hybrid")
+            request = dataclasses.replace(request, retrieval=prep.auto_retrieval)
         vector = photos = None
         if request.retrieval != "lexical":
             tensor, photos = self._vector(prep, weight)
@@ -345,8 +348,13 @@ class QueryService:
         clock.lap("encode")
         limit = request.limit or self.config.default_limit
         parsed = prep.parsed
-        rules = self.merch.rules_for(request.query, parsed.placeholders if parsed else []) if self.merch else []
-        page, applied = shaped_page(self.retriever, request, vector, prep.lexical, rules)  # the rules stage
+        placeholders = parsed.placeholders if parsed else []
+        understood = understood_rules(prep.interpretation, self.config)  # exact-id pins, named-facet boosts
+        stage = (self.merch.stage(self, request, placeholders, vector, prep.lexical, understood, prep.collection)
+                 if self.merch else
+                 stage_for(self, request, (), vector, prep.lexical, prep.collection, asked=understood))
+        retriever = self.retriever.naming(prep.named, prep.defines)  # the count keeps the named facets' products
+        page = retriever.page(request, vector, prep.lexical, shape=stage, collection=prep.collection)
         clock.lap("search")
         return SearchResponse(
             query=request.query, prompt=parsed.prompt if parsed else None,
@@ -354,9 +362,11 @@ class QueryService:
             method=request.method, weight=weight, weight_source=source, results=page.results, limit=limit,
             offset=request.offset, next_offset=page.next_offset,
             collection=self.config.collection, backbone=self.backbone.id, timings_ms=clock.done(),
-            mode="products" if page.products else "photos", products=page.products, retrieval=page.retrieval, sort=request.sort,
+            mode="products" if page.products else "photos", products=page.products, retrieval=page.retrieval,
+            sort=request.sort,
             correction=prep.correction, facets=page.facets, concept_photos=photos,
-            interpretation=prep.interpretation, merch=prep.merch + [a.to_json() for a in applied])
+            interpretation=prep.interpretation,
+            merch=prep.merch + (stage.applied_json() if stage else []))
 
     # --- GAIR ----------------------------------------------------------------------------
 

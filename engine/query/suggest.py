@@ -7,14 +7,21 @@ pattern), the catalog's words and product names, each with the number of product
 The index is built in memory once per catalog version (CatalogSource.version) and set of concept names: sorted
 keys for prefix ranges (bisect), every word start of a product name among them, so "dre" finds "Aurora Dress";
 a fuzzy pass (rapidfuzz, OSA distance over the first len(q) letters) over the short vocabulary catches typos
-("drss"). With several words, the last one is completed and the others kept ("red dr" -> "red dress").
+("drss"); under 5 letters a fuzzy match keeps the typed first letter ("dre" does not offer "green"). With
+several words, the last one is completed and the others kept ("red dr" -> "red dress").
+
+The shop's synonyms (engine/merch: "trainers, sneakers", "cup => mug") apply in suggestions as in the search:
+what is typed, or its last word, beginning a synonym's term offers what that term also searches, when the catalog
+has it ("trainers" -> "sneakers", kind "synonym", with its count), before the other suggestions. They are read
+per call (a merchandiser's change shows at once), not built into the index.
 """
 from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
@@ -23,9 +30,14 @@ from .catalog_words import CatalogSource
 from .phrases import WORD_RE
 from .understand import CatalogWords
 
+if TYPE_CHECKING:
+    from engine.merch import Synonym
+
 KIND_ORDER = ("concept", "category", "colour", "pattern", "word", "name")  # shown in this order, then by count
+SYNONYM = "synonym"  # the kind of a suggestion a shop's synonym offered (shown first)
 MAX_NAME_SCAN = 400  # product names read per prefix range (a one-letter prefix would read them all)
 MAX_FUZZY_WORDS = 20_000  # words the fuzzy pass compares against
+FUZZY_ANY_FIRST_LETTER = 5  # a typed prefix this long may have its first letter wrong too; shorter ones keep it
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ class Suggestion:
 
 class SuggestIndex:
     def __init__(self, words: CatalogWords | None, concepts: list[str]):
+        self._words = words
         entries: list[tuple[str, str, int]] = [(c, "concept", 0) for c in concepts]  # (text, kind, count)
         word_counts: dict[str, int] = {}
         if words is not None:
@@ -74,8 +87,18 @@ class SuggestIndex:
         self._truncated: dict[int, list[str]] = {}
         self._by_text = {e[0].lower(): i for i, e in reversed(list(enumerate(entries))) if e[1] != "name"}
         self._short: dict[str, list[Suggestion]] = {}  # results of one- and two-letter prefixes (wide ranges)
+        # the synonyms list last seen (held, so compared by identity) and its terms sorted: (list, terms, groups)
+        self._synonym_terms: tuple[Sequence["Synonym"] | None, list[str], list[int]] = (None, [], [])
 
-    def suggest(self, q: str, limit: int = 8) -> list[Suggestion]:
+    def suggest(self, q: str, limit: int = 8, synonyms: Sequence["Synonym"] = ()) -> list[Suggestion]:
+        """The suggestions for `q`, best first: what the shop's `synonyms` offer, then the index's matches."""
+        offered = self.synonyms(q, synonyms, limit) if synonyms else []
+        if not offered:
+            return self._suggest(q, limit)
+        seen = {s.query.lower() for s in offered}
+        return (offered + [s for s in self._suggest(q, limit) if s.query.lower() not in seen])[:limit]
+
+    def _suggest(self, q: str, limit: int) -> list[Suggestion]:
         typed = " ".join(q.lower().split())
         if not typed:
             return []
@@ -92,6 +115,41 @@ class SuggestIndex:
             seen = {s.text.lower() for s in found}
             found += [s for s in self._fuzzy(typed, limit) if s.text.lower() not in seen]
         return found[:limit]
+
+    def synonyms(self, q: str, synonyms: Sequence["Synonym"], limit: int = 8) -> list[Suggestion]:
+        """What the shop's synonyms offer for `q`: each term also searched by a synonym whose term the typed text
+        (or its last word) begins, when the catalog has it (the others stay in the query: "red trai" -> "red
+        sneakers")."""
+        typed = " ".join(q.lower().split())
+        pairs = [("", typed)]  # (words kept, words a synonym's term may begin)
+        if " " in typed:
+            head, last = typed.rsplit(" ", 1)
+            pairs.append((head, last))
+        found: dict[str, Suggestion] = {}
+        known, keys, ids = self._synonym_terms
+        if known is not synonyms:  # a new list (MerchSource re-read them): its terms sorted for prefix ranges
+            terms = sorted((t, i) for i, synonym in enumerate(synonyms) for t in synonym.terms)
+            keys, ids = [t for t, _ in terms], [i for _, i in terms]
+            self._synonym_terms = (synonyms, keys, ids)
+        for head, last in pairs:
+            lo = bisect.bisect_left(keys, last) if len(last) >= 2 else 0
+            hi = bisect.bisect_left(keys, last + "\uffff", lo) if len(last) >= 2 else 0
+            for k in dict.fromkeys(ids[lo:hi]):  # each synonym with a term `last` begins, once
+                synonym = synonyms[k]
+                begun = [t for t in synonym.terms if t.startswith(last)]
+                for term in synonym.targets or tuple(t for t in synonym.terms if t not in begun):
+                    i = self._entry(term)
+                    query = f"{head} {self.entries[i][0].lower()}".strip() if i is not None else ""
+                    if query and self.entries[i][2] > 0 and query not in found:
+                        found[query] = Suggestion(query, SYNONYM, self.entries[i][2], query)
+        return list(found.values())[:limit]
+
+    def _entry(self, term: str) -> int | None:
+        """The entry of a term as the catalog has it: itself, or the facet value it is a form of ('sneakers')."""
+        if term in self._by_text:
+            return self._by_text[term]
+        facet = self._words.facet_of(term) if self._words is not None else None
+        return self._by_text.get(facet[1].lower()) if facet is not None else None
 
     def _prefix(self, prefix: str, limit: int, names: bool = True) -> list[Suggestion]:
         memo = f"{limit}:{names}:{prefix}"
@@ -118,6 +176,8 @@ class SuggestIndex:
         if n not in self._truncated:
             self._truncated[n] = [w[:n] for w in self._vocab]
         found = process.extract(typed, self._truncated[n], scorer=OSA.distance, score_cutoff=edits, limit=4 * limit)
+        if n < FUZZY_ANY_FIRST_LETTER:  # a short prefix keeps its first letter: "dre" is not a typo of "gre(en)"
+            found = [m for m in found if m[0][:1] == typed[:1]]
         picked = {self._by_text[self._vocab[k]]: None for _w, _d, k in sorted(found, key=lambda m: m[1])}
         return self._ranked(picked, limit)
 
@@ -131,9 +191,11 @@ class SuggestIndex:
 class Suggestions:
     """The suggestion index of the searched collection, rebuilt when its catalog words or concepts change."""
 
-    def __init__(self, catalog: CatalogSource, concepts: Callable[[], list[str]]):
+    def __init__(self, catalog: CatalogSource, concepts: Callable[[], list[str]],
+                 synonyms: Callable[[], Sequence["Synonym"]] | None = None):
         self.catalog = catalog
         self.concepts = concepts  # the registered concept names as words (understand.concept_words)
+        self.synonyms = synonyms  # the shop's synonyms now (engine.merch.MerchSource), read per call
         self._lock = threading.Lock()
         self._key: tuple[int, tuple[str, ...]] | None = None
         self._index: SuggestIndex | None = None
@@ -148,4 +210,4 @@ class Suggestions:
             return self._index
 
     def suggest(self, q: str, limit: int = 8) -> list[Suggestion]:
-        return self.index().suggest(q, limit)
+        return self.index().suggest(q, limit, self.synonyms() if self.synonyms is not None else ())

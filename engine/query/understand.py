@@ -15,8 +15,23 @@ Rules (phrases in engine/query/phrases.py, the vocabulary from the catalog, so a
   text (soft: both retrieval sides read them) unless the facet is in QueryConfig.facet_filters (hard filter);
 - identifiers: a word equal to a value of an identifier field (QueryConfig.identifier_fields, e.g. product_id)
   filters to it (so it ranks first); a partial id with a digit filters to the ids it begins (a prefix search);
-- concept names typed as words ("newcomer", any case, with or without brackets) use the concept's token, even
-  when the name is also an ordinary catalog word (the shop registered it); the chip offers the word instead.
+- concept names typed as words ("newcomer", any case, with or without brackets) use the concept's token; the
+  chip offers the word instead;
+- a concept name typed as a plain word that is also an ordinary catalog word ("willow" when <willow> is
+  registered and "Willow Striped Mug" is sold): QueryConfig.concept_word_reading. The default, "name-word":
+  within a product-name phrase ("willow striped mug": the word and a neighbour are adjacent words of a product
+  name) the words are searched, without the concept (the notes say to type <willow> for it); elsewhere, and
+  before the concept's parent word ("willow dress" for a dress concept: its own phrasing), the concept. "both":
+  the concept on the dense (CLIP) side and the word kept on the lexical (BM25) side
+  (`Interpretation.lexical_words`, hybrid retrieval); "name": both only within a product-name phrase;
+  "concept": the concept always. Brackets ("<willow>") always mean the concept. docs/relevance.md has the
+  figures that chose the default;
+- a word both a concept name and an exact product id ("p0042" when <p0042> is registered): the concept is
+  searched and the id's product ranked first (a soft identifier: `Interpretation.pins`, pinned by the rules
+  stage), so the exact id match still comes first; dropping its chip searches the concept alone;
+- with a hard constraint typed (a price, a negated facet value), the facet values named beside it are boosted
+  (`Interpretation.boost`: the rules stage ranks the named category's products first, then the named colour's:
+  engine/query/understood_rules.py); nothing is filtered, so other categories stay on the page, as related items.
 
 Each understood constraint has a stable `key`; a request's `ignore` list names keys to leave unread (the
 removable chips of the search page: dropping one reruns the query without it).
@@ -67,11 +82,33 @@ class Interpretation:
     constraints: list[Constraint] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # keys the request asked to leave unread
     notes: list[str] = field(default_factory=list)
+    lexical_words: dict[str, str] = field(default_factory=dict)  # placeholder -> catalog word kept for BM25
+
+    def lexical_text(self, text: str) -> str:
+        """`text` (the dense side's, maybe corrected) with the placeholders of concepts typed as catalog words
+        written back as the words typed: what the lexical side searches (the concept reads both ways)."""
+        for placeholder, word in self.lexical_words.items():
+            text = text.replace(placeholder, word)
+        return text
 
     @property
     def removed(self) -> list[str]:
-        """What was taken out of the words searched (soft facets and concept names stay in)."""
-        return [c.removed for c in self.constraints if c.kind in ("price", "exclude", "identifier")]
+        """What was taken out of the words searched (soft facets, soft ids and concept names stay in)."""
+        return [c.removed for c in self.constraints if c.kind in ("price", "exclude", "identifier") and c.hard]
+
+    @property
+    def pins(self) -> tuple[str, ...]:
+        """Product ids to rank first without filtering to them (a word both an exact id and a concept name)."""
+        return tuple(v for c in self.constraints if c.kind == "identifier" and not c.hard for v in c.values)
+
+    @property
+    def boost(self) -> dict[str, str]:
+        """Payload field -> value of the soft facet values named beside a hard price or negation: the products
+        having all of them are ranked first (never filtered). Empty without such a constraint."""
+        if not any(c.hard and c.kind in ("price", "exclude") and c.field for c in self.constraints):
+            return {}
+        return {c.field: c.values[0] for c in self.constraints
+                if c.kind == "facet" and not c.hard and c.field and len(c.values) == 1}
 
     @property
     def changed(self) -> bool:
@@ -105,7 +142,7 @@ class Interpretation:
     def to_json(self) -> dict[str, Any]:
         return {"original": self.original, "text": self.text, "removed": self.removed,
                 "constraints": [c.to_json() for c in self.constraints], "ignored": list(self.ignored),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "lexical_words": dict(self.lexical_words)}
 
 
 @dataclass(frozen=True)
@@ -120,6 +157,7 @@ class CatalogWords:
     products: int = 0
     _forms: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)  # typed form -> (facet, value)
     _lower_ids: dict[str, list[str]] = field(default_factory=dict, repr=False)  # field -> lower-case sorted values
+    _pairs: frozenset[tuple[str, str]] = field(default_factory=frozenset, repr=False)  # adjacent words of names
 
     @classmethod
     def from_payloads(cls, payloads: Iterable[Mapping[str, Any]], config: "QueryConfig") -> CatalogWords:
@@ -158,9 +196,16 @@ class CatalogWords:
         words = {w for values in facets.values() for v in values for w in _words(v)}
         words |= {w for n in names for w in _words(n)}
         lower_ids = {f: sorted(v.lower() for v in values) for f, values in identifiers.items()}
+        pairs = {pair for n in names for ws in [_words(n)] for pair in zip(ws, ws[1:])}
         return cls({k: dict(v) for k, v in facets.items()}, dict(fields),
                    {f: tuple(sorted(v, key=str.lower)) for f, v in identifiers.items()}, dict(names),
-                   frozenset(words), products, forms, lower_ids)
+                   frozenset(words), products, forms, lower_ids, frozenset(pairs))
+
+    def in_name_phrase(self, before: str | None, word: str, after: str | None) -> bool:
+        """Whether `word` with the word before or after it is a phrase of a product name ("willow striped")."""
+        w = word.lower()
+        return ((before is not None and (before.lower(), w) in self._pairs)
+                or (after is not None and (w, after.lower()) in self._pairs))
 
     def facet_of(self, form: str) -> tuple[str, str] | None:
         """(facet, value) of a typed word or phrase ('stripes' -> ('pattern', 'striped')), or None."""
@@ -183,6 +228,29 @@ class CatalogWords:
             if 0 < j - i <= max_prefix:
                 return path, tuple(values[i:j]), False
         return None
+
+
+def concept_name_warning(name: str, words: CatalogWords | None, config: "QueryConfig") -> str | None:
+    """What shoppers get when a concept's name (without brackets) is also an ordinary word of the catalog, for
+    the admin registering it (a warning, never a refusal); None when the name is no catalog word."""
+    word = name.strip("<>").lower()
+    if words is None or word not in words.words:
+        return None
+    named = sum(n for title, n in words.names.items() if word in _words(title))
+    where = (f"{named} product name(s) hold it" if named else
+             "it is a " + next(f for f, values in words.facets.items() if any(word in _words(v) for v in values)))
+    reading = config.concept_word_reading
+    what = {"both": f"both: the concept's look and the products named with the word (<{word}> typed in brackets "
+                    "searches the concept alone)",
+            "name": "both when the word is typed with a neighbouring word of a product name, else the concept "
+                    "alone",
+            "name-word": "the words alone when the word is typed with a neighbouring word of a product name "
+                         f"(<{word}> typed in brackets is the concept), else the concept alone",
+            "concept": "the concept alone: products named with the word drop out unless they use its chip's "
+                       "'search the word instead'"}[reading]
+    return (f"'{word}' is also a word of the catalog ({where}); shoppers typing {word} get {what} "
+            f"(QueryConfig.concept_word_reading={reading!r}; docs/relevance.md). Pick another name to keep the "
+            "readings apart.")
 
 
 def word_forms(value: str) -> set[str]:
@@ -217,7 +285,8 @@ def understand(text: str, words: CatalogWords | None, tokens: "TokenSet", config
     if "price" not in ignored:
         _prices(text, config, spans, constraints)
     notes: list[str] = []
-    _concepts(text, tokens, words, ignored, spans, constraints, notes)  # the shop's own words win over ids
+    both: dict[str, str] = {}  # concepts typed as catalog words: placeholder -> the word (kept for BM25)
+    _concepts(text, tokens, words, config, ignored, spans, constraints, notes, both)  # the shop's words win over ids
     if words is not None:
         _negations(text, words, ignored, spans, constraints)
         _identifiers(text, words, config, ignored, spans, constraints)
@@ -230,7 +299,7 @@ def understand(text: str, words: CatalogWords | None, tokens: "TokenSet", config
         left = _squash(_replace(text, negated)) or text
         notes.append("the query is all constraints: searching its words as typed within them")
     kept = [k for k in ignore if k]
-    return Interpretation(text, left, constraints, kept, notes)
+    return Interpretation(text, left, constraints, kept, notes, both)
 
 
 def _prices(text: str, config: "QueryConfig", spans: list, constraints: list[Constraint]) -> None:
@@ -323,11 +392,12 @@ def _identifiers(text: str, words: CatalogWords, config: "QueryConfig", ignored:
         constraints.append(Constraint("id", "identifier", label, what, field=path, values=tuple(values)))
 
 
-def _concepts(text: str, tokens: "TokenSet", words: CatalogWords | None, ignored: set[str], spans: list,
-              constraints: list[Constraint], notes: list[str]) -> None:
+def _concepts(text: str, tokens: "TokenSet", words: CatalogWords | None, config: "QueryConfig", ignored: set[str],
+              spans: list, constraints: list[Constraint], notes: list[str], both: dict[str, str]) -> None:
     names = {name[1:-1].lower(): name for name in tokens.names()}
     if not names:
         return
+    pinned: list[str] = []  # typed words that are also an exact product id: that product ranks first
     for m in WORD_RE.finditer(text):
         typed = m.group(0)
         bare = typed[1:-1] if typed.startswith("<") else typed
@@ -339,11 +409,50 @@ def _concepts(text: str, tokens: "TokenSet", words: CatalogWords | None, ignored
             continue
         if key in ignored:
             continue
+        catalog_word = words is not None and bare.lower() in words.words and not typed.startswith("<")
+        reading = (_reading(config.concept_word_reading, words, text, m, tokens.get(placeholder).meta.parent)
+                   if catalog_word else "concept")
+        if reading == "word":
+            notes.append(f"{bare!r} is the concept {placeholder} but here part of a product name: searching the "
+                         f"words (type {placeholder} for the concept)")
+            continue
         constraints.append(Constraint(key, "concept", placeholder, typed, values=(placeholder,)))
-        if words is not None and bare.lower() in words.words:
-            notes.append(f"{bare!r} is the concept {placeholder} and also a word of the catalog: searching the "
-                         "concept (the chip's 'search the word instead' searches the word)")
+        found = words.identifier(bare, 1) if words is not None and "id" not in ignored else None
+        if found is not None and found[2] and found[0] == config.group_by:
+            pinned.append(found[1][0])
+            notes.append(f"{bare!r} is the concept {placeholder} and also a product id: searching the concept "
+                         f"with product {found[1][0]} first (drop the id chip to search the concept alone)")
+        elif catalog_word:
+            if reading == "both":
+                both[placeholder] = bare
+                notes.append(f"{bare!r} is the concept {placeholder} and also a word of the catalog: searching "
+                             "both, the concept's look and products named with the word (the chip's 'search the "
+                             f"word instead' searches the word alone; type {placeholder} for the concept alone)")
+            else:
+                notes.append(f"{bare!r} is the concept {placeholder} and also a word of the catalog: searching the "
+                             "concept (the chip's 'search the word instead' searches the word)")
         spans.append((m.start(), m.end(), f" {placeholder} "))
+    if pinned:
+        what = " ".join(pinned)
+        constraints.append(Constraint("id", "identifier", f"id {what} first", what, field=config.group_by,
+                                      values=tuple(pinned), hard=False))
+
+
+def _reading(reading: str, words: CatalogWords, text: str, m: re.Match, parent: str) -> str:
+    """How the concept name matched by `m`, also a catalog word, is read (QueryConfig.concept_word_reading):
+    "both" (the concept on the dense side, the word kept for BM25), "word" (the word alone) or "concept".
+    For "name-word", the name followed by the concept's parent word ("willow dress" for a dress concept) is the
+    concept's own phrasing, not a product-name phrase."""
+    if reading in ("both", "concept"):
+        return reading
+    before = [w.group(0) for w in WORD_RE.finditer(text[:m.start()])]
+    after = WORD_RE.search(text, m.end())
+    following = after.group(0) if after else None
+    if reading == "name-word" and following is not None and word_forms(parent) & {following.lower()}:
+        following = None
+    if words.in_name_phrase(before[-1] if before else None, m.group(0), following):
+        return "word" if reading == "name-word" else "both"
+    return "concept"
 
 
 def _facets(left: str, words: CatalogWords, config: "QueryConfig", ignored: set[str],

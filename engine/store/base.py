@@ -431,6 +431,11 @@ class VectorStore(abc.ABC):
         """Points for a dense, sparse or hybrid query (fused in the engine), best first, or in
         query.order_by's order. Raises NoSparseVectors for a sparse query on a collection without them."""
 
+    def query_batch(self, collection_or_alias: str, queries: Sequence[StoreQuery], limit: int = 10) -> list[list[Hit]]:
+        """`query` for each of `queries` (each its best `limit` points), in order, as one store call where the
+        backend can bundle them (a search's two sides: one round trip, one planned batch); else one by one."""
+        return [self.query(collection_or_alias, q, limit=limit) for q in queries]
+
     @abc.abstractmethod
     def query_groups(self, collection_or_alias: str, query: StoreQuery, group_by: str, limit: int = 10,
                      offset: int = 0, group_size: int = 4) -> list[Group]:

@@ -45,6 +45,15 @@ def to_client_args(root: Node, search_params: models.SearchParams | None) -> dic
             "score_threshold": root.score_threshold, "limit": root.limit, "offset": root.offset}
 
 
+def to_client_request(root: Node, search_params: models.SearchParams | None) -> models.QueryRequest:
+    """The request tree as one request of query_batch_points (the same fields as to_client_args)."""
+    args = to_client_args(root, search_params)
+    return models.QueryRequest(prefetch=args["prefetch"], query=args["query"], using=args["using"],
+                               filter=args["query_filter"], params=args["search_params"],
+                               score_threshold=args["score_threshold"], limit=args["limit"], offset=args["offset"],
+                               with_payload=True)
+
+
 def _client_prefetch(node: Node, search_params: models.SearchParams | None) -> models.Prefetch:
     query, using, params = _client_query(node, search_params)
     return models.Prefetch(prefetch=[_client_prefetch(p, search_params) for p in node.prefetch] or None, query=query,

@@ -81,6 +81,7 @@ from engine.store.base import (
 from engine.store.edge_convert import (DISTANCE, SCHEMA, dense_part, edge_sparse, quantization_config,
                                        to_edge_filter, to_edge_request)
 from engine.store.hybrid import SPARSE_VECTOR, Group, StoreQuery, overfetch_groups
+from engine.store.orphans import remove_unfinished
 from engine.store.plan import Node, plan
 
 _BATCH = 1024  # points per engine update call
@@ -131,6 +132,7 @@ class EmbeddedStore(VectorStore):
         except StoreError:
             self._lock_file.close()  # releases the lock
             raise
+        remove_unfinished(self._collections_dir, self._aliases.values())  # killed creates, drops, restores
 
     # --- files -------------------------------------------------------------------------
 
@@ -366,13 +368,17 @@ class EmbeddedStore(VectorStore):
         with self._rw.read():
             col = self._get(collection_or_alias)
             request = self._request(col, query, limit, offset, collection_or_alias)
-            try:
-                found = col.shard.query(request)
-            except Exception as e:
-                if is_dimension_error(e):
-                    raise DimensionMismatch(f"query in {col.name!r}: {e}") from e
-                raise StoreError(f"query in collection {col.name!r} failed: {e}") from e
-        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in found]
+            found = _engine_query(col.name, lambda: col.shard.query(request))
+        return _hits(found)
+
+    def query_batch(self, collection_or_alias: str, queries: Sequence[StoreQuery], limit: int = 10) -> list[list[Hit]]:
+        """One planned batch of the engine (qdrant-edge's Shard.query_batch)."""
+        check_search_args(limit, 0)
+        with self._rw.read():
+            col = self._get(collection_or_alias)
+            batch = qe.QueryBatchRequest([self._request(col, q, limit, 0, collection_or_alias) for q in queries])
+            found = _engine_query(col.name, lambda: col.shard.query_batch(batch))
+        return [_hits(points) for points in found]
 
     def query_groups(self, collection_or_alias: str, query: StoreQuery, group_by: str, limit: int = 10,
                      offset: int = 0, group_size: int = 4) -> list[Group]:
@@ -569,3 +575,17 @@ class EmbeddedStore(VectorStore):
             self._lock_file.close()  # releases the flock
             if errors:
                 raise StoreError(f"closing the embedded store at {self._root} failed for " + "; ".join(errors))
+
+
+def _engine_query(name: str, run: Callable[[], Any]) -> Any:
+    """An engine query, its failures as our errors."""
+    try:
+        return run()
+    except Exception as e:
+        if is_dimension_error(e):
+            raise DimensionMismatch(f"query in {name!r}: {e}") from e
+        raise StoreError(f"query in collection {name!r} failed: {e}") from e
+
+
+def _hits(points: Sequence[Any]) -> list[Hit]:
+    return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in points]

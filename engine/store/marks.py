@@ -35,6 +35,28 @@ def set_payload(store: VectorStore, collection: str, ids: Sequence[str], values:
                 payload=values, points=point_ids, wait=True)
 
 
+def set_payloads(store: VectorStore, collection: str, values: dict[str, dict[str, Any]]) -> None:
+    """Merge `values[id]` into the payload of each point `id` (which must exist) of `collection`: one request (a
+    batch of set-payload operations), for marks that differ per point (the run mark's catalog row)."""
+    point_ids = check_point_ids(list(values))
+    if not point_ids:
+        return
+    if _is_embedded(store):
+        import qdrant_edge as qe
+
+        with store._rw.read():
+            col = store._get(collection)
+            for pid, v in zip(point_ids, values.values()):
+                store._apply(col, qe.UpdateOperation.set_payload([pid], v), "set payload")
+        return
+    from qdrant_client import models
+
+    ops = [models.SetPayloadOperation(set_payload=models.SetPayload(payload=v, points=[pid]))
+           for pid, v in zip(point_ids, values.values())]
+    store._call("set payload", collection, store._client.batch_update_points, collection_name=collection,
+                update_operations=ops, wait=True)
+
+
 def count_unmarked(store: VectorStore, collection: str, field: str, mark: str) -> int:
     """Points of `collection` whose payload `field` is not `mark` (or is missing)."""
     if _is_embedded(store):

@@ -42,7 +42,7 @@ from engine.store.base import (
     check_vector,
     is_dimension_error,
 )
-from engine.store.client_convert import client_sparse, to_client_args, to_qdrant_filter
+from engine.store.client_convert import client_sparse, to_client_args, to_client_request, to_qdrant_filter
 from engine.store.hybrid import SPARSE_VECTOR, Group, StoreQuery, check_group_args, overfetch_groups
 from engine.store.plan import plan
 
@@ -294,6 +294,23 @@ class ServerStore(VectorStore):
         response = self._query_call("query", collection_or_alias, query, self._client.query_points, limit, offset,
                                     with_payload=True)
         return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in response.points]
+
+    def query_batch(self, collection_or_alias: str, queries: Sequence[StoreQuery], limit: int = 10) -> list[list[Hit]]:
+        """One round trip (query_batch_points); a failure is asked again one query at a time, whose error names
+        the cause (missing BM25 vectors, another backbone's dimension)."""
+        check_search_args(limit, 0)
+        requests = [to_client_request(plan(dataclasses.replace(q, dense=check_vector(q.dense))
+                                           if q.dense is not None else q, limit), self._search_params)
+                    for q in queries]
+        try:
+            responses = self._call("query batch", collection_or_alias, self._client.query_batch_points,
+                                   collection_name=collection_or_alias, requests=requests)
+        except StoreError as e:
+            if isinstance(e, StoreUnavailable):
+                raise
+            return super().query_batch(collection_or_alias, queries, limit)
+        return [[Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in r.points]
+                for r in responses]
 
     def query_groups(self, collection_or_alias: str, query: StoreQuery, group_by: str, limit: int = 10,
                      offset: int = 0, group_size: int = 4) -> list[Group]:

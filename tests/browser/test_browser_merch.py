@@ -52,6 +52,20 @@ def page(tmp_path_factory):
         context.close()
 
 
+def live_concept(res, placeholder):
+    """A concept with a live token (an imported one: seeded random vectors), for a rule's concept filter."""
+    import torch
+
+    from engine.tokens import CustomToken, TokenMeta, save_token
+
+    torch.manual_seed(0)
+    folder = res.settings.data_dir / "imports"
+    folder.mkdir(exist_ok=True)
+    token = save_token(CustomToken(placeholder, torch.randn(1, res.backbone.text_width),
+                                   TokenMeta("dress", "tiny-random")), folder / "token.safetensors")
+    res.registry.import_token(token, parent="dress", backbone_id="tiny-random", width=res.backbone.text_width)
+
+
 def shot(page, name):
     page.screenshot(path=str(ARTIFACTS / f"merch-{name}.png"), full_page=True)
 
@@ -61,6 +75,7 @@ def test_an_admin_steers_search_and_sees_what_shoppers_do(server, page):
 
     base, app = server
     res = app.extensions["coinage"]
+    live_concept(res, "<aurora>")
     page.goto(f"{base}/search?q=red+dress")
     cards = page.locator(".grid .card")
     expect(cards.first).to_be_visible()
@@ -82,6 +97,18 @@ def test_an_admin_steers_search_and_sees_what_shoppers_do(server, page):
     page.click("#rule-form button[type=submit]")
     expect(page.locator("#rules tbody tr")).to_have_count(1)
     expect(page.locator("#rules")).to_contain_text(target)
+    page.fill("#rule-form input[name=name]", "aurora first")  # boost a concept's products
+    page.fill("#rule-form input[name=pattern]", "frock")
+    page.select_option("#rule-form select[name=action]", "boost")
+    page.fill("#rule-form input[name=products]", "")
+    page.fill("#rule-form input[name=concept]", "<nova>")  # no such concept: the form says so
+    page.fill("#rule-form input[name=amount]", "2")
+    page.click("#rule-form button[type=submit]")
+    expect(page.locator("#form-error")).to_contain_text("<nova> has no live token")
+    page.fill("#rule-form input[name=concept]", "<aurora>")
+    page.click("#rule-form button[type=submit]")
+    expect(page.locator("#rules tbody tr")).to_have_count(2)
+    expect(page.locator("#rules")).to_contain_text("products of <aurora>")
     shot(page, "rules")
 
     page.click("#merch-nav >> text=Synonyms")
@@ -118,4 +145,6 @@ def test_an_admin_steers_search_and_sees_what_shoppers_do(server, page):
     page.goto(f"{base}/admin/tester?q=frock")
     expect(page.locator("#tester .side")).to_have_count(2)
     expect(page.locator("#tester .side").first).to_contain_text("synonym “frock => dress”")
+    expect(page.locator("#tester .side").first).to_contain_text("rule “aurora first”: boost")
+    expect(page.locator("#tester .side").nth(1)).not_to_contain_text("aurora first")
     shot(page, "tester")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import io
 import socket
-import struct
-import zlib
 
+from indexer_world import png_header_only  # noqa: F401  (one maker of header-only PNGs: tests/)
 from PIL import Image
 
 PASSWORD = "reliability-pw"
@@ -26,12 +25,4 @@ def encode(image: Image.Image, fmt: str, **kw) -> bytes:
     image.save(buf, format=fmt, **kw)
     return buf.getvalue()
 
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A valid PNG header announcing width x height with almost no pixel data (a decompression bomb)."""
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 

@@ -96,7 +96,7 @@ def test_web_search_by_photo(name, client):
     if web == 200:
         assert r.status_code == 200, r.json
         assert len(r.json["results"]) == 3
-        assert page.status_code == 200 and page.get_data(as_text=True).count('class="card"') >= 1
+        assert page.status_code == 200 and page.get_data(as_text=True).count('<article class="card') >= 1
     else:
         status, codes = web
         assert r.status_code == status and r.json["error"]["code"] in codes.split("|"), r.json

@@ -14,10 +14,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from engine.database import database_errors
 
+from .health_file import remove_health, write_health
 from .model import Job, JobCancelled, JobError
 from .store import JobStore
 
@@ -122,22 +124,40 @@ class Worker:
                                   ok=alive and age <= self.stale_after_s))
         return out
 
-    def serve_forever(self, check_every_s: float = 1.0) -> None:
+    def serve_forever(self, check_every_s: float = 1.0, health_file: Path | None = None) -> bool:
         """Run the lanes until stop() (e.g. from a signal handler) — the `coinage worker` process, which has no
-        /readyz: a lane that turns dead or stuck (and one that recovers) is logged here."""
+        /readyz: a lane that turns stuck (and one that recovers) is logged here, and with `health_file` every
+        lane's health is written there each check for deploy/healthcheck.py (web/jobs/health_file.py).
+
+        A lane whose thread died cannot come back in this process: the others are stopped, the file is left
+        saying so, and False is returned (`coinage worker` then exits 1, so its supervisor restarts it).
+        True after a requested stop, which removes the file."""
         self.start()
         unhealthy: set[tuple[str, ...]] = set()
-        while not self._stop.wait(check_every_s):
-            for h in self.health():
+        dead: list[LaneHealth] = []
+        while not self._stop.is_set():
+            health = self.health()
+            if health_file is not None:
+                write_health(health_file, self.id, health, self.stale_after_s)
+            dead = [h for h in health if not h.alive]
+            if dead and not self._stop.is_set():
+                break
+            for h in health:
                 if not h.ok and h.lane not in unhealthy:
                     unhealthy.add(h.lane)
-                    log.error("worker lane %s is %s: %.0f s since it looped or heartbeat its job (%s), %d errors in "
-                              "a row", "+".join(h.lane), "stuck" if h.alive else "dead", h.seconds_since_beat,
-                              h.job or "idle", h.errors)
+                    log.error("worker lane %s is stuck: %.0f s since it looped or heartbeat its job (%s), %d errors "
+                              "in a row", "+".join(h.lane), h.seconds_since_beat, h.job or "idle", h.errors)
                 elif h.ok and h.lane in unhealthy:
                     unhealthy.discard(h.lane)
                     log.warning("worker lane %s is healthy again", "+".join(h.lane))
+            self._stop.wait(check_every_s)
+        for h in dead:
+            log.critical("worker lane %s is dead (its thread ended, job %s); stopping this worker so that its "
+                         "supervisor restarts it", "+".join(h.lane), h.job or "none")
         self.stop()
+        if health_file is not None and not dead:
+            remove_health(health_file)
+        return not dead
 
     # -- running jobs
 

@@ -13,6 +13,7 @@ from trainer import METHODS
 
 from .. import concepts_admin as ca
 from ..errors import ApiError, from_engine
+from ..file_response import image_response
 from ..jobs_submit import submit_reindex
 from ..runners import _file_name
 from ..security import admin_required, is_site_path, login, logout, safe_next
@@ -176,7 +177,8 @@ def _detail(res, c) -> dict:
     has_samples = shown is not None and (res.registry.version_dir(c.placeholder, shown) / "samples.png").is_file()
     return {"c": c, "versions": versions, "job": job, "samples_version": shown if has_samples else None,
             "images": len(res.registry.images(c.placeholder)), "summary": ca.metric_summary(c.metrics),
-            "train": _training_view(job), "warnings": parent_warnings(c.parent)}
+            "train": _training_view(job),
+            "warnings": parent_warnings(c.parent) + ca.name_warnings(res, c.placeholder)}
 
 
 def _training_view(job) -> dict | None:
@@ -295,7 +297,7 @@ def samples(name: str, version: str):
     path = res.registry.version_dir(c.placeholder, version) / SAMPLES_FILE
     if not path.is_file():
         abort(404)
-    return send_file(path, mimetype="image/png", max_age=60)
+    return image_response(path, max_age=60)
 
 
 @bp.get("/concepts/<name>/images/<int:index>.png")
@@ -305,7 +307,7 @@ def concept_image(name: str, index: int):
     images = res.registry.images(_concept(name).placeholder)
     if not 0 <= index < len(images):
         abort(404)
-    return send_file(images[index], mimetype="image/png", max_age=60)
+    return image_response(images[index], max_age=60)
 
 
 # ---------------------------------------------------------------------------- catalog

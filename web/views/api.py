@@ -233,7 +233,8 @@ def create_concept():
     images = check_images(files, res.settings.limits)
     concept, job_id = ca.register_concept(res, form, images)
     body = {"concept": ca.concept_json(res, concept), "job": res.jobs.get(job_id).to_json(),
-            "job_url": url_for("api.get_job", job_id=job_id), "warnings": form.warnings}
+            "job_url": url_for("api.get_job", job_id=job_id),
+            "warnings": form.warnings + ca.name_warnings(res, concept.placeholder)}
     return jsonify(body), 202
 
 

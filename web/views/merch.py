@@ -2,21 +2,21 @@
 pruning) and the query tester (a query as a shopper runs it, side by side with synonyms and rules off)."""
 from __future__ import annotations
 
-import copy
 import time
-from typing import Any
+from typing import Any, Callable
 
 from flask import Blueprint, Response, make_response, render_template, request, url_for
 
 from engine.errors import CoinageError
 from engine.merch import ACTIONS, MATCHES, MerchError, Rule, Synonym
+from engine.merch.concept_products import live_concepts, without_merch
 from engine.merch.rules import rule_from_text
 
 from ..errors import ApiError, from_engine
 from ..security import admin_required
 from . import resources
 from .admin import _go
-from .merch_api import actor, period_args
+from .merch_api import actor, live, period_args
 
 bp = Blueprint("merch", __name__, url_prefix="/admin")
 PERIODS = (1, 7, 30, 90)
@@ -32,7 +32,7 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
 @admin_required
 def synonyms(error: str | None = None, text: str = "", status: int = 200):
     res = resources()
-    audit = [a for a in res.merch.audit(50) if a["kind"] == "synonym"][:15]
+    audit = res.merch.audit(15, kind="synonym")
     return _page("admin/synonyms.html", status, synonyms=res.merch.synonyms(), audit=audit, error=error, text=text)
 
 
@@ -40,21 +40,15 @@ def synonyms(error: str | None = None, text: str = "", status: int = 200):
 @admin_required
 def add_synonym():
     text = request.form.get("text", "")
-    try:
-        resources().merch.add_synonym(Synonym.parse(text), actor())
-    except MerchError as e:
-        return synonyms(str(e), text, 400)
-    return _go(url_for("merch.synonyms"))
+    return _change(lambda: resources().merch.add_synonym(Synonym.parse(text), actor()), "merch.synonyms",
+                   lambda error: synonyms(error, text, 400))
 
 
 @bp.post("/synonyms/<int:synonym_id>/remove")
 @admin_required
 def remove_synonym(synonym_id: int):
-    try:
-        resources().merch.remove_synonym(synonym_id, actor())
-    except MerchError as e:
-        return synonyms(str(e), "", 404)
-    return _go(url_for("merch.synonyms"))
+    return _change(lambda: resources().merch.remove_synonym(synonym_id, actor()), "merch.synonyms",
+                   lambda error: synonyms(error, "", 404))
 
 
 # ---------------------------------------------------------------------------- rules
@@ -63,43 +57,46 @@ def remove_synonym(synonym_id: int):
 @admin_required
 def rules(error: str | None = None, values: dict | None = None, status: int = 200):
     res = resources()
-    audit = [a for a in res.merch.audit(50) if a["kind"] == "rule"][:15]
+    audit = res.merch.audit(15, kind="rule")
     return _page("admin/rules.html", status, rules=res.merch.rules(), audit=audit, error=error,
                  values=values or {"match": "contains", "action": "pin", "position": "1", "amount": "1"},
-                 matches=MATCHES, actions=ACTIONS, now=time.strftime("%Y-%m-%dT%H:%M", time.gmtime()))
+                 matches=MATCHES, actions=ACTIONS, now=time.strftime("%Y-%m-%dT%H:%M", time.gmtime()),
+                 concepts=sorted(live_concepts(res.registry)))
 
 
 @bp.post("/rules")
 @admin_required
 def add_rule():
-    try:
-        resources().merch.add_rule(rule_from_text({"enabled": "on", **request.form.to_dict()}), actor())
-    except MerchError as e:
-        return rules(str(e), request.form.to_dict(), 400)
-    return _go(url_for("merch.rules"))
+    form = request.form.to_dict()
+    return _change(lambda: resources().merch.add_rule(live(rule_from_text({"enabled": "on", **form})), actor()),
+                   "merch.rules", lambda error: rules(error, form, 400))
 
 
 @bp.post("/rules/<int:rule_id>/toggle")
 @admin_required
 def toggle_rule(rule_id: int):
-    res = resources()
-    try:
-        rule = res.merch.rule(rule_id)
+    def toggle() -> None:
+        rule = resources().merch.rule(rule_id)
         data = {k: v for k, v in rule.to_json().items() if k not in ("id", "updated", "updated_by")}
-        res.merch.update_rule(rule_id, Rule.from_json({**data, "enabled": not rule.enabled}), actor())
-    except MerchError as e:
-        return rules(str(e), None, 404)
-    return _go(url_for("merch.rules"))
+        resources().merch.update_rule(rule_id, Rule.from_json({**data, "enabled": not rule.enabled}), actor())
+
+    return _change(toggle, "merch.rules", lambda error: rules(error, None, 404))
 
 
 @bp.post("/rules/<int:rule_id>/remove")
 @admin_required
 def remove_rule(rule_id: int):
+    return _change(lambda: resources().merch.remove_rule(rule_id, actor()), "merch.rules",
+                   lambda error: rules(error, None, 404))
+
+
+def _change(change: Callable[[], Any], endpoint: str, failed: Callable[[str], Response]) -> Response:
+    """Make a change from a form, then back to the page (`endpoint`); a MerchError shows the page with it."""
     try:
-        resources().merch.remove_rule(rule_id, actor())
+        change()
     except MerchError as e:
-        return rules(str(e), None, 404)
-    return _go(url_for("merch.rules"))
+        return failed(str(e))
+    return _go(url_for(endpoint))
 
 
 # ---------------------------------------------------------------------------- analytics
@@ -166,8 +163,7 @@ def tester():
     q = request.args.get("q", "")
     sides, error = [], None
     if q.strip():
-        plain = copy.copy(res.query)  # the same service without synonyms and rules (shares its caches and store)
-        plain.merch = None
+        plain = without_merch(res.query)
         limit = res.settings.limits.results_per_page
         try:
             for label, service in (("With synonyms and rules", res.query), ("Without", plain)):

@@ -2,14 +2,15 @@
 rate-limited), synonyms and rules (admin; writes need the CSRF token), the analytics report and the query tester."""
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
+from typing import Any, Callable
 
 from flask import Blueprint, current_app, jsonify, request, session
 
 from engine.merch import MerchError, MerchNotFound, Rule, Synonym
+from engine.merch.concept_products import check_live, live_concepts
 
-from ..analytics import RateWindow
 from ..errors import ApiError, bad_field
 from ..security import admin_required, csrf_exempt
 from . import resources
@@ -22,6 +23,24 @@ def merch_error(error: MerchError) -> ApiError:
     if isinstance(error, MerchNotFound):
         return ApiError(404, "not_found", str(error))
     return ApiError(400, "invalid_merch", str(error))  # what JSON Schema cannot say: a pin without products, ...
+
+
+def merch_errors(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A JSON view whose MerchError answers as merch_error says (400 invalid_merch, 404 not_found)."""
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except MerchError as e:
+            raise merch_error(e) from e
+
+    return wrapped
+
+
+def live(rule: Rule) -> Rule:
+    """The rule, if its concept filter names a concept with a live token (else MerchError naming the fix)."""
+    check_live([rule], live_concepts(resources().registry))
+    return rule
 
 
 def actor() -> str:
@@ -65,9 +84,8 @@ def period_args() -> tuple[float, float]:
 @csrf_exempt  # a beacon from the results page: it changes nothing but the analytics, and carries a signed search id
 def click():
     res = resources()
-    limiter: RateWindow = current_app.extensions.setdefault(
-        "coinage.click_limit", RateWindow(res.settings.merch.clicks_per_minute, 60.0))
-    if not limiter.allow(request.remote_addr or "unknown"):
+    # counted in COINAGE_RATELIMIT_STORAGE like the other limits (web/ratelimit.py): shared by processes using redis://
+    if not current_app.extensions["coinage.ratelimits"].allow_click(request.remote_addr):
         raise ApiError(429, "too_many_clicks", "too many click reports from this address; wait a minute")
     data = _body()
     product_id, position = data.get("product_id"), data.get("position")
@@ -92,21 +110,16 @@ def list_synonyms():
 
 @bp.post("/synonyms")
 @admin_required
+@merch_errors
 def add_synonym():
-    try:
-        synonym = resources().merch.add_synonym(Synonym.from_json(_body()), actor())
-    except MerchError as e:
-        raise merch_error(e) from e
-    return jsonify(synonym.to_json()), 201
+    return jsonify(resources().merch.add_synonym(Synonym.from_json(_body()), actor()).to_json()), 201
 
 
 @bp.delete("/synonyms/<synonym_id>")
 @admin_required
+@merch_errors
 def remove_synonym(synonym_id: str):
-    try:
-        resources().merch.remove_synonym(item_id(synonym_id), actor())
-    except MerchError as e:
-        raise merch_error(e) from e
+    resources().merch.remove_synonym(item_id(synonym_id), actor())
     return jsonify({"removed": int(synonym_id)})
 
 
@@ -118,40 +131,30 @@ def list_rules():
 
 @bp.post("/rules")
 @admin_required
+@merch_errors
 def add_rule():
-    try:
-        rule = resources().merch.add_rule(Rule.from_json(_body()), actor())
-    except MerchError as e:
-        raise merch_error(e) from e
-    return jsonify(rule.to_json()), 201
+    return jsonify(resources().merch.add_rule(live(Rule.from_json(_body())), actor()).to_json()), 201
 
 
 @bp.get("/rules/<rule_id>")
 @admin_required
+@merch_errors
 def get_rule(rule_id: str):
-    try:
-        return jsonify(resources().merch.rule(item_id(rule_id)).to_json())
-    except MerchError as e:
-        raise merch_error(e) from e
+    return jsonify(resources().merch.rule(item_id(rule_id)).to_json())
 
 
 @bp.post("/rules/<rule_id>")
 @admin_required
+@merch_errors
 def update_rule(rule_id: str):
-    try:
-        rule = resources().merch.update_rule(item_id(rule_id), Rule.from_json(_body()), actor())
-    except MerchError as e:
-        raise merch_error(e) from e
-    return jsonify(rule.to_json())
+    return jsonify(resources().merch.update_rule(item_id(rule_id), live(Rule.from_json(_body())), actor()).to_json())
 
 
 @bp.delete("/rules/<rule_id>")
 @admin_required
+@merch_errors
 def remove_rule(rule_id: str):
-    try:
-        resources().merch.remove_rule(item_id(rule_id), actor())
-    except MerchError as e:
-        raise merch_error(e) from e
+    resources().merch.remove_rule(item_id(rule_id), actor())
     return jsonify({"removed": int(rule_id)})
 
 

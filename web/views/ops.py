@@ -5,9 +5,10 @@ import logging
 import mimetypes
 from pathlib import Path
 
-from flask import Blueprint, abort, jsonify, make_response, send_file
+from flask import Blueprint, abort, jsonify, make_response
 from werkzeug.security import safe_join
 
+from ..file_response import image_response
 from ..openapi import spec
 from . import resources
 
@@ -70,7 +71,7 @@ def catalog_image(filename: str):
         servable = False
     if not servable:
         abort(404)  # catalog.jsonl, truth.jsonl, a link to the secret key or to a concept's photos stay private
-    return send_file(path, max_age=3600)
+    return image_response(path, max_age=3600)
 
 
 @bp.get("/previews/<key>.png")

@@ -1,9 +1,10 @@
 """Shopper pages: search by text or photo, results at once, the preview filling in, autocomplete of tokens."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, send_file
+from flask import Blueprint, Response, abort, make_response, redirect, render_template, request
 
 from ..errors import ApiError
+from ..file_response import image_response
 from ..search_state import SearchForm, photo_path, run_search, save_photo
 from ..uploads import check_image
 from . import is_htmx, resources
@@ -64,7 +65,7 @@ def photo(sha: str):
     path = photo_path(resources().settings.uploads_dir, sha)
     if path is None:
         abort(404)
-    return send_file(path, max_age=3600)
+    return image_response(path, max_age=3600)
 
 
 @bp.get("/search/preview/<job_id>")
