@@ -86,7 +86,9 @@ def test_rerun_skips_unchanged_rows_and_redoes_changed_ones(catalog, tmp_path, o
     repainted = point_id(json.loads(lines[5])["id"])
     assert not np.allclose(after[repainted][0], before[repainted][0])
     same = point_id(json.loads(lines[0])["id"])
-    assert np.array_equal(after[same][0], before[same][0])
+    # not re-embedded; equal to float32 rounding, not bit for bit: qdrant-client >= 1.20's local mode (the server
+    # backend here) stores a point as memory holds it when its payload is set and normalises it again on reopening
+    np.testing.assert_allclose(after[same][0], before[same][0], rtol=0, atol=1e-6)
     assert before[same][1].pop(RUN) != after[same][1].pop(RUN)  # every run marks the rows it saw, at their row
     assert before[same][1].pop(ROW) == after[same][1].pop(ROW) == 1
     assert after[same][1] == before[same][1]
