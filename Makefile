@@ -28,8 +28,8 @@ test: $(VENV)/.installed browser postgres
 	$(PY) -m pytest -q
 
 # The slow reliability tests CI runs after `make test` (.ci/run; docs/reliability.md says what runs where): the
-# 10,000-case fuzz runs, the web process killed mid-reindex, bench/load.py. Left out until it is fixed: the
-# 5,000-row ingest killed at random points, which is flaky (a kill point can fall after the ingest has finished).
+# 10,000-case fuzz runs, the web process killed mid-reindex, the 5,000-row ingest killed at random points,
+# bench/load.py. Run by hand: tests/test_indexer_ray.py (`pytest -m slow tests/test_indexer_ray.py`, Ray Data).
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow tests/reliability
 

@@ -155,7 +155,14 @@ def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder:
     to end with a catalog that yielded no usable row, and to prune more than `config.max_prune_fraction` of it.
     """
     reader = open_catalog(config.catalog)
-    total = reader.count()  # before the rejects file is opened: an unreadable catalog leaves nothing open
+    # counted before the rejects file is opened: an unreadable catalog leaves nothing open
+    if config.ray_workers:
+        from .ray_pipeline import consume_on_ray, read_plan
+
+        plan = read_plan(reader)  # the count, with where each read range starts
+        total = plan.total
+    else:
+        total = reader.count()
     report = IngestReport(collection=collection, catalog=str(config.catalog), embedder=embedder.description)
     rejects_path = config.rejects_path or Path("var/indexer") / f"rejects-{collection}-{int(time.time())}.jsonl"
     rejects = RejectLog(rejects_path, report)
@@ -165,9 +172,7 @@ def ingest(config: IndexerConfig, store: VectorStore, collection: str, embedder:
     start = time.perf_counter()
     try:
         if config.ray_workers:
-            from .ray_pipeline import consume_on_ray
-
-            vocabulary = consume_on_ray(config, store, writer, embedder, report, rejects, bar, total, cancel)
+            vocabulary = consume_on_ray(config, store, writer, embedder, report, rejects, bar, plan, cancel)
         else:
             run.consume_catalog(reader)
             vocabulary = run.vocabulary

@@ -15,14 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import IndexerError
-from .ray_stages import REJECTED, read_slices
+from .ray_stages import REJECTED, read_ranges
 
 MAX_REPEATED_IDS = 100_000  # more repeated ids than this: the catalog is not de-duplicated; refuse
 
 
 def repeated_ids(ray: Any, parts: Any, catalog: str, batch_rows: int, partitions: int) -> dict[str, int]:
     """id -> first valid row, for the ids that more than one valid row of `catalog` holds. `parts`: the dataset of
-    row ranges (indexer.ray_stages.slices) the pass reads too; `partitions`: of the shuffle (Ray's default, 200,
+    row ranges (indexer.ray_stages.ranges) the pass reads too; `partitions`: of the shuffle (Ray's default, 200,
     is made for clusters; a few per worker keeps the tasks few on a small one)."""
     from ray.data.aggregate import Count, Min
 
@@ -39,7 +39,7 @@ def repeated_ids(ray: Any, parts: Any, catalog: str, batch_rows: int, partitions
 
 
 def _ids(batch: pa.Table, catalog: str, batch_rows: int):
-    for table in read_slices(batch, catalog, batch_rows):
+    for table in read_ranges(batch, catalog, batch_rows):
         table = table.filter(pc.not_equal(table["kind"], REJECTED))
         yield table.select(["id", "row"])
 

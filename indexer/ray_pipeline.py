@@ -1,9 +1,12 @@
 """The bulk path on Ray Data: the catalog as a dataset of row ranges -> read -> prepare -> embed -> upload.
 
-The ranges' edges move to product boundaries as they are read (indexer.ray_stages.owned_rows), and the ids the
-catalog repeats are found before the pass by a group-by on Ray (indexer.ray_duplicates).
+The driver reads the catalog once, as counting its rows would, for up to MAX_CHECKPOINTS checkpoints at product
+boundaries, each with the byte offset reading resumes at (indexer.readers.CatalogReader.checkpoints); the read
+ranges run from checkpoint to checkpoint, at most about RANGE_ROWS rows each, so a task reads only its own rows and
+a worker's memory does not grow with the catalog. The ids the catalog repeats are found before the pass by a
+group-by on Ray (indexer.ray_duplicates).
 
-The driver only coordinates: it counts the catalog's rows, builds the dataset, and reduces the upload stage's
+The driver only coordinates: it finds the checkpoints, builds the dataset, and reduces the upload stage's
 one-record-per-batch summaries (counts, rejected rows, word counts) into the report, the rejects file and the
 spelling vocabulary. Ray schedules the stages, back-pressures them and retries the tasks of a worker that dies;
 a retried batch writes the same points again (upserts are idempotent by point id), and a batch's summary
@@ -27,7 +30,8 @@ from .config import IndexerConfig
 from .embed import OnnxEmbedder
 from .errors import IndexCancelled, IndexerError
 from .ray_duplicates import repeated_ids
-from .ray_stages import Embed, Prepare, StageConfig, Upload, read_slices, slices
+from .readers import CatalogReader, Checkpoints
+from .ray_stages import Embed, Prepare, StageConfig, Upload, ranges, read_ranges
 from .ray_store import RemoteStore, start_host
 from .report import IngestReport, Progress, RejectLog
 from .write import Writer
@@ -35,7 +39,10 @@ from .write import Writer
 log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "COINAGE_RAY_ADDRESS"
-READS_PER_WORKER = 4  # catalog ranges per worker: enough to keep every worker busy, few re-reads of the file
+READS_PER_WORKER = 4  # catalog ranges per worker at least: enough to keep every worker busy
+RANGE_ROWS = 2_000  # rows per range at most (about: a range ends at a checkpoint): a read task's output, and so
+# every worker's memory, follows its range's rows (docs/deploy.md, "Ray memory")
+MAX_CHECKPOINTS = 65_536  # the driver files at most twice this many (~13 MB): 10^7 rows get one about every 150
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -85,9 +92,20 @@ def open_store_for_ray(config: IndexerConfig) -> Iterator[Any]:
         yield store
 
 
+def read_plan(reader: CatalogReader) -> Checkpoints:
+    """The catalog's checkpoints for the read ranges, and its row count (one pass, as count() is)."""
+    return reader.checkpoints(MAX_CHECKPOINTS)
+
+
+def range_rows(total: int, workers: int) -> int:
+    """Rows per read range: READS_PER_WORKER ranges per worker, and none over RANGE_ROWS."""
+    return max(1, min(RANGE_ROWS, -(-total // max(1, workers * READS_PER_WORKER))))
+
+
 def consume_on_ray(config: IndexerConfig, store: Any, writer: Writer, embedder, report: IngestReport,
-                   rejects: RejectLog, bar: Progress, total: int, cancel: threading.Event | None) -> Vocabulary:
-    """One pass over the catalog on Ray Data into writer.collection; returns the catalog's vocabulary."""
+                   rejects: RejectLog, bar: Progress, plan: Checkpoints, cancel: threading.Event | None) -> Vocabulary:
+    """One pass over the catalog (`plan`: its read_plan) on Ray Data into writer.collection; returns the catalog's
+    vocabulary."""
     ray = import_ray()
     if not isinstance(embedder, OnnxEmbedder):
         raise IndexerError("--workers needs the ONNX embedder (the Ray embed actors run ONNX Runtime); "
@@ -97,10 +115,10 @@ def consume_on_ray(config: IndexerConfig, store: Any, writer: Writer, embedder, 
     report.runner = f"ray data, {workers} workers"
     ray.data.DataContext.get_current().enable_progress_bars = False
     batch = max(config.batch_size, 8)
-    parts = ray.data.from_items(slices(total, workers * READS_PER_WORKER),
-                                override_num_blocks=max(1, min(total, workers * READS_PER_WORKER)))
+    spans = ranges(plan, range_rows(plan.total, workers))
+    parts = ray.data.from_items(spans, override_num_blocks=max(1, len(spans)))  # a read task per range
     duplicates = repeated_ids(ray, parts, stage.catalog, batch, partitions=workers * READS_PER_WORKER)
-    ds = parts.map_batches(read_slices, fn_kwargs={"catalog": stage.catalog, "batch_rows": batch,
+    ds = parts.map_batches(read_ranges, fn_kwargs={"catalog": stage.catalog, "batch_rows": batch,
                                                    "duplicates": duplicates}, batch_size=1,
                            batch_format="pyarrow", num_cpus=0.05)
     ds = ds.map_batches(Prepare, fn_constructor_kwargs={"cfg": stage}, batch_size=batch, batch_format="pyarrow",

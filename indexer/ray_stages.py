@@ -8,6 +8,7 @@ reduces those, so no stage ever holds more than a batch and the driver no more t
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -23,7 +24,7 @@ from engine.vocabulary import Vocabulary
 from engine.store import StoreConfig, open_store, point_id
 
 from .decode import Decoded, Decoder, ImageLimits, Rejected, Row, Unchanged, validate
-from .readers import open_catalog
+from .readers import Checkpoint, Checkpoints, open_catalog
 from .write import Writer
 
 DECODED, UNCHANGED, REJECTED = "decoded", "unchanged", "rejected"
@@ -68,54 +69,33 @@ class StageConfig:
     store_actor: Any = None  # a StoreHost actor holding an in-process store (embedded, qdrant-client local)
 
 
-def slices(total: int, parts: int) -> list[dict[str, int]]:
-    """`parts` contiguous row ranges covering `total` rows: the read tasks' partitions, before read_slices moves
-    their edges to product boundaries."""
-    parts = max(1, min(parts, total))
-    step = -(-total // parts) if total else 0
-    return [{"start": s, "stop": min(s + step, total)} for s in range(0, total, step)] if total else []
+def ranges(checkpoints: Checkpoints, rows: int) -> list[dict[str, int]]:
+    """The read tasks' partitions: contiguous row ranges covering the catalog, each from one of its checkpoints
+    (a product boundary) to the next range's, at least `rows` rows long (the last one may be shorter), with where
+    reading resumes. A product listed in consecutive rows lies in one range."""
+    out: list[dict[str, int]] = []
+    for point in checkpoints.points:
+        if not out or point.position - out[-1]["start"] >= rows:
+            if out:
+                out[-1]["stop"] = point.position
+            out.append({"start": point.position, "stop": checkpoints.total, "offset": point.offset,
+                        "row": point.row})
+    return out
 
 
-def read_slices(batch: pa.Table, catalog: str, batch_rows: int = 256,
+def read_ranges(batch: pa.Table, catalog: str, batch_rows: int = 256,
                 duplicates: dict[str, int] | None = None) -> Iterator[pa.Table]:
-    """Read and validate the catalog rows of each range in `batch`, `batch_rows` at a time. `duplicates`: id -> the
-    first valid row holding it, for the ids the catalog repeats (indexer.ray_duplicates): the other rows with such
-    an id are rejected as duplicates, as in process.
-
-    A range's edges move to product boundaries (`owned_rows`): a product listed in consecutive rows, as catalogs
-    list a product's photos, is read by one task, whatever the range size."""
+    """Read and validate the catalog rows of each range of `ranges` in `batch`, `batch_rows` at a time, from the
+    range's offset: a task reads its own rows and no others. `duplicates`: id -> the first valid row holding it,
+    for the ids the catalog repeats (indexer.ray_duplicates): the other rows with such an id are rejected as
+    duplicates, as in process."""
+    reader = open_catalog(catalog)
     for part in batch.to_pylist():
-        rows = owned_rows(iter(open_catalog(catalog)), part["start"], part["stop"])
-        while chunk := list(itertools.islice(rows, batch_rows)):
-            yield _table([_validated(validate(raw), duplicates or {}) for raw in chunk])
-
-
-def owned_rows(raws: Iterator, start: int, stop: int) -> Iterator:
-    """The raw rows the range [start, stop) owns: from its first product boundary at or after `start` to the first
-    one at or after `stop`. A boundary is a row whose product differs from the last product above it; a row without
-    a readable id or product (it will be rejected) is none, so it stays with its neighbours. A range inside one
-    product owns nothing; the range where the product starts reads all of it."""
-    previous = None  # product of the last row above `position` that has one
-    for raw in itertools.islice(raws, start):
-        previous = _product(raw) or previous
-    position, owning = start, False
-    for raw in raws:
-        product = _product(raw)
-        boundary = previous is None or (product is not None and product != previous)
-        if position >= stop and (boundary or not owning):
-            return
-        owning = owning or boundary
-        if owning:
-            yield raw
-        previous = product or previous
-        position += 1
-
-
-def _product(raw) -> str | None:
-    """The row's product as the catalog spells it (product_id, else id); None when it has neither."""
-    fields = raw.fields if isinstance(raw.fields, dict) else {}
-    value = fields.get("product_id") or fields.get("id")
-    return str(value) if value is not None and not isinstance(value, (dict, list)) else None
+        start = Checkpoint(part["start"], part["offset"], part["row"])
+        with contextlib.closing(reader.rows_from(start)) as rows:
+            owned = itertools.islice(rows, part["stop"] - part["start"])
+            while chunk := list(itertools.islice(owned, batch_rows)):
+                yield _table([_validated(validate(raw), duplicates or {}) for raw in chunk])
 
 
 def _validated(row: Row | Rejected, duplicates: dict[str, int]) -> dict[str, Any]:

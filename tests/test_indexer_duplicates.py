@@ -13,7 +13,8 @@ import pyarrow as pa
 from engine.store import open_store, point_id
 from indexer import run_index
 from indexer.pipeline import _Run
-from indexer.ray_stages import REJECTED, read_slices
+from indexer.ray_stages import REJECTED, ranges, read_ranges
+from indexer.readers import open_catalog
 from indexer_world import ROWS, config, rejects
 from indexer_world import catalog, embedder, onnx_cache, store_cfg, world  # noqa: F401 (fixtures)
 
@@ -60,12 +61,12 @@ def test_what_the_pass_holds_for_duplicates_is_bounded_by_its_window_not_the_cat
 
 
 def test_the_ray_read_stage_rejects_the_repeats_the_group_by_found(catalog):
-    """read_slices with the driver's `duplicates` (id -> first row): every other row of such an id is rejected."""
+    """read_ranges with the driver's `duplicates` (id -> first row): every other row of such an id is rejected."""
     lines = catalog.read_text().splitlines()
     catalog.write_text("\n".join([*lines, _repeat(lines, 3, title="again")]) + "\n")
     rid = json.loads(lines[2])["id"]
-    parts = pa.Table.from_pylist([{"start": 0, "stop": ROWS + 1}])
-    out = pa.concat_tables(read_slices(parts, str(catalog), 32, {rid: 3})).to_pylist()
+    parts = pa.Table.from_pylist(ranges(open_catalog(catalog).checkpoints(100), ROWS + 1))
+    out = pa.concat_tables(read_ranges(parts, str(catalog), 32, {rid: 3})).to_pylist()
     assert len(out) == ROWS + 1
     assert [(r["row"], r["kind"], r["reason"]) for r in out if r["id"] == rid] == [
         (3, "", ""), (ROWS + 1, REJECTED, "duplicate id: first seen at row 3")]

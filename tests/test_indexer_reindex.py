@@ -257,7 +257,8 @@ def test_the_ray_stages_without_ray_write_what_the_in_process_pass_writes(catalo
     import pyarrow as pa
 
     from engine.vocabulary import read_vocabulary
-    from indexer.ray_stages import Embed, Prepare, StageConfig, Upload, read_slices, slices
+    from indexer.ray_stages import Embed, Prepare, StageConfig, Upload, ranges, read_ranges
+    from indexer.readers import open_catalog
 
     cfg = config(catalog, tmp_path, onnx_cache, store_cfg)
     stage = StageConfig(catalog=str(catalog), image_root=str(catalog.parent), collection="stages", run_id="run-1",
@@ -265,7 +266,7 @@ def test_the_ray_stages_without_ray_write_what_the_in_process_pass_writes(catalo
                         allow_urls=False, url_timeout_s=10.0, store=cfg.store)
     embed = Embed(str(embedder.encoder.path), ["CPUExecutionProvider"], None, embedder.mean, embedder.std,
                   embedder.key, embedder.variant)
-    parts = pa.Table.from_pylist(slices(ROWS, 3))
+    parts = pa.Table.from_pylist(ranges(open_catalog(catalog).checkpoints(1000), ROWS // 3))
     with open_store(cfg.store) as store:
         for name in ("here", "stages"):
             store.create_collection(name, dim=embedder.dim)
@@ -273,7 +274,7 @@ def test_the_ray_stages_without_ray_write_what_the_in_process_pass_writes(catalo
         prepare, upload = Prepare(stage, store), Upload(stage, store)
 
         def run() -> list[dict]:
-            return [s for b in read_slices(parts, str(catalog), 16) for s in upload(embed(prepare(b))).to_pylist()]
+            return [s for b in read_ranges(parts, str(catalog), 16) for s in upload(embed(prepare(b))).to_pylist()]
 
         first = run()
         assert sum(s["accepted"] for s in first) == ROWS and sum(s["valid"] for s in first) == ROWS

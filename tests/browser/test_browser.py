@@ -323,3 +323,19 @@ def test_shopper_types_prices_negations_and_picks_a_suggestion(server, page):
     shot(page, "search-zero-results")
     page.click("#zero-results a.relax")
     expect(page.locator("#result-count")).to_contain_text("Results 1–")
+
+    # a product id typed as is: that product first, said in a chip; a word the catalog lacks entirely is searched
+    # as its suggestion, said above the results with a link back to the words as typed
+    rows = [json.loads(line) for line in (root / "world" / "catalog.jsonl").read_text().splitlines()]
+    wanted = rows[len(rows) // 2]["product_id"]
+    page.fill("#q", wanted)
+    page.press("#q", "Enter")
+    expect(page.locator('#chips [data-key="id"]')).to_contain_text(wanted)
+    assert page.locator(".card").first.get_attribute("data-product") == wanted
+    shot(page, "search-product-id")
+    page.fill("#q", "desss")
+    page.press("#q", "Enter")
+    expect(page.locator("#correction")).to_contain_text("Showing results for “dress”")
+    categories = set(page.locator(".card .price + span").all_inner_texts())
+    assert "dress" in categories, categories
+    shot(page, "search-no-catalog-word")
