@@ -29,9 +29,9 @@ test: $(VENV)/.installed browser postgres
 
 # The slow reliability tests CI runs after `make test` (.ci/run; docs/reliability.md says what runs where): the
 # 10,000-case fuzz runs, the web process killed mid-reindex, the 5,000-row ingest killed at random points,
-# bench/load.py. Run by hand: tests/test_indexer_ray.py (`pytest -m slow tests/test_indexer_ray.py`, Ray Data).
+# bench/load.py, and the Ray Data bulk path (tests/test_indexer_ray.py: a killed worker, an adopted build).
 test-slow: $(VENV)/.installed
-	$(PY) -m pytest -q -m slow tests/reliability
+	$(PY) -m pytest -q -m slow tests/reliability tests/test_indexer_ray.py
 
 test-all: $(VENV)/.installed browser postgres
 	$(PY) -m pytest -q -m "not realweights"

@@ -268,6 +268,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="with --ray-workers: skip the in-process run beside each --ray-rows size (a long Ray run "
                          "whose in-process baseline was measured before)")
     ap.add_argument("--ray-backbone", default="tiny-random", help="backbone of the --ray-workers runs")
+    ap.add_argument("--ray-store", default="embedded", choices=["embedded", "server-local"],
+                    help="store of the --ray-workers runs: the embedded one, or the server backend's client code "
+                         "(qdrant-client's upload_points) on qdrant-client's in-process engine, as no Qdrant server "
+                         "runs here")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="embed device of the Ray runs")
     ap.add_argument("--out", type=Path, help="results file (default bench/results/indexing.json, with only "
                                              "--ray-workers bench/results/indexing-ray.json)")

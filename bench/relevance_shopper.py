@@ -324,9 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench.common import RESULTS, write_result
-    from bench.relevance import RelevanceConfig, load_catalog, photo_vectors, token_queries
+    from bench.relevance import RelevanceConfig, bench_config, load_catalog, photo_vectors, token_queries
     from engine.loading import load_backbone
-    from engine.query import QueryConfig, QueryService
+    from engine.query import QueryService
     from engine.store import StoreConfig, open_store
     from world.build import make_world
     from world.catalog import catalog_rows
@@ -360,8 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 for t in custom.tokens}
     with tempfile.TemporaryDirectory() as tmp, open_store(StoreConfig(path=tmp)) as store:
         load_catalog(store, "products", rows, vectors, backbone.embed_dim)
-        service = QueryService(backbone, store, custom.tokens, features,
-                               QueryConfig(text_runtime="torch", gair=False, max_limit=100))
+        service = QueryService(backbone, store, custom.tokens, features, bench_config())
         token_qs = [q for q in custom.queries if q.kind in ("token", "token+scene")]
         if args.only == "concept_catalog_word":
             report = {"only": args.only, "concept_catalog_word": concept_as_catalog_word(service, rows, token_qs,

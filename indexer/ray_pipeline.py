@@ -42,6 +42,9 @@ ADDRESS_ENV = "COINAGE_RAY_ADDRESS"
 READS_PER_WORKER = 4  # catalog ranges per worker at least: enough to keep every worker busy
 RANGE_ROWS = 2_000  # rows per range at most (about: a range ends at a checkpoint): a read task's output, and so
 # every worker's memory, follows its range's rows (docs/deploy.md, "Ray memory")
+SHUFFLE_ROWS = 20_000  # ids per partition of the duplicate-id group-by (up to SHUFFLE_PARTITIONS partitions): its
+# tasks' memory, and that of the worker processes Ray reuses after them for the pass's tasks and actors, follows it
+SHUFFLE_PARTITIONS = 200  # Ray Data's own default: more makes the all-to-all exchange the cost (ranges x partitions)
 MAX_CHECKPOINTS = 65_536  # the driver files at most twice this many (~13 MB): 10^7 rows get one about every 150
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +120,9 @@ def consume_on_ray(config: IndexerConfig, store: Any, writer: Writer, embedder, 
     batch = max(config.batch_size, 8)
     spans = ranges(plan, range_rows(plan.total, workers))
     parts = ray.data.from_items(spans, override_num_blocks=max(1, len(spans)))  # a read task per range
-    duplicates = repeated_ids(ray, parts, stage.catalog, batch, partitions=workers * READS_PER_WORKER)
+    duplicates = repeated_ids(ray, parts, stage.catalog, batch,
+                              partitions=max(workers * READS_PER_WORKER,
+                                             min(SHUFFLE_PARTITIONS, -(-plan.total // SHUFFLE_ROWS))))
     ds = parts.map_batches(read_ranges, fn_kwargs={"catalog": stage.catalog, "batch_rows": batch,
                                                    "duplicates": duplicates}, batch_size=1,
                            batch_format="pyarrow", num_cpus=0.05)
