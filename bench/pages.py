@@ -91,7 +91,19 @@ def measure(services: Mapping[str, Any], queries, category_of: Mapping[str, str]
         a, b = walks.values()
         out["backends_identical_pages_1_3"] = round(statistics.fmean(
             float(x["pages"] == y["pages"]) for x, y in zip(a, b, strict=True)), 4)
+        out["backends_differ"] = [_difference(q.text, x, y) for q, x, y in zip(queries, a, b, strict=True)
+                                  if x["pages"] != y["pages"]]
     return out
+
+
+def _difference(text: str, x: dict[str, Any], y: dict[str, Any]) -> dict[str, Any]:
+    """Where two backends' pages of one query part: the first differing rank of the walk, and both lists' product
+    and score there (a score gap of float rounding says the engines' arithmetic, not the request, differs)."""
+    at = next((k for k, (p, q) in enumerate(zip(x["listed"], y["listed"])) if p != q),
+              min(len(x["listed"]), len(y["listed"])))
+    near = slice(max(0, at - 1), at + 2)
+    return {"query": text, "rank": at + 1, "a": list(zip(x["listed"][near], x["scores"][near])),
+            "b": list(zip(y["listed"][near], y["scores"][near]))}
 
 
 def first_per_kind(queries, n: int) -> list:
@@ -141,7 +153,7 @@ def table(report: Mapping[str, Any]) -> str:
              "top grade counted |", "|---|---|---|---|---|---|---|---|"]
     for fusion, by_backend in report.items():
         for backend, by_kind in by_backend.items():
-            if backend == "backends_identical_pages_1_3":
+            if backend in ("backends_identical_pages_1_3", "backends_differ"):
                 continue
             for kind, m in by_kind.items():
                 lines.append(f"| {fusion} | {backend} | {kind} | {m['repeats_pages_1_3']:.3f} | "
@@ -154,7 +166,7 @@ def table(report: Mapping[str, Any]) -> str:
               + " |", "|---|---|---|" + "---|" * len(FLOORS)]
     for fusion, by_backend in report.items():
         for backend, by_kind in by_backend.items():
-            if backend == "backends_identical_pages_1_3":
+            if backend in ("backends_identical_pages_1_3", "backends_differ"):
                 continue
             for kind, m in by_kind.items():
                 if f"counted@{FLOORS[0]}" in m:
