@@ -157,3 +157,26 @@ def test_the_worker_healthcheck_fails_when_a_lane_sticks_or_dies_or_the_process_
     assert "no worker health file" in hc.check_worker()  # a stopped worker removes its file: not healthy
     health_path(tmp_path).write_text("{not json")
     assert "cannot be read" in hc.check_worker()
+
+
+def test_a_stop_asked_while_the_worker_checks_its_lanes_is_a_clean_stop_not_a_dead_lane(tmp_path):
+    """A stop (a signal) that lands after the loop's check, while health() runs, ends the lanes: they were asked
+    to stop, so serve_forever returns True and removes its file, instead of reporting a dead lane (exit 1)."""
+    from web.jobs import JobStore, Worker
+    from web.jobs.health_file import health_path
+
+    worker = Worker(JobStore(tmp_path / "jobs.sqlite3"), {"train": lambda p, progress, cancel: p}, poll_s=0.02,
+                    heartbeat_s=0.05, stale_after_s=5.0)
+    health, checks = worker.health, []
+
+    def stopped_meanwhile():
+        checks.append(1)
+        if len(checks) == 3:
+            worker.request_stop()
+            for lane in worker._lanes:
+                lane.thread.join(10)  # the lanes see the stop and end before this check reads them
+        return health()
+
+    worker.health = stopped_meanwhile
+    assert worker.serve_forever(check_every_s=0.05, health_file=health_path(tmp_path)) is True
+    assert not health_path(tmp_path).exists()

@@ -140,7 +140,9 @@ class Worker:
             if health_file is not None:
                 write_health(health_file, self.id, health, self.stale_after_s)
             dead = [h for h in health if not h.alive]
-            if dead and not self._stop.is_set():
+            if dead:
+                if self._stop.is_set():
+                    dead = []  # lanes that ended because a stop was asked meanwhile (a signal) are not dead
                 break
             for h in health:
                 if not h.ok and h.lane not in unhealthy:
