@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -63,24 +64,27 @@ def ray_session(config: IndexerConfig) -> Iterator[None]:
     """Ray for the run: the one already initialised in this process, the cluster at config.ray_address or
     $COINAGE_RAY_ADDRESS, else a local Ray of config.ray_workers CPUs (stopped at the end)."""
     ray = import_ray()
-    if ray.is_initialized():
-        yield
-        return
-    address = config.ray_address or os.environ.get(ADDRESS_ENV) or None
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-            ray.init(num_cpus=config.ray_workers, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": path}})
-    except Exception as e:  # ConnectionError, RuntimeError, ...: name the address and the fix
-        raise IndexerError(f"cannot start Ray ({'at ' + address if address else 'locally'}): {e}; "
-                           f"check --ray-address / ${ADDRESS_ENV}, or drop --workers") from e
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    # Ray's driver prints its raylet's warnings (e.g. "N PYTHON worker processes have been started") to stdout,
+    # whatever log_to_driver says: they are logs, and on stdout they would corrupt `coinage index --json`
+    with contextlib.redirect_stdout(sys.stderr):
+        if ray.is_initialized():
+            yield
+            return
+        address = config.ray_address or os.environ.get(ADDRESS_ENV) or None
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+                ray.init(num_cpus=config.ray_workers, include_dashboard=False, log_to_driver=False,
+                         runtime_env={"env_vars": {"PYTHONPATH": path}})
+        except Exception as e:  # ConnectionError, RuntimeError, ...: name the address and the fix
+            raise IndexerError(f"cannot start Ray ({'at ' + address if address else 'locally'}): {e}; "
+                               f"check --ray-address / ${ADDRESS_ENV}, or drop --workers") from e
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 @contextlib.contextmanager
