@@ -96,7 +96,7 @@ def run_once(catalog: Path, store_dir: Path, workers: int, args) -> dict[str, An
     from indexer.pipeline import run_index
 
     store = (StoreConfig(backend="server", url=f"local:{store_dir}")
-             if getattr(args, "ray_store", "embedded") == "server-local" else StoreConfig(path=str(store_dir)))
+             if args.ray_store == "server-local" else StoreConfig(path=str(store_dir)))
     cfg = IndexerConfig(catalog=catalog, backbone=args.ray_backbone, store=store,
                         batch_size=args.batch, ray_workers=workers, progress_bar=False, device=args.device,
                         rejects_path=store_dir.with_suffix(".rejects.jsonl"), onnx_cache=Path(args.onnx_cache),
@@ -121,10 +121,10 @@ def bench_ray(args, work: Path, demo: Path, save: Callable[[dict[str, Any]], Non
     """Every run of --ray-rows x (in process, --ray-workers), then --in-process-rows in process only; `save(result)`
     after each, so a cut-short bench keeps what it measured."""
     result = {"backbone": args.ray_backbone, "device": args.device, "batch": args.batch,
-              "store": getattr(args, "ray_store", "embedded"),
+              "store": args.ray_store,
               "catalog": "generated: the demo catalog's rows repeated under new ids, reusing its 64-px image files",
               "runs": []}
-    first = [0] if getattr(args, "in_process", True) else []  # --no-in-process: Ray runs only
+    first = [0] if args.in_process else []  # --no-in-process: Ray runs only
     sizes = [(rows, [*first, *args.ray_workers]) for rows in args.ray_rows]
     sizes += [(rows, [0]) for rows in args.in_process_rows]
     for rows, paths in sizes:

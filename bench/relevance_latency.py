@@ -1,7 +1,7 @@
 """Latency part of `coinage bench relevance --latency-products N ...`: a synthetic scale-up of the world's catalog
 and p50/p95 of first pages per retrieval (split from bench/relevance.py); and, on both store backends, a hybrid first
-page with the two sides in one store call (QueryConfig.side_batch, the default) against one call per side (the
-sequential baseline), timed in the same run, query by query in alternating order."""
+page with the two sides in one store call (QueryConfig.side_batch, off by default: it measured no gain) against
+one call per side (the default), timed in the same run, query by query in alternating order."""
 from __future__ import annotations
 
 import re

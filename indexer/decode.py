@@ -322,12 +322,10 @@ def _row_hash(payload: dict[str, Any], model_key: str):
     return h
 
 
-def source_stamp(source: str | Path, payload: dict[str, Any], model_key: str) -> str | None:
+def source_stamp(source: Path, payload: dict[str, Any], model_key: str) -> str | None:
     """A hash of the model identity, the payload and the image file's size and modification time: while it
     matches the stamp stored with the point (engine.product.STAMP), the row is unchanged and its image is not
-    read. None for a URL (url_stamp) or a file that cannot be stat'ed."""
-    if isinstance(source, str):
-        return None
+    read. None for a file that cannot be stat'ed (a URL's stamp is url_stamp's)."""
     try:
         st = source.stat()
     except OSError:

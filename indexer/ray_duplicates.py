@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import IndexerError
-from .ray_stages import REJECTED, read_ranges
+from .decode import Row
+from .ray_stages import validated_chunks
 
 MAX_REPEATED_IDS = 100_000  # more repeated ids than this: the catalog is not de-duplicated; refuse
 
@@ -39,9 +40,11 @@ def repeated_ids(ray: Any, parts: Any, catalog: str, batch_rows: int, partitions
 
 
 def _ids(batch: pa.Table, catalog: str, batch_rows: int):
-    for table in read_ranges(batch, catalog, batch_rows):
-        table = table.filter(pc.not_equal(table["kind"], REJECTED))
-        yield table.select(["id", "row"])
+    """(id, row) of the valid rows of the ranges in `batch` (only what the group-by needs)."""
+    for chunk in validated_chunks(batch, catalog, batch_rows):
+        rows = [r for r in chunk if isinstance(r, Row)]
+        yield pa.table({"id": pa.array([r.id for r in rows], pa.string()),
+                        "row": pa.array([r.row for r in rows], pa.int64())})
 
 
 def _repeated(groups: pa.Table) -> pa.Table:

@@ -89,13 +89,19 @@ def read_ranges(batch: pa.Table, catalog: str, batch_rows: int = 256,
     range's offset: a task reads its own rows and no others. `duplicates`: id -> the first valid row holding it,
     for the ids the catalog repeats (indexer.ray_duplicates): the other rows with such an id are rejected as
     duplicates, as in process."""
+    for chunk in validated_chunks(batch, catalog, batch_rows):
+        yield _table([_validated(row, duplicates or {}) for row in chunk])
+
+
+def validated_chunks(batch: pa.Table, catalog: str, batch_rows: int) -> Iterator[list[Row | Rejected]]:
+    """The validated catalog rows of each range of `ranges` in `batch`, `batch_rows` at a time."""
     reader = open_catalog(catalog)
     for part in batch.to_pylist():
         start = Checkpoint(part["start"], part["offset"], part["row"])
         with contextlib.closing(reader.rows_from(start)) as rows:
             owned = itertools.islice(rows, part["stop"] - part["start"])
             while chunk := list(itertools.islice(owned, batch_rows)):
-                yield _table([_validated(validate(raw), duplicates or {}) for raw in chunk])
+                yield [validate(raw) for raw in chunk]
 
 
 def _validated(row: Row | Rejected, duplicates: dict[str, int]) -> dict[str, Any]:

@@ -21,9 +21,6 @@ class StoreHost:
     def call(self, name: str, args: tuple, kwargs: dict) -> Any:
         return getattr(self.store, name)(*args, **kwargs)
 
-    def mark(self, name: str, args: tuple) -> Any:
-        return getattr(marks, name)(self.store, *args)
-
     def apply(self, fn, args: tuple) -> Any:
         """`fn(store, *args)` here: for module functions that look at the store's type (engine.store.artifacts:
         the vocabulary is a file beside an embedded collection, points in a server's)."""
@@ -111,6 +108,6 @@ class _RemoteMarks:
         def call(store, *args: Any) -> Any:  # `store` is the proxy: the actor applies it to its own
             import ray
 
-            return ray.get(self.actor.mark.remote(name, args))
+            return ray.get(self.actor.apply.remote(getattr(marks, name), args))
 
         return call

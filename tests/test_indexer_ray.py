@@ -21,13 +21,12 @@ from engine.store import open_store, point_id
 from indexer import IndexerConfig, run_index, run_reindex
 from indexer.pipeline import ingest
 from indexer.reindex import _build_target
-from indexer_world import ROWS, copy_world
+from indexer_world import ROOT, ROWS, config, copy_world
 from indexer_world import onnx_cache, world  # noqa: F401 (fixtures)
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,13 +49,6 @@ def catalog(world, tmp_path) -> Path:
         f.write(json.dumps({"id": "broken", "title": "A broken photo", "image": "broken.png"}) + "\n")
         f.write(json.dumps({**first, "title": "The first photo again"}) + "\n")
     return path
-
-
-def config(catalog: Path, tmp_path: Path, onnx_cache: Path, store, **kw) -> IndexerConfig:
-    values = dict(catalog=catalog, backbone="tiny-random", store=store, batch_size=8, onnx_cache=onnx_cache,
-                  rejects_path=tmp_path / "rejects.jsonl", progress_bar=False, device="cpu")
-    values.update(kw)
-    return IndexerConfig(**values)
 
 
 def contents(cfg: IndexerConfig) -> tuple[dict, dict]:

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from engine.lexical import words
 from engine.product import CATEGORY, COLOUR, PRICE
-from engine.store.hybrid import Group
+from engine.store.hybrid import Group, payload_value
 
 from .errors import MerchError
 
@@ -119,7 +119,7 @@ class Rule:
             return False
         if self.category is not None and payload.get(CATEGORY) != self.category:
             return False
-        if self.colour is not None and _field(payload, COLOUR) != self.colour:
+        if self.colour is not None and payload_value(payload, COLOUR) != self.colour:
             return False
         if self.min_price is not None or self.max_price is not None:
             try:
@@ -292,13 +292,6 @@ def parse_time(name: str, value: str | None) -> datetime | None:
     except ValueError as e:
         raise MerchError(f"field {name!r} is not an ISO date-time ({e}); write e.g. 2026-12-24T00:00") from e
     return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
-
-
-def _field(payload: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = payload
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
 
 
 def _placeholder(name: str, value: Any, what: str) -> None:

@@ -12,8 +12,9 @@ several words, the last one is completed and the others kept ("red dr" -> "red d
 
 The shop's synonyms (engine/merch: "trainers, sneakers", "cup => mug") apply in suggestions as in the search:
 what is typed, or its last word, beginning a synonym's term offers what that term also searches, when the catalog
-has it ("trainers" -> "sneakers", kind "synonym", with its count), before the other suggestions. They are read
-per call (a merchandiser's change shows at once), not built into the index.
+has it ("trainers" -> "sneakers", kind "synonym", with its count), before the other suggestions. They are asked
+for on every call (engine.merch.MerchSource, which re-reads them when they changed, at most every refresh_s: a
+merchandiser's change shows within a second), not built into the index.
 """
 from __future__ import annotations
 
@@ -195,7 +196,7 @@ class Suggestions:
                  synonyms: Callable[[], Sequence["Synonym"]] | None = None):
         self.catalog = catalog
         self.concepts = concepts  # the registered concept names as words (understand.concept_words)
-        self.synonyms = synonyms  # the shop's synonyms now (engine.merch.MerchSource), read per call
+        self.synonyms = synonyms  # the shop's synonyms now (engine.merch.MerchSource), asked per call
         self._lock = threading.Lock()
         self._key: tuple[int, tuple[str, ...]] | None = None
         self._index: SuggestIndex | None = None
